@@ -1,0 +1,311 @@
+"""MQTT contract v1 between the borne agent and the controller: the one source of truth.
+
+Topic names, message shapes and command signing live here and nowhere else. The agent
+builds these dataclasses and serialises them with :func:`encode`; the controller
+validates incoming payloads against the very same dataclasses with pydantic (see
+``controller.contract``), so that a change here changes both sides at once.
+
+This module uses the standard library only: it must import on an access point's
+Python (OpenWrt) where neither pydantic nor any compiled package is available. It does
+no IO and reads no clock: callers pass ``now``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import re
+from typing import Any, Final, Literal
+
+__all__ = [
+    "AP_ID_RE",
+    "COMMAND_ARGS",
+    "MAC_RE",
+    "MAX_COMMAND_TTL_S",
+    "MAX_PAYLOAD_BYTES",
+    "TOPIC_PREFIX",
+    "VERSION",
+    "AcctEntry",
+    "AcctMsg",
+    "AckMsg",
+    "AuthorizeArgs",
+    "ClientEvent",
+    "ClientsMsg",
+    "Command",
+    "DeauthorizeArgs",
+    "HealthMsg",
+    "StatusMsg",
+    "SyncArgs",
+    "agent_subscription",
+    "canonical_bytes",
+    "controller_subscription",
+    "encode",
+    "parse_topic",
+    "sign_command",
+    "signature_ok",
+    "topic",
+]
+
+VERSION: Final = 1
+TOPIC_PREFIX: Final = "borne/v1/ap"
+
+# A payload larger than this is refused before any parsing. The largest legitimate
+# message is an `acct` batch: 512 clients x ~120 bytes of JSON stays under 64 KiB.
+MAX_PAYLOAD_BYTES: Final = 64 * 1024
+# A command valid for longer than this is refused: it bounds the replay window and the
+# memory an agent needs to remember the command ids it has already executed.
+MAX_COMMAND_TTL_S: Final = 3600
+MAX_BATCH: Final = 512
+
+AP_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+MAC_RE: Final = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+# kinds published by the agent / by the controller
+AgentKind = Literal["status", "health", "clients", "acct", "ack"]
+AGENT_KINDS: Final[tuple[str, ...]] = ("status", "health", "clients", "acct", "ack")
+CONTROLLER_KINDS: Final[tuple[str, ...]] = ("cmd",)
+
+# pydantic reads this attribute on plain dataclasses: unknown fields are errors and no
+# value is coerced ("5" is not an int). The agent ignores it.
+_STRICT: Final = {"extra": "forbid", "strict": True}
+
+
+def topic(ap_id: str, kind: str) -> str:
+    """Return the topic of ``kind`` for access point ``ap_id``.
+
+    Raises:
+        ValueError: the AP id or the kind is not part of the contract.
+    """
+    if not AP_ID_RE.match(ap_id):
+        raise ValueError(f"invalid ap_id {ap_id!r}")
+    if kind not in AGENT_KINDS and kind not in CONTROLLER_KINDS:
+        raise ValueError(f"unknown message kind {kind!r}")
+    return f"{TOPIC_PREFIX}/{ap_id}/{kind}"
+
+
+def parse_topic(name: str) -> tuple[str, str]:
+    """Split ``borne/v1/ap/{ap_id}/{kind}`` into ``(ap_id, kind)``.
+
+    Raises:
+        ValueError: the topic is not one of the contract's.
+    """
+    parts = name.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != TOPIC_PREFIX:
+        raise ValueError(f"topic outside the contract: {name[:120]!r}")
+    ap_id, kind = parts[3], parts[4]
+    if not AP_ID_RE.match(ap_id):
+        raise ValueError(f"invalid ap_id in topic: {ap_id[:70]!r}")
+    if kind not in AGENT_KINDS and kind not in CONTROLLER_KINDS:
+        raise ValueError(f"unknown message kind in topic: {kind[:20]!r}")
+    return ap_id, kind
+
+
+def controller_subscription(kind: str, share_group: str | None = None) -> str:
+    """Topic filter the controller subscribes to for ``kind`` (optionally MQTT 5 shared)."""
+    base = f"{TOPIC_PREFIX}/+/{kind}"
+    return f"$share/{share_group}/{base}" if share_group else base
+
+
+def agent_subscription(ap_id: str) -> str:
+    """Topic filter an agent subscribes to: its own command topic only."""
+    return topic(ap_id, "cmd")
+
+
+# --------------------------------------------------------------------------- messages
+# Every agent message starts with the envelope: v, ap, boot, seq, ts.
+#   boot: random hex chosen at each agent start; seq: 1, 2, 3... within that boot
+#   (0 is reserved for the Last Will); ts: the device's clock, seconds since the epoch.
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusMsg:
+    """Retained presence of an AP; the Last Will publishes ``state="offline"`` with seq 0."""
+
+    __pydantic_config__ = _STRICT
+    v: Literal[1]
+    ap: str
+    boot: str
+    seq: int
+    ts: float
+    state: Literal["online", "offline"]
+    agent_version: str
+    gateway: str
+    keepalive_s: int
+    reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthMsg:
+    """Periodic health of the AP and its gateway daemon."""
+
+    __pydantic_config__ = _STRICT
+    v: Literal[1]
+    ap: str
+    boot: str
+    seq: int
+    ts: float
+    uptime_s: float
+    load1: float
+    mem_total_kb: int
+    mem_available_kb: int
+    disk_free_kb: int
+    clients: int
+    gateway_up: bool
+    agent_version: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientEvent:
+    """One client change seen at the gateway."""
+
+    __pydantic_config__ = _STRICT
+    event: Literal["seen", "authorized", "left"]
+    mac: str
+    ip: str
+    at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientsMsg:
+    """A batch of client events (``full=True``: the list is the whole current population)."""
+
+    __pydantic_config__ = _STRICT
+    v: Literal[1]
+    ap: str
+    boot: str
+    seq: int
+    ts: float
+    events: list[ClientEvent]
+    full: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class AcctEntry:
+    """Counters of one authorised client since its session started (64-bit, bytes)."""
+
+    __pydantic_config__ = _STRICT
+    mac: str
+    ip: str
+    session_start: float
+    up_bytes: int
+    down_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AcctMsg:
+    """Per-client counters, batched, published every accounting interval."""
+
+    __pydantic_config__ = _STRICT
+    v: Literal[1]
+    ap: str
+    boot: str
+    seq: int
+    ts: float
+    interval_s: int
+    entries: list[AcctEntry]
+
+
+@dataclasses.dataclass(frozen=True)
+class AckMsg:
+    """The agent's single answer to one command id."""
+
+    __pydantic_config__ = _STRICT
+    v: Literal[1]
+    ap: str
+    boot: str
+    seq: int
+    ts: float
+    id: str
+    ok: bool
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthorizeArgs:
+    """Let a client through the gateway (``ndsctl auth``); 0 means unlimited."""
+
+    __pydantic_config__ = _STRICT
+    mac: str
+    minutes: int
+    up_kbps: int = 0
+    down_kbps: int = 0
+    up_quota_kb: int = 0
+    down_quota_kb: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DeauthorizeArgs:
+    """Cut a client off (``ndsctl deauth``)."""
+
+    __pydantic_config__ = _STRICT
+    mac: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncArgs:
+    """Ask for a full client list (answered by a ``clients`` message with ``full=True``)."""
+
+    __pydantic_config__ = _STRICT
+
+
+COMMAND_ARGS: Final[dict[str, type]] = {
+    "authorize": AuthorizeArgs,
+    "deauthorize": DeauthorizeArgs,
+    "sync": SyncArgs,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A controller command, signed with the AP's own key (HMAC-SHA256 over the canonical JSON)."""
+
+    __pydantic_config__ = _STRICT
+    v: Literal[1]
+    ap: str
+    id: str
+    cmd: Literal["authorize", "deauthorize", "sync"]
+    args: dict[str, Any]
+    iat: float
+    exp: float
+    sig: str = ""
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [_plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(x) for k, x in obj.items()}
+    return obj
+
+
+def encode(msg: Any) -> bytes:
+    """Serialise a contract dataclass to compact UTF-8 JSON."""
+    return json.dumps(_plain(msg), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def canonical_bytes(fields: dict[str, Any]) -> bytes:
+    """The bytes a command signature covers: sorted-key compact JSON without ``sig``."""
+    body = {k: v for k, v in fields.items() if k != "sig"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign_command(cmd: Command, key: bytes) -> Command:
+    """Return ``cmd`` with its ``sig`` set for ``key``."""
+    mac = hmac.new(key, canonical_bytes(_plain(cmd)), hashlib.sha256).hexdigest()
+    return dataclasses.replace(cmd, sig=mac)
+
+
+def signature_ok(fields: dict[str, Any], key: bytes) -> bool:
+    """Check a decoded command's ``sig`` in constant time."""
+    sig = fields.get("sig")
+    if not isinstance(sig, str) or not sig:
+        return False
+    want = hmac.new(key, canonical_bytes(fields), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(want, sig)

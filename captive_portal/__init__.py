@@ -1,0 +1,1 @@
+"""borne: captive_portal."""

@@ -1,0 +1,226 @@
+"""The controller's configuration: one pydantic-settings tree, loaded once and injected.
+
+Sources, strongest first: environment variables ``BORNE__SECTION__FIELD`` (for example
+``BORNE__DATABASE__URL``), then the TOML file given on the command line, then defaults.
+Secrets are ``SecretStr`` and never appear in logs or ``repr``. Nothing else in the code
+base reads ``os.environ`` for settings: ``load_settings`` is called in ``main`` only.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "ConfigError",
+    "DashboardSettings",
+    "DatabaseSettings",
+    "MqttSettings",
+    "PortalSettings",
+    "Problem",
+    "SessionSettings",
+    "Settings",
+    "check_file",
+    "load_settings",
+]
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(_Section):
+    """Where the controller meets its agents."""
+
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    client_id: str = "borne-controller"
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    # MQTT 5 shared subscription group, to spread the load over several controllers.
+    share_group: str | None = None
+    # Messages waiting for the database; when full the bridge stops reading the socket.
+    queue_size: Annotated[int, Field(ge=10, le=1_000_000)] = 10_000
+
+    @model_validator(mode="after")
+    def _password_needs_user(self) -> MqttSettings:
+        if self.password is not None and not self.username:
+            raise ValueError("a password is set without a username")
+        return self
+
+
+class DatabaseSettings(_Section):
+    """State storage: SQLite by default, PostgreSQL for several controllers."""
+
+    url: SecretStr = SecretStr("sqlite+aiosqlite:///borne.db")
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, v: SecretStr) -> SecretStr:
+        url = v.get_secret_value()
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "the URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return v
+
+
+class PortalSettings(_Section):
+    """The captive portal openNDS sends visitors to (FAS)."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: Port = 8080
+    # The URL a visitor's browser reaches, as openNDS's fasremoteip/fasport/faspath say.
+    public_url: str = "http://127.0.0.1:8080/fas/"
+    # Shared with openNDS (faskey); signs the portal's own form state too.
+    fas_key: SecretStr = SecretStr("change-me-fas-key")
+    terms_version: str = "2026-11-01"
+    default_language: Literal["fr", "en"] = "fr"
+
+
+class SessionSettings(_Section):
+    """Limits given to a visitor at login and the rules that close sessions."""
+
+    session_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 24 * 60
+    up_kbps: Annotated[int, Field(ge=0)] = 0
+    down_kbps: Annotated[int, Field(ge=0)] = 0
+    # A session with no update for stale_factor x the accounting interval is closed.
+    acct_interval_s: Annotated[int, Field(ge=10, le=3600)] = 60
+    stale_factor: Annotated[int, Field(ge=2, le=100)] = 3
+    command_ttl_s: Annotated[int, Field(ge=5, le=3600)] = 120
+
+
+class DashboardSettings(_Section):
+    """The dashboards web application."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: Port = 8081
+
+
+class Settings(BaseSettings):
+    """The whole controller configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BORNE__",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    name: str = "borne"
+    # Base64 or any string: the key from which each AP's command key is derived when
+    # the registry holds none of its own (demo, tests). Production enrols one key per AP.
+    command_master_key: SecretStr = SecretStr("change-me-command-master-key")
+    mqtt: MqttSettings = MqttSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    portal: PortalSettings = PortalSettings()
+    sessions: SessionSettings = SessionSettings()
+    dashboard: DashboardSettings = DashboardSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment overrides the file; the file's content arrives as init kwargs.
+        return (env_settings, init_settings)
+
+
+class Problem(BaseModel):
+    """One thing wrong in a configuration file, for humans."""
+
+    model_config = ConfigDict(frozen=True)
+    path: str
+    message: str
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` says why, field by field."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+def _explain(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown setting (check its spelling and its [section])"
+    if kind == "missing":
+        return "required setting is missing"
+    msg = str(err.get("msg", "invalid value"))
+    return msg.removeprefix("Value error, ")
+
+
+def _problems(exc: ValidationError) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(file)"
+        out.append(Problem(path=path, message=_explain(dict(err))))
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError([Problem(path="(file)", message=f"no such file: {path}")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(path="(file)", message=f"not valid TOML: {exc}")]) from exc
+    except OSError as exc:
+        raise ConfigError([Problem(path="(file)", message=f"cannot read: {exc}")]) from exc
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load the settings from ``path`` (TOML) and the environment.
+
+    Raises:
+        ConfigError: with every problem found, each with its field path.
+    """
+    data: dict[str, Any] = _read_toml(path) if path is not None else {}
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from exc
+
+
+def check_file(path: Path) -> list[Problem]:
+    """Every problem in a controller or agent configuration file (empty: all good)."""
+    data = _read_toml(path)
+    if "agent" in data and len(data) == 1:
+        from agents.config import AgentConfigError, parse_agent_config
+
+        try:
+            parse_agent_config(data)
+        except AgentConfigError as exc:
+            return [Problem(path=p, message=m) for p, m in exc.problems]
+        return []
+    try:
+        Settings(**data)
+    except ValidationError as exc:
+        return _problems(exc)
+    return []
