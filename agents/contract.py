@@ -43,6 +43,7 @@ __all__ = [
     "controller_subscription",
     "encode",
     "parse_topic",
+    "seal",
     "sign_command",
     "signature_ok",
     "topic",
@@ -117,6 +118,9 @@ def agent_subscription(ap_id: str) -> str:
 # Every agent message starts with the envelope: v, ap, boot, seq, ts.
 #   boot: random hex chosen at each agent start; seq: 1, 2, 3... within that boot
 #   (0 is reserved for the Last Will); ts: the device's clock, seconds since the epoch.
+# and ends with sig: HMAC-SHA256 with the AP's key over the canonical JSON of the other
+# fields (see `seal`). The broker's ACL already keeps an AP under its own topic; the
+# signature also proves the origin end to end, whatever broker relays the message.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +138,7 @@ class StatusMsg:
     gateway: str
     keepalive_s: int
     reason: str | None = None
+    sig: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +159,7 @@ class HealthMsg:
     clients: int
     gateway_up: bool
     agent_version: str
+    sig: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +185,7 @@ class ClientsMsg:
     ts: float
     events: list[ClientEvent]
     full: bool = False
+    sig: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +212,7 @@ class AcctMsg:
     ts: float
     interval_s: int
     entries: list[AcctEntry]
+    sig: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +228,7 @@ class AckMsg:
     id: str
     ok: bool
     error: str | None = None
+    sig: str = ""
 
 
 # --------------------------------------------------------------------------- commands
@@ -296,6 +305,14 @@ def canonical_bytes(fields: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def seal(msg: Any, key: bytes) -> bytes:
+    """Serialise an agent message with its ``sig`` computed for ``key``."""
+    fields = _plain(msg)
+    fields.pop("sig", None)
+    fields["sig"] = hmac.new(key, canonical_bytes(fields), hashlib.sha256).hexdigest()
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def sign_command(cmd: Command, key: bytes) -> Command:
     """Return ``cmd`` with its ``sig`` set for ``key``."""
     mac = hmac.new(key, canonical_bytes(_plain(cmd)), hashlib.sha256).hexdigest()
@@ -303,7 +320,7 @@ def sign_command(cmd: Command, key: bytes) -> Command:
 
 
 def signature_ok(fields: dict[str, Any], key: bytes) -> bool:
-    """Check a decoded command's ``sig`` in constant time."""
+    """Check the ``sig`` of a decoded command or agent message in constant time."""
     sig = fields.get("sig")
     if not isinstance(sig, str) or not sig:
         return False

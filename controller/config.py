@@ -76,9 +76,7 @@ class DatabaseSettings(_Section):
     def _known_driver(cls, v: SecretStr) -> SecretStr:
         url = v.get_secret_value()
         if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError(
-                "the URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
-            )
+            raise ValueError("the URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return v
 
 

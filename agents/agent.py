@@ -1,0 +1,319 @@
+"""The borne agent: reports an access point's gateway to the controller over MQTT.
+
+It reads the gateway (``ndsctl json``), publishes ``status`` (retained, with a Last
+Will), ``health``, ``clients`` and ``acct``, and executes signed ``authorize`` /
+``deauthorize`` / ``sync`` commands, acknowledging each command id once.
+
+Threads: paho's network thread (owned by :class:`MqttLink`) only enqueues incoming
+commands; everything else runs in the thread that calls :meth:`Agent.run`.
+Standard library + paho-mqtt only.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from agents._core import ClientTracker, CommandGuard, CommandRefused, Envelope
+from agents._mqtt_io import LinkOptions, MqttLink
+from agents.config import AgentConfig
+from agents.contract import (
+    AuthorizeArgs,
+    Command,
+    DeauthorizeArgs,
+    SyncArgs,
+    agent_subscription,
+    seal,
+    topic,
+)
+from agents.gateway import Gateway, GatewayError
+
+__all__ = ["AGENT_VERSION", "Agent"]
+
+AGENT_VERSION = "0.1.0"
+logger = logging.getLogger(__name__)
+
+# Commands waiting for the agent's thread; more than this in flight means a flood.
+COMMAND_QUEUE = 256
+
+
+class Agent:
+    """One agent for one access point."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        gateway: Gateway,
+        *,
+        clock: Callable[[], float] = time.time,
+        backoff_cap_s: float = 30.0,
+        persist_state: bool = True,
+    ) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.clock = clock
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.envelope = Envelope(config.ap_id)
+        self._state_file = Path(config.state_dir) / "commands.json" if persist_state else None
+        self._key = config.command_key.encode()
+        self.guard = CommandGuard(config.ap_id, self._key, self._load_remembered())
+        self.tracker = ClientTracker()
+        self._commands: queue.Queue[bytes] = queue.Queue(maxsize=COMMAND_QUEUE)
+        self._resync = threading.Event()
+        self._started = clock()
+        will = self.envelope.status(
+            clock(),
+            "offline",
+            agent_version=AGENT_VERSION,
+            gateway=gateway.name,
+            keepalive_s=config.keepalive_s,
+            reason="lost",
+            last_will=True,
+        )
+        self.link = MqttLink(
+            LinkOptions(
+                client_id=f"borne-agent-{config.ap_id}",
+                host=config.mqtt_host,
+                port=config.mqtt_port,
+                keepalive_s=config.keepalive_s,
+                username=config.mqtt_username,
+                password=config.mqtt_password,
+                tls=config.mqtt_tls,
+                ca_file=config.mqtt_ca_file,
+                clean_session=True,
+                backoff_cap_s=backoff_cap_s,
+            ),
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+            will=(topic(config.ap_id, "status"), seal(will, self._key), 1, True),
+        )
+
+    # persistence of executed command ids (replay protection across restarts) ---------
+    def _load_remembered(self) -> dict[str, float]:
+        if self._state_file is None:
+            return {}
+        try:
+            data = json.loads(self._state_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            logger.warning("command state unreadable, starting empty: %s", exc)
+            self.counters["state_unreadable"] += 1
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): float(v) for k, v in data.items() if isinstance(v, int | float)}
+
+    def _save_remembered(self) -> None:
+        if self._state_file is None:
+            return
+        self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._state_file.with_suffix(".tmp")
+        with tmp.open("w") as fh:
+            json.dump(self.guard.remembered(self.clock()), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._state_file)
+
+    # MQTT callbacks (network thread) -------------------------------------------------
+    def _on_connect(self, link: MqttLink) -> None:
+        link.subscribe(agent_subscription(self.config.ap_id), qos=1)
+        self._publish(
+            "status",
+            self.envelope.status(
+                self.clock(),
+                "online",
+                agent_version=AGENT_VERSION,
+                gateway=self.gateway.name,
+                keepalive_s=self.config.keepalive_s,
+            ),
+            retain=True,
+        )
+        self._resync.set()
+
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._commands.put_nowait(bytes(msg.payload))
+        except queue.Full:
+            self.counters["command_dropped_queue_full"] += 1
+            logger.warning("command queue full, command dropped")
+
+    # publishing ----------------------------------------------------------------------
+    def _publish(self, kind: str, msg: Any, retain: bool = False) -> None:
+        self.link.publish(
+            topic(self.config.ap_id, kind), seal(msg, self._key), qos=1, retain=retain
+        )
+        self.counters[f"published_{kind}"] += 1
+
+    # the work ------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Read the gateway and publish what changed."""
+        now = self.clock()
+        try:
+            snapshot = self.gateway.clients()
+        except GatewayError as exc:
+            self.counters["gateway_errors"] += 1
+            logger.warning("gateway unreadable: %s", exc)
+            return
+        events = self.tracker.update(snapshot, now)
+        full = self._resync.is_set()
+        if full:
+            self._resync.clear()
+            events = self.tracker.full_list(now)
+        if events or full:
+            for batch in ClientTracker.batches(events):
+                self._publish("clients", self.envelope.clients(now, batch, full=full))
+
+    def publish_acct(self) -> None:
+        """Publish every authorised client's counters."""
+        now = self.clock()
+        entries = self.tracker.accounting(now)
+        if not entries:
+            return
+        for batch in ClientTracker.batches(entries):
+            self._publish("acct", self.envelope.acct(now, self.config.acct_interval_s, batch))
+
+    def publish_health(self) -> None:
+        """Publish the AP's health."""
+        now = self.clock()
+        self._publish(
+            "health",
+            self.envelope.health(
+                now,
+                **_host_health(
+                    self.config.state_dir,
+                    now - self._started,
+                    self.tracker.count,
+                    self.gateway.is_up(),
+                ),
+            ),
+        )
+
+    def handle_command(self, payload: bytes) -> None:
+        """Check, execute and acknowledge one command."""
+        now = self.clock()
+        try:
+            cmd, args = self.guard.check(payload, now)
+        except CommandRefused as exc:
+            self.counters[f"command_refused_{exc.reason}"] += 1
+            logger.warning("command refused: %s", exc)
+            return
+        self._save_remembered()
+        error = self._execute(cmd, args)
+        self.counters["commands_ok" if error is None else "commands_failed"] += 1
+        self._publish("ack", self.envelope.ack(self.clock(), cmd.id, error is None, error))
+        self.poll()
+
+    def _execute(self, cmd: Command, args: Any) -> str | None:
+        try:
+            match args:
+                case AuthorizeArgs():
+                    self.gateway.authorize(
+                        args.mac,
+                        args.minutes,
+                        args.up_kbps,
+                        args.down_kbps,
+                        args.up_quota_kb,
+                        args.down_quota_kb,
+                    )
+                case DeauthorizeArgs():
+                    self.gateway.deauthorize(args.mac)
+                case SyncArgs():
+                    self._resync.set()
+                case _:
+                    return f"unsupported command {cmd.cmd}"
+        except GatewayError as exc:
+            logger.warning("command %s failed: %s", cmd.cmd, exc)
+            return str(exc)[:200]
+        return None
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set, then say goodbye (retained offline status)."""
+        self.link.start()
+        next_poll = next_acct = next_health = time.monotonic()
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_poll:
+                    self.poll()
+                    next_poll = now + self.config.poll_interval_s
+                if now >= next_acct:
+                    self.publish_acct()
+                    next_acct = now + self.config.acct_interval_s
+                if now >= next_health:
+                    self.publish_health()
+                    next_health = now + self.config.health_interval_s
+                wait = max(0.0, min(next_poll, next_acct, next_health) - time.monotonic())
+                try:
+                    payload = self._commands.get(timeout=min(wait, 0.5))
+                except queue.Empty:
+                    continue
+                self.handle_command(payload)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Publish the offline status and disconnect cleanly."""
+        if self.link.connected.is_set():
+            info = self.link.publish(
+                topic(self.config.ap_id, "status"),
+                seal(
+                    self.envelope.status(
+                        self.clock(),
+                        "offline",
+                        agent_version=AGENT_VERSION,
+                        gateway=self.gateway.name,
+                        keepalive_s=self.config.keepalive_s,
+                        reason="shutdown",
+                    ),
+                    self._key,
+                ),
+                qos=1,
+                retain=True,
+            )
+            try:
+                info.wait_for_publish(timeout=3.0)
+            except (RuntimeError, ValueError) as exc:
+                logger.info("offline status not confirmed: %s", exc)
+        self.link.stop()
+
+
+def _read_first(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read(4096)
+    except OSError:
+        return ""
+
+
+def _host_health(state_dir: str, agent_uptime: float, clients: int, gw_up: bool) -> dict[str, Any]:
+    uptime = _read_first("/proc/uptime").split()
+    load = _read_first("/proc/loadavg").split()
+    mem: dict[str, int] = {}
+    for line in _read_first("/proc/meminfo").splitlines():
+        name, _, rest = line.partition(":")
+        if rest.strip().split():
+            mem[name] = int(rest.strip().split()[0])
+    probe = state_dir if os.path.isdir(state_dir) else "/"
+    disk_free = shutil.disk_usage(probe).free // 1024
+    return {
+        "uptime_s": float(uptime[0]) if uptime else agent_uptime,
+        "load1": float(load[0]) if load else 0.0,
+        "mem_total_kb": mem.get("MemTotal", 0),
+        "mem_available_kb": mem.get("MemAvailable", 0),
+        "disk_free_kb": int(disk_free),
+        "clients": clients,
+        "gateway_up": gw_up,
+        "agent_version": AGENT_VERSION,
+    }

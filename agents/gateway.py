@@ -1,0 +1,212 @@
+"""Gateway backends: the captive gateway daemon the agent drives.
+
+``Gateway`` is the small interface; ``NdsctlGateway`` drives openNDS through
+``ndsctl``; ``SimulatedGateway`` keeps clients in memory for ``borne demo`` and the
+simulator. Another daemon plugs in by implementing the same four methods.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import threading
+import time
+from typing import Any, Protocol
+
+from agents._core import GatewayClient
+from agents.contract import MAC_RE
+
+__all__ = ["Gateway", "GatewayError", "NdsctlGateway", "SimulatedGateway", "parse_ndsctl_json"]
+
+logger = logging.getLogger(__name__)
+
+# ndsctl json of a busy gateway with a few hundred clients stays well under this.
+MAX_NDSCTL_OUTPUT = 4 * 1024 * 1024
+
+
+class GatewayError(Exception):
+    """The gateway daemon did not do what was asked."""
+
+
+class Gateway(Protocol):
+    """What the agent needs from a captive gateway."""
+
+    name: str
+
+    def clients(self) -> list[GatewayClient]:
+        """Every client the gateway knows, with counters in bytes."""
+        ...
+
+    def authorize(
+        self, mac: str, minutes: int, up_kbps: int, down_kbps: int, up_kb: int, down_kb: int
+    ) -> None:
+        """Let ``mac`` through for ``minutes`` with limits (0: unlimited)."""
+        ...
+
+    def deauthorize(self, mac: str) -> None:
+        """Cut ``mac`` off."""
+        ...
+
+    def is_up(self) -> bool:
+        """Whether the daemon answers."""
+        ...
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(str(value).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def parse_ndsctl_json(text: str) -> list[GatewayClient]:
+    """Parse ``ndsctl json``: values are strings, counters are kB of 1000 bytes.
+
+    Raises:
+        GatewayError: the output is not the JSON openNDS prints.
+    """
+    if len(text) > MAX_NDSCTL_OUTPUT:
+        raise GatewayError("ndsctl json output too large")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GatewayError(f"ndsctl json is not JSON: {exc}") from exc
+    clients = doc.get("clients") if isinstance(doc, dict) else None
+    if not isinstance(clients, dict):
+        raise GatewayError("ndsctl json has no 'clients' object")
+    out: list[GatewayClient] = []
+    for key, c in clients.items():
+        if not isinstance(c, dict):
+            continue
+        mac = str(c.get("mac", key)).lower()
+        if not MAC_RE.match(mac):
+            continue
+        start = _int(c.get("session_start", 0))
+        out.append(
+            GatewayClient(
+                mac=mac,
+                ip=str(c.get("ip", "")),
+                authenticated=str(c.get("state", "")).lower() == "authenticated",
+                session_start=float(start) if start > 0 else None,
+                up_bytes=_int(c.get("upload_this_session", 0)) * 1000,
+                down_bytes=_int(c.get("download_this_session", 0)) * 1000,
+            )
+        )
+    return out
+
+
+class NdsctlGateway:
+    """openNDS through its ``ndsctl`` command (which talks to ``/tmp/ndsctl.sock``)."""
+
+    name = "opennds"
+
+    def __init__(self, ndsctl: str = "ndsctl", timeout_s: float = 10.0) -> None:
+        self._argv0 = ndsctl
+        self._timeout = timeout_s
+
+    def _run(self, *args: str) -> str:
+        try:
+            proc = subprocess.run(
+                [self._argv0, *args],
+                capture_output=True,
+                text=True,
+                timeout=self._timeout,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise GatewayError(f"ndsctl {args[0]}: {exc}") from exc
+        if proc.returncode != 0:
+            raise GatewayError(
+                f"ndsctl {args[0]} exited {proc.returncode}: {proc.stderr.strip()[:200]}"
+            )
+        return proc.stdout
+
+    def clients(self) -> list[GatewayClient]:
+        """Every client openNDS lists."""
+        return parse_ndsctl_json(self._run("json"))
+
+    def authorize(
+        self, mac: str, minutes: int, up_kbps: int, down_kbps: int, up_kb: int, down_kb: int
+    ) -> None:
+        """``ndsctl auth``; refuses a client openNDS does not know (forged FAS query)."""
+        if not any(c.mac == mac for c in self.clients()):
+            raise GatewayError("client not present at this gateway")
+        out = self._run(
+            "auth", mac, str(minutes), str(up_kbps), str(down_kbps), str(up_kb), str(down_kb)
+        )
+        if "fail" in out.lower() or "not found" in out.lower():
+            raise GatewayError(f"ndsctl auth: {out.strip()[:200]}")
+
+    def deauthorize(self, mac: str) -> None:
+        """``ndsctl deauth``."""
+        out = self._run("deauth", mac)
+        if "fail" in out.lower():
+            raise GatewayError(f"ndsctl deauth: {out.strip()[:200]}")
+
+    def is_up(self) -> bool:
+        """``ndsctl status`` answers."""
+        try:
+            self._run("status")
+        except GatewayError:
+            return False
+        return True
+
+
+class SimulatedGateway:
+    """An in-memory gateway for the demo and the simulator (thread-safe).
+
+    Visitors ``arrive`` (preauthenticated), get authorised by the agent's commands,
+    ``browse`` (counters grow) and ``leave``.
+    """
+
+    name = "simulated"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[str, GatewayClient] = {}
+
+    def arrive(self, mac: str, ip: str) -> None:
+        """A device joins the Wi-Fi and gets a DHCP lease."""
+        with self._lock:
+            self._clients.setdefault(mac, GatewayClient(mac=mac, ip=ip, authenticated=False))
+
+    def browse(self, mac: str, up: int, down: int) -> None:
+        """An authorised device moves data."""
+        with self._lock:
+            c = self._clients.get(mac)
+            if c is not None and c.authenticated:
+                self._clients[mac] = GatewayClient(
+                    c.mac, c.ip, True, c.session_start, c.up_bytes + up, c.down_bytes + down
+                )
+
+    def leave(self, mac: str) -> None:
+        """The device goes away."""
+        with self._lock:
+            self._clients.pop(mac, None)
+
+    def clients(self) -> list[GatewayClient]:
+        """Every simulated client."""
+        with self._lock:
+            return list(self._clients.values())
+
+    def authorize(
+        self, mac: str, minutes: int, up_kbps: int, down_kbps: int, up_kb: int, down_kb: int
+    ) -> None:
+        """Mark a present client authorised."""
+        with self._lock:
+            c = self._clients.get(mac)
+            if c is None:
+                raise GatewayError("client not present at this gateway")
+            if not c.authenticated:
+                self._clients[mac] = GatewayClient(c.mac, c.ip, True, time.time(), 0, 0)
+
+    def deauthorize(self, mac: str) -> None:
+        """Forget a client, as openNDS 9.1+ does."""
+        with self._lock:
+            self._clients.pop(mac, None)
+
+    def is_up(self) -> bool:
+        """Always up."""
+        return True

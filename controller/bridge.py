@@ -1,0 +1,100 @@
+"""The controller's MQTT bridge: paho in its own thread, an asyncio queue on our side.
+
+paho's network thread never touches the event loop except through
+``run_coroutine_threadsafe``; when the bounded queue is full, that thread waits, stops
+reading the socket, and TCP backpressure reaches the broker (nothing is dropped).
+Messages are acknowledged to the broker (manual PUBACK) only after the controller has
+stored their effects, so a crash before that gets them redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from agents._mqtt_io import LinkOptions, MqttLink
+from agents.contract import AGENT_KINDS, controller_subscription
+from controller.config import MqttSettings
+
+__all__ = ["Bridge", "Incoming"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message received from the broker, to be acknowledged with :meth:`Bridge.ack`."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    retained: bool
+
+
+class Bridge:
+    """Subscribes to every agent topic and hands messages to the event loop."""
+
+    def __init__(self, settings: MqttSettings, *, backoff_cap_s: float = 30.0) -> None:
+        self.settings = settings
+        self.queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=settings.queue_size)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.link = MqttLink(
+            LinkOptions(
+                client_id=settings.client_id,
+                host=settings.host,
+                port=settings.port,
+                keepalive_s=settings.keepalive_s,
+                username=settings.username,
+                password=settings.password.get_secret_value() if settings.password else None,
+                tls=settings.tls,
+                ca_file=str(settings.ca_file) if settings.ca_file else None,
+                clean_session=False,
+                mqtt5=settings.share_group is not None,
+                manual_ack=True,
+                backoff_cap_s=backoff_cap_s,
+            ),
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+        )
+
+    def _on_connect(self, link: MqttLink) -> None:
+        for kind in AGENT_KINDS:
+            link.subscribe(controller_subscription(kind, self.settings.share_group), qos=1)
+
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        item = Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain))
+        fut = asyncio.run_coroutine_threadsafe(self.queue.put(item), loop)
+        while True:
+            try:
+                fut.result(timeout=1.0)
+                return
+            except concurrent.futures.TimeoutError:
+                if loop.is_closed() or not loop.is_running():
+                    fut.cancel()
+                    return
+
+    def start(self) -> None:
+        """Connect (in the background) and start feeding :attr:`queue`."""
+        self._loop = asyncio.get_running_loop()
+        self.link.start()
+
+    def ack(self, item: Incoming) -> None:
+        """Acknowledge a processed message to the broker."""
+        if item.qos > 0:
+            self.link.ack(item.mid, item.qos)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish a controller message (commands)."""
+        self.link.publish(topic, payload, qos=qos)
+
+    async def aclose(self) -> None:
+        """Disconnect without blocking the loop."""
+        await asyncio.to_thread(self.link.stop)

@@ -1,0 +1,258 @@
+"""The controller service: ingest agent messages, keep sessions, send commands.
+
+Everything runs in one asyncio loop under one ``TaskGroup`` (see ``controller.main``).
+The ingest path is ``handle``: decode and check (``controller.contract``), claim
+``(ap, boot, seq)`` and apply its effects in one transaction (``controller.sessions``),
+then acknowledge to the broker. Bad input is rejected, counted and logged without
+secrets; it never stops the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from agents._mqtt_io import backoff_delay
+from agents.contract import (
+    VERSION,
+    AckMsg,
+    AuthorizeArgs,
+    Command,
+    DeauthorizeArgs,
+    SyncArgs,
+    encode,
+    sign_command,
+    topic,
+)
+from controller.bridge import Bridge, Incoming
+from controller.config import Settings
+from controller.contract import Rejected, decode
+from controller.registry import Registry
+from controller.sessions import SessionLedger
+from controller.storage import Database
+from controller.storage.schema import access_points, commands, processed_messages, sessions
+
+__all__ = ["Controller", "mac_tag"]
+
+logger = logging.getLogger(__name__)
+
+# How often the stale-session sweep runs.
+STALE_SWEEP_S = 30.0
+# Processed (ap, boot, seq) rows older than this are pruned: QoS 1 redeliveries and
+# spooled replays arrive well within it.
+PROCESSED_KEEP_S = 7 * 86400.0
+
+
+def mac_tag(mac: str) -> str:
+    """A short non-reversible tag of a MAC for logs (never log a MAC in clear)."""
+    return hashlib.sha256(b"borne-log:" + mac.encode()).hexdigest()[:10]
+
+
+class Controller:
+    """Ingest, sessions and commands; the IO adapters around it are thin."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        registry: Registry,
+        *,
+        bridge: Bridge | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.registry = registry
+        self.bridge = bridge
+        self.clock = clock
+        self.ledger = SessionLedger(settings.sessions)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._acks: dict[str, asyncio.Future[AckMsg]] = {}
+
+    # ingest ------------------------------------------------------------------------
+    async def handle(self, topic_name: str, payload: bytes, now: float | None = None) -> str:
+        """Process one agent message; return ``applied``, ``duplicate`` or ``rejected:...``.
+
+        Raises:
+            sqlalchemy.exc.OperationalError: the database failed (the caller retries and
+                does not acknowledge the message).
+        """
+        now = self.clock() if now is None else now
+        try:
+            kind, msg = decode(topic_name, payload, self.registry.key_for)
+        except Rejected as exc:
+            self.counters["rejected"] += 1
+            self.counters[f"rejected_{exc.reason}"] += 1
+            logger.warning(
+                "message rejected (%s) on %s: %s", exc.reason, topic_name[:100], exc.detail[:160]
+            )
+            return f"rejected:{exc.reason}"
+        async with self.db.begin() as conn:
+            ap = (
+                await conn.execute(sa.select(access_points).where(access_points.c.ap_id == msg.ap))
+            ).first()
+            if ap is None:  # removed from the registry since the key cache was filled
+                self.counters["rejected"] += 1
+                self.counters["rejected_unknown_ap"] += 1
+                return "rejected:unknown_ap"
+            if not await self.ledger.claim(conn, msg.ap, msg.boot, msg.seq, now):
+                self.counters["duplicates"] += 1
+                return "duplicate"
+            applied = await self.ledger.apply(conn, ap, msg, now)
+        self.counters[f"applied_{kind}"] += 1
+        if applied.late:
+            self.counters["late_previous_boot"] += 1
+        if applied.backfilled:
+            self.counters["backfilled"] += 1
+        if isinstance(msg, AckMsg):
+            fut = self._acks.pop(msg.id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        return "applied"
+
+    async def consume(self) -> None:
+        """Feed the bridge's messages through :meth:`handle`, then acknowledge them."""
+        assert self.bridge is not None
+        while True:
+            item = await self.bridge.queue.get()
+            await self._handle_until_stored(item)
+            self.bridge.ack(item)
+
+    async def _handle_until_stored(self, item: Incoming) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.handle(item.topic, item.payload)
+                return
+            except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+                # Disk full, database restarting...: keep the message (unacknowledged)
+                # and try again; the broker holds the rest meanwhile.
+                self.counters["storage_errors"] += 1
+                delay = backoff_delay(attempt, 10.0)
+                attempt += 1
+                logger.error("cannot store a message (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    # commands ----------------------------------------------------------------------
+    async def send_command(
+        self,
+        ap_id: str,
+        args: AuthorizeArgs | DeauthorizeArgs | SyncArgs,
+        *,
+        purpose: str | None = None,
+        ttl_s: int | None = None,
+    ) -> str:
+        """Sign, record and publish a command; return its id.
+
+        Raises:
+            KeyError: the access point is not registered.
+        """
+        key = self.registry.key_for(ap_id)
+        if key is None:
+            raise KeyError(ap_id)
+        name = {AuthorizeArgs: "authorize", DeauthorizeArgs: "deauthorize", SyncArgs: "sync"}[
+            type(args)
+        ]
+        now = self.clock()
+        ttl = ttl_s or self.settings.sessions.command_ttl_s
+        cmd = sign_command(
+            Command(
+                v=VERSION,
+                ap=ap_id,
+                id=secrets.token_hex(12),
+                cmd=name,  # type: ignore[arg-type]
+                args=asdict(args),
+                iat=now,
+                exp=now + ttl,
+            ),
+            key,
+        )
+        async with self.db.begin() as conn:
+            await conn.execute(
+                commands.insert().values(
+                    id=cmd.id,
+                    ap_id=ap_id,
+                    cmd=name,
+                    mac=getattr(args, "mac", None),
+                    purpose=purpose,
+                    args=json.dumps(cmd.args),
+                    created_at=now,
+                    expires_at=cmd.exp,
+                )
+            )
+        self._acks[cmd.id] = asyncio.get_running_loop().create_future()
+        if self.bridge is None:
+            raise RuntimeError("no MQTT bridge: commands cannot be sent")
+        self.bridge.publish(topic(ap_id, "cmd"), encode(cmd))
+        self.counters[f"sent_{name}"] += 1
+        return cmd.id
+
+    async def wait_ack(self, cmd_id: str, timeout_s: float) -> AckMsg | None:
+        """The agent's ack of ``cmd_id``, or None if none came in time."""
+        fut = self._acks.get(cmd_id)
+        if fut is None:
+            return None
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            self.counters["ack_timeouts"] += 1
+            return None
+        finally:
+            if fut.done():
+                self._acks.pop(cmd_id, None)
+
+    def forget_ack(self, cmd_id: str) -> None:
+        """Stop waiting for ``cmd_id``."""
+        fut = self._acks.pop(cmd_id, None)
+        if fut is not None:
+            fut.cancel()
+
+    # periodic jobs -----------------------------------------------------------------
+    async def sweep(self) -> int:
+        """Close stale sessions and prune old exactly-once records."""
+        now = self.clock()
+        async with self.db.begin() as conn:
+            closed = await self.ledger.close_stale(conn, now)
+            await conn.execute(
+                processed_messages.delete().where(
+                    processed_messages.c.received_at < now - PROCESSED_KEEP_S
+                )
+            )
+        if closed:
+            self.counters["stale_closed"] += closed
+            logger.info("closed %d stale sessions", closed)
+        return closed
+
+    async def sweep_forever(self) -> None:
+        """Run :meth:`sweep` every ``STALE_SWEEP_S``."""
+        while True:
+            await asyncio.sleep(STALE_SWEEP_S)
+            try:
+                await self.sweep()
+            except (sa.exc.OperationalError, OSError) as exc:
+                self.counters["storage_errors"] += 1
+                logger.error("stale sweep failed: %s", exc)
+
+    # reads for the portal and the dashboards ---------------------------------------
+    async def open_sessions(self, ap_id: str | None = None) -> list[sa.Row[Any]]:
+        """Open sessions, newest first."""
+        q = sa.select(sessions).where(sessions.c.stopped_at.is_(None))
+        if ap_id is not None:
+            q = q.where(sessions.c.ap_id == ap_id)
+        async with self.db.connect() as conn:
+            return list((await conn.execute(q.order_by(sessions.c.started_at.desc()))).all())
+
+    def snapshot_counters(self) -> dict[str, int]:
+        """A copy of the counters."""
+        return dict(self.counters)

@@ -1,0 +1,295 @@
+"""Sessions and fleet state fed by agent messages, applied inside one transaction.
+
+Rules (DESIGN.md "Sessions"): an ``authorized`` client opens a session; ``acct``
+counters update it (an ``acct`` for an unknown client opens one, as a RADIUS Interim
+does); ``left`` closes it; an AP that comes back with a new ``boot`` closes the open
+sessions of its previous run; a new gateway session of the same MAC on the same AP
+closes the old one; a session without update for ``stale_factor`` x the accounting
+interval is closed as stale. Every function here runs inside the caller's transaction,
+together with the exactly-once claim of ``(ap, boot, seq)``, so that a message is
+either fully applied once or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from agents.contract import AcctEntry, AcctMsg, AckMsg, ClientsMsg, HealthMsg, StatusMsg
+from controller.config import SessionSettings
+from controller.contract import AgentMessage
+from controller.storage.schema import access_points, commands, processed_messages, sessions
+
+__all__ = ["Applied", "SessionLedger"]
+
+# Clock skew below this is network latency, not a clock to correct.
+_SKEW_IGNORED_S = 2.0
+
+
+@dataclass
+class Applied:
+    """What applying one message changed (for logs, counters and hooks)."""
+
+    opened: int = 0
+    closed: int = 0
+    updated: int = 0
+    late: bool = False
+    backfilled: bool = False
+
+
+def _insert_ignore(dialect: str, table: sa.Table) -> Any:
+    mod = postgresql if dialect == "postgresql" else sqlite
+    return mod.insert(table)
+
+
+class SessionLedger:
+    """Applies agent messages to the state database."""
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
+
+    async def claim(
+        self, conn: AsyncConnection, ap_id: str, boot: str, seq: int, now: float
+    ) -> bool:
+        """Record ``(ap, boot, seq)``; False if it was processed before (a duplicate)."""
+        stmt = (
+            _insert_ignore(conn.dialect.name, processed_messages)
+            .values(ap_id=ap_id, boot=boot, seq=seq, received_at=now)
+            .on_conflict_do_nothing()
+        )
+        result = await conn.execute(stmt)
+        return bool(result.rowcount == 1)
+
+    async def apply(
+        self, conn: AsyncConnection, ap: sa.Row[Any], msg: AgentMessage, now: float
+    ) -> Applied:
+        """Apply one validated, claimed message from access point ``ap``."""
+        out = Applied()
+        skew = msg.ts - now
+        values: dict[str, Any] = {"last_seen": now}
+        if isinstance(msg, StatusMsg):
+            await self._status(conn, ap, msg, now, values, out)
+        elif ap.boot is not None and msg.boot != ap.boot:
+            # A late message from a previous run of the agent: its sessions are closed.
+            out.late = True
+        elif isinstance(msg, ClientsMsg):
+            await self._clients(conn, ap, msg, now, out)
+        elif isinstance(msg, AcctMsg):
+            await self._acct(conn, ap, msg, now, out)
+        elif isinstance(msg, HealthMsg):
+            values["health"] = json.dumps(
+                {k: v for k, v in asdict(msg).items() if k not in ("v", "ap", "sig")}
+            )
+            values["agent_version"] = msg.agent_version[:32]
+            values["clock_skew_s"] = skew
+        elif isinstance(msg, AckMsg):
+            await conn.execute(
+                commands.update()
+                .where(
+                    commands.c.id == msg.id,
+                    commands.c.ap_id == ap.ap_id,
+                    commands.c.acked_at.is_(None),
+                )
+                .values(acked_at=now, ok=msg.ok, error=(msg.error or None) and msg.error[:200])
+            )
+        if (
+            not out.late
+            and ap.state != "online"
+            and not (isinstance(msg, StatusMsg) and msg.state == "offline")
+        ):
+            values.update(state="online", state_since=now)
+        await conn.execute(
+            access_points.update().where(access_points.c.ap_id == ap.ap_id).values(**values)
+        )
+        return out
+
+    def _device_time(self, ap: sa.Row[Any], t: float) -> float:
+        skew = ap.clock_skew_s or 0.0
+        return t - skew if abs(skew) > _SKEW_IGNORED_S else t
+
+    def _is_backfill(self, ap: sa.Row[Any], ts: float, now: float) -> bool:
+        return now - self._device_time(ap, ts) > 2 * self.settings.acct_interval_s
+
+    async def _status(
+        self,
+        conn: AsyncConnection,
+        ap: sa.Row[Any],
+        msg: StatusMsg,
+        now: float,
+        values: dict[str, Any],
+        out: Applied,
+    ) -> None:
+        if msg.state == "offline":
+            if ap.boot is not None and msg.boot != ap.boot:
+                out.late = True  # the Will of a previous run, delivered after the new one
+                return
+            values.update(state="offline", state_since=now)
+            return
+        values.update(
+            state="online",
+            boot=msg.boot,
+            agent_version=msg.agent_version[:32],
+            clock_skew_s=msg.ts - now,
+        )
+        if ap.state != "online":
+            values["state_since"] = now
+        if ap.boot != msg.boot:
+            out.closed += await self._close_where(
+                conn,
+                (sessions.c.ap_id == ap.ap_id)
+                & sessions.c.stopped_at.is_(None)
+                & ((sessions.c.boot != msg.boot) | sessions.c.boot.is_(None)),
+                now,
+                "ap-reboot",
+            )
+
+    async def _close_where(self, conn: AsyncConnection, where: Any, now: float, cause: str) -> int:
+        result = await conn.execute(
+            sessions.update().where(where).values(stopped_at=now, terminate_cause=cause)
+        )
+        return int(result.rowcount)
+
+    async def _open_session(
+        self,
+        conn: AsyncConnection,
+        ap: sa.Row[Any],
+        msg: AgentMessage,
+        mac: str,
+        ip: str,
+        started: float,
+        gw_start: float | None,
+        backfilled: bool,
+    ) -> None:
+        cmd = (
+            await conn.execute(
+                sa.select(commands.c.id, commands.c.purpose)
+                .where(
+                    commands.c.ap_id == ap.ap_id,
+                    commands.c.mac == mac,
+                    commands.c.cmd == "authorize",
+                    commands.c.ok.is_(True),
+                )
+                .order_by(commands.c.created_at.desc())
+                .limit(1)
+            )
+        ).first()
+        await conn.execute(
+            sessions.insert().values(
+                ap_id=ap.ap_id,
+                insee=ap.insee,
+                mac=mac,
+                ip=ip,
+                auth_method=cmd.purpose if cmd else None,
+                auth_ref=cmd.id if cmd else None,
+                boot=msg.boot,
+                gw_session_start=gw_start,
+                started_at=started,
+                updated_at=started,
+                backfilled=backfilled,
+            )
+        )
+
+    async def _open_row(self, conn: AsyncConnection, ap_id: str, mac: str) -> sa.Row[Any] | None:
+        return (
+            await conn.execute(
+                sa.select(sessions)
+                .where(
+                    sessions.c.ap_id == ap_id,
+                    sessions.c.mac == mac,
+                    sessions.c.stopped_at.is_(None),
+                )
+                .order_by(sessions.c.id.desc())
+            )
+        ).first()
+
+    async def _clients(
+        self, conn: AsyncConnection, ap: sa.Row[Any], msg: ClientsMsg, now: float, out: Applied
+    ) -> None:
+        backfilled = self._is_backfill(ap, msg.ts, now)
+        out.backfilled = backfilled
+        authorized: set[str] = set()
+        for ev in msg.events:
+            at = self._device_time(ap, ev.at)
+            if ev.event == "authorized":
+                authorized.add(ev.mac)
+                row = await self._open_row(conn, ap.ap_id, ev.mac)
+                if row is None:
+                    await self._open_session(conn, ap, msg, ev.mac, ev.ip, at, None, backfilled)
+                    out.opened += 1
+            elif ev.event == "left":
+                out.closed += await self._close_where(
+                    conn,
+                    (sessions.c.ap_id == ap.ap_id)
+                    & (sessions.c.mac == ev.mac)
+                    & sessions.c.stopped_at.is_(None),
+                    at,
+                    "left",
+                )
+        if msg.full:
+            # A full list: open sessions of clients no longer authorised there are over.
+            where = (sessions.c.ap_id == ap.ap_id) & sessions.c.stopped_at.is_(None)
+            if authorized:
+                where = where & sessions.c.mac.not_in(sorted(authorized))
+            out.closed += await self._close_where(conn, where, now, "lost-on-sync")
+
+    async def _acct(
+        self, conn: AsyncConnection, ap: sa.Row[Any], msg: AcctMsg, now: float, out: Applied
+    ) -> None:
+        backfilled = self._is_backfill(ap, msg.ts, now)
+        out.backfilled = backfilled
+        at = self._device_time(ap, msg.ts)
+        for e in msg.entries:
+            await self._acct_entry(conn, ap, msg, e, at, backfilled, out)
+
+    async def _acct_entry(
+        self,
+        conn: AsyncConnection,
+        ap: sa.Row[Any],
+        msg: AcctMsg,
+        e: AcctEntry,
+        at: float,
+        backfilled: bool,
+        out: Applied,
+    ) -> None:
+        gw_start = self._device_time(ap, e.session_start)
+        row = await self._open_row(conn, ap.ap_id, e.mac)
+        if (
+            row is not None
+            and row.gw_session_start is not None
+            and (abs(row.gw_session_start - gw_start) > 1.0)
+        ):
+            # The gateway started another session for this device: the old one is over.
+            out.closed += await self._close_where(
+                conn, sessions.c.id == row.id, row.updated_at, "new-session"
+            )
+            row = None
+        if row is None:
+            await self._open_session(conn, ap, msg, e.mac, e.ip, gw_start, gw_start, backfilled)
+            out.opened += 1
+            row = await self._open_row(conn, ap.ap_id, e.mac)
+            assert row is not None
+        # Counters only grow within a gateway session; max() makes replays harmless.
+        await conn.execute(
+            sessions.update()
+            .where(sessions.c.id == row.id)
+            .values(
+                up_bytes=max(row.up_bytes, e.up_bytes),
+                down_bytes=max(row.down_bytes, e.down_bytes),
+                updated_at=max(row.updated_at, at),
+                gw_session_start=gw_start,
+                ip=e.ip,
+            )
+        )
+        out.updated += 1
+
+    async def close_stale(self, conn: AsyncConnection, now: float) -> int:
+        """Close sessions without update for ``stale_factor`` x the accounting interval."""
+        limit = now - self.settings.stale_factor * self.settings.acct_interval_s
+        return await self._close_where(
+            conn, sessions.c.stopped_at.is_(None) & (sessions.c.updated_at < limit), now, "stale"
+        )

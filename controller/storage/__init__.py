@@ -1,0 +1,8 @@
+"""State storage: SQL through SQLAlchemy Core, SQLite by default, PostgreSQL alike.
+
+It must not hold the legal log (a store of its own) nor any statistics.
+"""
+
+from controller.storage.db import Database, StorageError, migrate, open_database
+
+__all__ = ["Database", "StorageError", "migrate", "open_database"]

@@ -1,0 +1,94 @@
+"""Open the state database and bring its schema to the latest migration.
+
+SQLite (``sqlite+aiosqlite://``) is the embedded default: WAL journal, ``synchronous=FULL``
+(an acknowledged message must survive a power cut) and a busy timeout. PostgreSQL
+(``postgresql+asyncpg://``) goes through the very same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+__all__ = ["Database", "StorageError", "migrate", "open_database"]
+
+
+class StorageError(Exception):
+    """The database cannot be opened or migrated."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _alembic_upgrade(sync_conn: sa.Connection, revision: str) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", "controller.storage:migrations")
+    cfg.attributes["connection"] = sync_conn
+    command.upgrade(cfg, revision)
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Apply every pending migration (idempotent)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_alembic_upgrade, revision)
+
+
+class Database:
+    """An engine plus the one way to run a transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction: committed when the block ends, rolled back on error."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+async def open_database(url: str, *, run_migrations: bool = True) -> Database:
+    """Create the engine for ``url`` and migrate the schema.
+
+    Raises:
+        StorageError: the database is unreachable or the migration failed.
+    """
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # One writer at a time is SQLite's nature; a small pool keeps readers going.
+        kwargs["connect_args"] = {"timeout": 10}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    try:
+        if run_migrations:
+            await migrate(engine)
+    except (OSError, sa.exc.SQLAlchemyError) as exc:
+        await engine.dispose()
+        raise StorageError(f"cannot open the state database: {exc}") from exc
+    return Database(engine)

@@ -1,0 +1,105 @@
+"""The state database's tables (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Times are UTC seconds since the epoch as double precision, so that both engines store
+and compare them the same way; byte counters are 64-bit. The schema changes only
+through migrations in ``migrations/versions``; this module mirrors their result.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "access_points",
+    "commands",
+    "communes",
+    "metadata",
+    "processed_messages",
+    "sessions",
+]
+
+metadata = sa.MetaData()
+
+Time = sa.Float(precision=53)
+
+communes = sa.Table(
+    "communes",
+    metadata,
+    sa.Column("insee", sa.String(5), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("lon", Time, nullable=True),
+    sa.Column("lat", Time, nullable=True),
+)
+
+access_points = sa.Table(
+    "access_points",
+    metadata,
+    sa.Column("ap_id", sa.String(63), primary_key=True),
+    sa.Column("insee", sa.String(5), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("lon", Time, nullable=True),
+    sa.Column("lat", Time, nullable=True),
+    # The AP's own command key; NULL means "derived from the controller's master key".
+    sa.Column("command_key", sa.String(200), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False, server_default="unknown"),
+    sa.Column("boot", sa.String(32), nullable=True),
+    sa.Column("last_seen", Time, nullable=True),
+    sa.Column("state_since", Time, nullable=True),
+    sa.Column("agent_version", sa.String(32), nullable=True),
+    sa.Column("clock_skew_s", Time, nullable=True),
+    sa.Column("health", sa.Text, nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("ap_id", sa.String(63), nullable=False),
+    sa.Column("insee", sa.String(5), nullable=False),
+    sa.Column("mac", sa.String(17), nullable=False),
+    sa.Column("ip", sa.String(45), nullable=False),
+    sa.Column("auth_method", sa.String(32), nullable=True),
+    sa.Column("auth_ref", sa.String(64), nullable=True),
+    sa.Column("boot", sa.String(32), nullable=True),
+    sa.Column("gw_session_start", Time, nullable=True),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("stopped_at", Time, nullable=True),
+    sa.Column("up_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("down_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("terminate_cause", sa.String(32), nullable=True),
+    sa.Column("backfilled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_sessions_open", "ap_id", "mac", "stopped_at"),
+    sa.Index("ix_sessions_started", "started_at"),
+)
+
+processed_messages = sa.Table(
+    "processed_messages",
+    metadata,
+    sa.Column("ap_id", sa.String(63), primary_key=True),
+    sa.Column("boot", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("received_at", Time, nullable=False, index=True),
+)
+
+commands = sa.Table(
+    "commands",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("ap_id", sa.String(63), nullable=False, index=True),
+    sa.Column("cmd", sa.String(32), nullable=False),
+    sa.Column("mac", sa.String(17), nullable=True),
+    sa.Column("purpose", sa.String(32), nullable=True),
+    sa.Column("args", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("acked_at", Time, nullable=True),
+    sa.Column("ok", sa.Boolean, nullable=True),
+    sa.Column("error", sa.String(200), nullable=True),
+)
