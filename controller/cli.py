@@ -1,0 +1,168 @@
+"""The ``borne`` command.
+
+Subcommands import what they need lazily, so that ``borne config check`` and
+``borne agent`` stay quick and light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from controller.config import ConfigError, check_file
+
+    try:
+        problems = check_file(Path(args.file))
+    except ConfigError as exc:
+        problems = exc.problems
+    if not problems:
+        print(f"{args.file}: OK")
+        return 0
+    print(f"{args.file}: {len(problems)} problem(s)", file=sys.stderr)
+    for p in problems:
+        print(f"  {p.path}: {p.message}", file=sys.stderr)
+    return 2
+
+
+def _load(args: argparse.Namespace) -> object:
+    from controller.config import ConfigError, load_settings
+
+    try:
+        return load_settings(Path(args.config) if args.config else None)
+    except ConfigError as exc:
+        print("configuration problems:", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {p.path}: {p.message}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def _cmd_controller(args: argparse.Namespace) -> int:
+    from controller.config import Settings
+    from controller.main import run_controller
+    from controller.storage import StorageError
+
+    settings = _load(args)
+    assert isinstance(settings, Settings)
+    _setup_logging(settings.log_level)
+    try:
+        asyncio.run(run_controller(settings))
+    except StorageError as exc:
+        print(f"borne controller: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from agents.__main__ import main as agent_main
+
+    argv = ["-c", args.config] + (["-v"] if args.verbose else [])
+    return agent_main(argv)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from controller.demo import run_demo
+
+    _setup_logging("WARNING" if not args.verbose else "INFO")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            run_demo(
+                aps=args.aps,
+                portal_port=args.portal_port,
+                dashboard_port=args.dashboard_port,
+                mqtt_port=args.mqtt_port,
+                visitors_per_minute=args.visitors_per_minute,
+                database=args.database,
+            )
+        )
+    return 0
+
+
+def _cmd_ap_add(args: argparse.Namespace) -> int:
+    from controller.config import Settings
+    from controller.registry import Registry, RegistryError, lot_communes
+    from controller.storage import open_database
+
+    settings = _load(args)
+    assert isinstance(settings, Settings)
+
+    async def go() -> int:
+        db = await open_database(settings.database.url.get_secret_value())
+        try:
+            reg = Registry(db, settings.command_master_key.get_secret_value())
+            await reg.add_communes(lot_communes())
+            await reg.add_access_point(args.ap_id, args.insee, args.name or args.ap_id)
+            print(reg.command_key(args.ap_id))
+            return 0
+        except RegistryError as exc:
+            print(f"borne ap add: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await db.aclose()
+
+    return asyncio.run(go())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``borne``."""
+    p = argparse.ArgumentParser(prog="borne", description="Territorial public Wi-Fi controller")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("controller", help="run the controller service")
+    c.add_argument("-c", "--config", help="TOML configuration file")
+    c.set_defaults(func=_cmd_controller)
+
+    a = sub.add_parser("agent", help="run the agent of an access point")
+    a.add_argument("-c", "--config", required=True, help="agent TOML configuration file")
+    a.add_argument("-v", "--verbose", action="store_true")
+    a.set_defaults(func=_cmd_agent)
+
+    d = sub.add_parser("demo", help="run everything embedded on localhost")
+    d.add_argument("--aps", type=int, default=24, help="simulated hotspots (default 24)")
+    d.add_argument("--portal-port", type=int, default=8080)
+    d.add_argument("--dashboard-port", type=int, default=8081)
+    d.add_argument("--mqtt-port", type=int, default=0, help="embedded broker port (0: any)")
+    d.add_argument("--visitors-per-minute", type=float, default=30.0)
+    d.add_argument("--database", default=None, help="SQLAlchemy URL (default: temporary SQLite)")
+    d.add_argument("-v", "--verbose", action="store_true")
+    d.set_defaults(func=_cmd_demo)
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    chk = cfg_sub.add_parser("check", help="check a controller or agent configuration file")
+    chk.add_argument("file")
+    chk.set_defaults(func=_cmd_config_check)
+
+    ap = sub.add_parser("ap", help="access points")
+    ap_sub = ap.add_subparsers(dest="ap_command", required=True)
+    add = ap_sub.add_parser("add", help="register an access point and print its command key")
+    add.add_argument("ap_id")
+    add.add_argument("--insee", required=True, help="INSEE code of its commune")
+    add.add_argument("--name", default=None)
+    add.add_argument("-c", "--config", help="controller TOML configuration file")
+    add.set_defaults(func=_cmd_ap_add)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``borne`` console command."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
