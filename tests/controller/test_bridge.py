@@ -1,0 +1,240 @@
+"""Agent and controller over a real mosquitto broker: commands, sessions, Will, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from agents.agent import Agent
+from agents.config import AgentConfig
+from agents.contract import AuthorizeArgs, DeauthorizeArgs
+from agents.gateway import SimulatedGateway
+from controller.config import Settings, load_settings
+from controller.main import open_controller
+from controller.registry import Commune
+from controller.service import Controller
+from controller.storage.schema import access_points, sessions
+
+pytestmark = [pytest.mark.broker]
+
+MASTER = "bridge-test-master-key-0123"
+MAC = "02:00:00:00:00:0a"
+_ids = itertools.count()
+
+
+@dataclass
+class AgentRun:
+    """An agent running in a thread, as on an access point."""
+
+    agent: Agent
+    gateway: SimulatedGateway
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> AgentRun:
+        self.thread = threading.Thread(target=self.agent.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+        return self
+
+    def halt(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(10)
+
+
+def broker_settings(broker: Any, tmp_path: Path, **sessions_over: Any) -> Settings:
+    n = next(_ids)
+    return load_settings(
+        None,
+        command_master_key=MASTER,
+        database={"url": f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"},
+        mqtt={"host": broker.host, "port": broker.port, "client_id": f"ctl-{n}-{time.time_ns()}"},
+        sessions={"acct_interval_s": 10, **sessions_over},
+    )
+
+
+async def until(pred: Callable[[], Any], within: float = 20.0, what: str = "") -> Any:
+    """Poll an async or sync predicate until it is truthy."""
+    deadline = time.monotonic() + within
+    while True:
+        value = pred()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or pred}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def ctl(mosquitto: Any, tmp_path: Path) -> AsyncIterator[Controller]:
+    """A controller core connected to the test broker, with one registered AP."""
+    settings = broker_settings(mosquitto, tmp_path)
+    async with open_controller(settings, backoff_cap_s=1.0) as (controller, _tg):
+        await controller.registry.add_communes([Commune("46201", "Rocamadour", 1.6, 44.8)])
+        await controller.registry.add_access_point(f"ap-bridge-{next(_ids)}", "46201", "test")
+        await until(lambda: controller.bridge and controller.bridge.link.connected.is_set())
+        yield controller
+
+
+@pytest.fixture
+def agents() -> Iterator[Callable[..., AgentRun]]:
+    """Factory of agent threads, all stopped at teardown."""
+    runs: list[AgentRun] = []
+
+    def make(
+        ctl: Controller,
+        ap_id: str,
+        broker: Any,
+        keepalive: int = 30,
+        gateway: SimulatedGateway | None = None,
+    ) -> AgentRun:
+        cfg = AgentConfig(
+            ap_id=ap_id,
+            command_key=ctl.registry.command_key(ap_id),
+            mqtt_host=broker.host,
+            mqtt_port=broker.port,
+            keepalive_s=keepalive,
+            poll_interval_s=0.2,
+            acct_interval_s=1,
+            health_interval_s=1,
+            gateway="simulated",
+        )
+        gw = gateway or SimulatedGateway()
+        run = AgentRun(Agent(cfg, gw, backoff_cap_s=1.0, persist_state=False), gw).start()
+        runs.append(run)
+        return run
+
+    yield make
+    for run in runs:
+        run.halt()
+
+
+async def ap_row(ctl: Controller, ap_id: str) -> Any:
+    async with ctl.db.connect() as conn:
+        q = sa.select(access_points).where(access_points.c.ap_id == ap_id)
+        return (await conn.execute(q)).first()
+
+
+async def session_rows(ctl: Controller) -> list[Any]:
+    async with ctl.db.connect() as conn:
+        return list((await conn.execute(sa.select(sessions).order_by(sessions.c.id))).all())
+
+
+async def the_ap(ctl: Controller) -> str:
+    (row,) = [r for r in await ctl.registry.access_points()]
+    return str(row.ap_id)
+
+
+async def test_login_command_session_and_deauth_over_mqtt(
+    ctl: Controller, agents: Callable[..., AgentRun], mosquitto: Any
+) -> None:
+    """authorize is acked once, opens a session with growing counters; deauthorize closes it."""
+    ap_id = await the_ap(ctl)
+    run = agents(ctl, ap_id, mosquitto)
+    await until(lambda: _state(ctl, ap_id, "online"), what="AP online")
+    run.gateway.arrive(MAC, "10.46.1.100")
+    cmd_id = await ctl.send_command(
+        ap_id, AuthorizeArgs(mac=MAC, minutes=60), purpose="click-through"
+    )
+    ack = await ctl.wait_ack(cmd_id, 10)
+    assert ack is not None and ack.ok
+    (s,) = await until(lambda: session_rows(ctl), what="session opened")
+    assert (s.mac, s.ip, s.auth_method, s.auth_ref) == (MAC, "10.46.1.100", "click-through", cmd_id)
+    run.gateway.browse(MAC, 1000, 50_000)
+    await until(lambda: _bytes(ctl, 50_000), what="counters")
+    cmd2 = await ctl.send_command(ap_id, DeauthorizeArgs(mac=MAC))
+    assert (a2 := await ctl.wait_ack(cmd2, 10)) is not None and a2.ok
+    await until(lambda: _closed(ctl, "left"), what="session closed")
+    assert run.agent.counters["commands_ok"] == 2
+    assert ctl.counters["rejected"] == 0
+
+
+async def _state(ctl: Controller, ap_id: str, state: str) -> bool:
+    row = await ap_row(ctl, ap_id)
+    return row is not None and row.state == state
+
+
+async def _bytes(ctl: Controller, down: int) -> bool:
+    rows = await session_rows(ctl)
+    return bool(rows) and rows[0].down_bytes >= down
+
+
+async def _closed(ctl: Controller, cause: str) -> bool:
+    rows = await session_rows(ctl)
+    return bool(rows) and rows[-1].terminate_cause == cause
+
+
+async def test_an_authorize_for_an_absent_client_is_nacked(
+    ctl: Controller, agents: Callable[..., AgentRun], mosquitto: Any
+) -> None:
+    """The agent refuses to authorise a MAC its gateway does not list (forged portal query)."""
+    ap_id = await the_ap(ctl)
+    agents(ctl, ap_id, mosquitto)
+    await until(lambda: _state(ctl, ap_id, "online"))
+    cmd_id = await ctl.send_command(ap_id, AuthorizeArgs(mac=MAC, minutes=60))
+    ack = await ctl.wait_ack(cmd_id, 10)
+    assert ack is not None and not ack.ok and ack.error
+    assert await session_rows(ctl) == []
+
+
+async def test_killed_agent_goes_offline_and_its_restart_closes_sessions(
+    ctl: Controller, agents: Callable[..., AgentRun], mosquitto: Any
+) -> None:
+    """The Will marks the AP offline within the keep-alive window; a new boot closes sessions."""
+    ap_id = await the_ap(ctl)
+    gw = SimulatedGateway()
+    gw.arrive(MAC, "10.46.1.7")
+    gw.authorize(MAC, 60, 0, 0, 0, 0)
+    run = agents(ctl, ap_id, mosquitto, keepalive=5, gateway=gw)
+    await until(lambda: session_rows(ctl), what="session from the agent's first report")
+    first_boot = run.agent.envelope.boot
+    killed_at = time.monotonic()
+    run.agent.link.kill()  # the socket drops without DISCONNECT, as in a crash
+    run.stop.set()
+    # mosquitto sends the Will after 1.5 x keep-alive without traffic.
+    await until(lambda: _state(ctl, ap_id, "offline"), within=15, what="offline by Will")
+    assert time.monotonic() - killed_at <= 5 * 1.5 + 3
+    again = agents(ctl, ap_id, mosquitto, keepalive=5, gateway=gw)
+    assert again.agent.envelope.boot != first_boot
+    await until(lambda: _state(ctl, ap_id, "online"), what="back online")
+    await until(lambda: _closed_reboot(ctl), what="stale session closed")
+    await until(lambda: _open_count(ctl, 1), what="the new run's session")
+
+
+async def _closed_reboot(ctl: Controller) -> bool:
+    return any(r.terminate_cause == "ap-reboot" for r in await session_rows(ctl))
+
+
+async def _open_count(ctl: Controller, n: int) -> bool:
+    return sum(r.stopped_at is None for r in await session_rows(ctl)) == n
+
+
+async def test_nothing_is_lost_across_a_broker_outage(
+    ctl: Controller, agents: Callable[..., AgentRun], mosquitto: Any
+) -> None:
+    """Events published while the broker is down arrive after it comes back."""
+    ap_id = await the_ap(ctl)
+    run = agents(ctl, ap_id, mosquitto)
+    await until(lambda: _state(ctl, ap_id, "online"))
+    mosquitto.stop()
+    try:
+        await until(lambda: not run.agent.link.connected.is_set(), what="agent disconnected")
+        before = run.agent.counters["published_clients"]
+        run.gateway.arrive(MAC, "10.46.1.8")
+        run.gateway.authorize(MAC, 60, 0, 0, 0, 0)
+        await until(lambda: run.agent.counters["published_clients"] > before, what="queued")
+    finally:
+        mosquitto.start()
+    await until(lambda: session_rows(ctl), within=30, what="session after the outage")
+    assert run.agent.link.reconnects >= 1
