@@ -31,7 +31,6 @@ def test_every_problem_is_reported_with_its_path(tmp_path: Path) -> None:
         "log_level",
         "mqtt.port",
         "mqtt.usr",
-        "mqtt",
         "database.url",
         "sessions.stale_factor",
     }
