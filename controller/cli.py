@@ -117,6 +117,75 @@ def _cmd_ap_add(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def _cmd_client_disconnect(args: argparse.Namespace) -> int:
+    from controller.config import Settings
+
+    settings = _load(args)
+    assert isinstance(settings, Settings)
+    _setup_logging("WARNING")
+    return asyncio.run(_client_disconnect(settings, args.ap, args.mac.lower(), args.wait))
+
+
+async def _client_disconnect(settings: object, ap_id: str, mac: str, wait_s: float) -> int:
+    """Publish a signed ``deauthorize`` and wait for the running controller to record its ack."""
+    import time
+
+    from agents._mqtt_io import LinkOptions, MqttLink
+    from agents.contract import DeauthorizeArgs, encode, topic
+    from controller.config import Settings
+    from controller.registry import Registry
+    from controller.service import Controller
+    from controller.storage import open_database
+
+    assert isinstance(settings, Settings)
+    db = await open_database(settings.database.url.get_secret_value())
+    try:
+        registry = Registry(db, settings.command_master_key.get_secret_value())
+        await registry.load()
+        ctl = Controller(settings, db, registry)
+        try:
+            cmd = await ctl.prepare_command(ap_id, DeauthorizeArgs(mac=mac), purpose="admin")
+        except KeyError:
+            print(f"borne client disconnect: unknown access point {ap_id!r}", file=sys.stderr)
+            return 2
+        m = settings.mqtt
+        link = MqttLink(
+            LinkOptions(
+                client_id=f"borne-cli-{cmd.id[:8]}",
+                host=m.host,
+                port=m.port,
+                username=m.username,
+                password=m.password.get_secret_value() if m.password else None,
+                tls=m.tls,
+                ca_file=str(m.ca_file) if m.ca_file else None,
+                clean_session=True,
+            )
+        )
+        link.start()
+        try:
+            if not await asyncio.to_thread(link.connected.wait, 10.0):
+                print(
+                    f"borne client disconnect: broker {m.host}:{m.port} unreachable",
+                    file=sys.stderr,
+                )
+                return 1
+            info = link.publish(topic(ap_id, "cmd"), encode(cmd))
+            await asyncio.to_thread(info.wait_for_publish, 10.0)
+        finally:
+            await asyncio.to_thread(link.stop)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            ok, error = await ctl.command_outcome(cmd.id)
+            if ok is not None:
+                print(f"{cmd.id}: {'ok' if ok else 'refused: ' + (error or '')}")
+                return 0 if ok else 1
+            await asyncio.sleep(0.2)
+        print(f"{cmd.id}: sent, no acknowledgement recorded within {wait_s:g} s", file=sys.stderr)
+        return 1
+    finally:
+        await db.aclose()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``borne``."""
     p = argparse.ArgumentParser(prog="borne", description="Territorial public Wi-Fi controller")
@@ -155,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name", default=None)
     add.add_argument("-c", "--config", help="controller TOML configuration file")
     add.set_defaults(func=_cmd_ap_add)
+
+    cl = sub.add_parser("client", help="clients of the hotspots")
+    cl_sub = cl.add_subparsers(dest="client_command", required=True)
+    disc = cl_sub.add_parser("disconnect", help="cut a client off at its access point")
+    disc.add_argument("--ap", required=True, help="access point id")
+    disc.add_argument("--mac", required=True, help="client MAC address")
+    disc.add_argument("--wait", type=float, default=15.0, help="seconds to wait for the ack")
+    disc.add_argument("-c", "--config", help="controller TOML configuration file")
+    disc.set_defaults(func=_cmd_client_disconnect)
     return p
 
 

@@ -53,6 +53,13 @@ STALE_SWEEP_S = 30.0
 PROCESSED_KEEP_S = 7 * 86400.0
 
 
+_COMMAND_NAMES: dict[type, str] = {
+    AuthorizeArgs: "authorize",
+    DeauthorizeArgs: "deauthorize",
+    SyncArgs: "sync",
+}
+
+
 def mac_tag(mac: str) -> str:
     """A short non-reversible tag of a MAC for logs (never log a MAC in clear)."""
     return hashlib.sha256(b"borne-log:" + mac.encode()).hexdigest()[:10]
@@ -144,15 +151,15 @@ class Controller:
                 await asyncio.sleep(delay)
 
     # commands ----------------------------------------------------------------------
-    async def send_command(
+    async def prepare_command(
         self,
         ap_id: str,
         args: AuthorizeArgs | DeauthorizeArgs | SyncArgs,
         *,
         purpose: str | None = None,
         ttl_s: int | None = None,
-    ) -> str:
-        """Sign, record and publish a command; return its id.
+    ) -> Command:
+        """Sign a command for ``ap_id`` and record it (not yet published).
 
         Raises:
             KeyError: the access point is not registered.
@@ -160,9 +167,7 @@ class Controller:
         key = self.registry.key_for(ap_id)
         if key is None:
             raise KeyError(ap_id)
-        name = {AuthorizeArgs: "authorize", DeauthorizeArgs: "deauthorize", SyncArgs: "sync"}[
-            type(args)
-        ]
+        name = _COMMAND_NAMES[type(args)]
         now = self.clock()
         ttl = ttl_s or self.settings.sessions.command_ttl_s
         cmd = sign_command(
@@ -190,12 +195,39 @@ class Controller:
                     expires_at=cmd.exp,
                 )
             )
-        self._acks[cmd.id] = asyncio.get_running_loop().create_future()
+        return cmd
+
+    async def send_command(
+        self,
+        ap_id: str,
+        args: AuthorizeArgs | DeauthorizeArgs | SyncArgs,
+        *,
+        purpose: str | None = None,
+        ttl_s: int | None = None,
+    ) -> str:
+        """Sign, record and publish a command; return its id (see :meth:`wait_ack`).
+
+        Raises:
+            KeyError: the access point is not registered.
+            RuntimeError: the controller has no MQTT bridge.
+        """
         if self.bridge is None:
             raise RuntimeError("no MQTT bridge: commands cannot be sent")
+        cmd = await self.prepare_command(ap_id, args, purpose=purpose, ttl_s=ttl_s)
+        self._acks[cmd.id] = asyncio.get_running_loop().create_future()
         self.bridge.publish(topic(ap_id, "cmd"), encode(cmd))
-        self.counters[f"sent_{name}"] += 1
+        self.counters[f"sent_{cmd.cmd}"] += 1
         return cmd.id
+
+    async def command_outcome(self, cmd_id: str) -> tuple[bool | None, str | None]:
+        """``(ok, error)`` recorded for a command; ``ok`` is None while unacknowledged."""
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(commands.c.ok, commands.c.error).where(commands.c.id == cmd_id)
+                )
+            ).first()
+        return (None, None) if row is None else (row.ok, row.error)
 
     async def wait_ack(self, cmd_id: str, timeout_s: float) -> AckMsg | None:
         """The agent's ack of ``cmd_id``, or None if none came in time."""
