@@ -1,0 +1,535 @@
+"""The captive portal's aiohttp application (click-through login for openNDS FAS).
+
+openNDS sends a new client to ``GET {faspath}?fas=<base64>``; the portal shows the
+network's terms and a consent box; ``POST {faspath}accept`` hands a ``LoginRequest`` to
+the ``PortalBackend`` (which has the access point's agent run ``ndsctl auth``) and shows
+the outcome. The FAS fields travel from the page to the POST in a signed state, so the
+form cannot be altered.
+
+The pages are built for captive-network mini-browsers: no script, no cookie, no
+external resource, one short page sequence in a single window, ``Cache-Control:
+no-store`` and ``Connection: close`` on every response (so that the OS's next probe
+opens a new connection and sees the real Internet, protocols.md §2.2).
+
+This module only adapts HTTP: decoding and signing live in ``captive_portal._fas``,
+languages in ``captive_portal._i18n``. It does not answer OS probe URLs nor the RFC 8908
+API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlencode, urlsplit
+
+import jinja2
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from babel.support import Translations
+from yarl import URL
+
+from captive_portal._fas import (
+    FasRequest,
+    LoginState,
+    decode_fas,
+    mac_tag,
+    sign_state,
+    verify_state,
+)
+from captive_portal._i18n import LANGUAGES, format_duration, load_translations, negotiate
+from captive_portal.errors import FasError, StateExpired, StateInvalid
+from captive_portal.models import LoginRequest, LoginResult, PortalBackend, PortalCounters
+from controller.config import Settings
+
+__all__ = ["COUNTERS", "PortalRoutes", "create_app", "portal_routes"]
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_DIR: Final = Path(__file__).parent / "templates"
+# The only form is a few hidden fields and a checkbox (< 10 KiB); refuse big bodies early.
+MAX_BODY_BYTES: Final = 64 * 1024
+# No script may run; styles are inline; forms post to the portal only.
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+_LANGUAGE_NAMES: Final = {"fr": "Français", "en": "English"}
+# Hosts that OS connectivity checks use (protocols.md §2.1): the page a phone "asked
+# for" is often one of them, and sending the visitor back there shows a blank page.
+_PROBE_HOSTS: Final = frozenset(
+    {
+        "captive.apple.com",
+        "www.apple.com",
+        "connectivitycheck.gstatic.com",
+        "www.gstatic.com",
+        "clients3.google.com",
+        "www.google.com",
+        "play.googleapis.com",
+        "www.msftconnecttest.com",
+        "ipv6.msftconnecttest.com",
+        "www.msftncsi.com",
+        "detectportal.firefox.com",
+        "nmcheck.gnome.org",
+        "network-test.debian.org",
+        "connectivity-check.ubuntu.com",
+        "cp.cloudflare.com",
+        "connect.rom.miui.com",
+    }
+)
+
+COUNTERS: Final = web.AppKey("captive_portal.counters", PortalCounters)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PortalRoutes:
+    """The portal's URL paths.
+
+    Attributes:
+        fas: where openNDS sends clients (``faspath``), from ``portal.public_url``.
+        accept: where the consent form is posted.
+        terms: the terms of use.
+        privacy: the privacy notice.
+        health: the liveness probe.
+    """
+
+    fas: str
+    accept: str
+    terms: str = "/terms"
+    privacy: str = "/privacy"
+    health: str = "/healthz"
+
+
+def portal_routes(public_url: str) -> PortalRoutes:
+    """Derive the portal's paths from its public URL (openNDS's ``faspath``).
+
+    Args:
+        public_url: ``settings.portal.public_url``, e.g. ``http://10.46.0.2:8080/fas/``.
+    """
+    path = urlsplit(public_url).path or "/"
+    base = path if path.endswith("/") else f"{path}/"
+    return PortalRoutes(fas=path, accept=f"{base}accept")
+
+
+def create_app(
+    settings: Settings,
+    backend: PortalBackend,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """Build the captive portal application.
+
+    Reads the templates and the ``.po`` catalogs once, here, so that no request handler
+    touches the disk.
+
+    Args:
+        settings: the controller's settings (``portal`` section and ``name``).
+        backend: what authorises clients (the controller's MQTT bridge).
+        clock: returns the current Unix time; tests pass a fake one.
+
+    Returns:
+        The application; its counters are at ``app[COUNTERS]``.
+    """
+    portal = _Portal(settings, backend, clock)
+    app = web.Application(middlewares=[_guard(portal)], client_max_size=MAX_BODY_BYTES)
+    app[COUNTERS] = portal.counters
+    app.on_response_prepare.append(_portal_headers)
+    routes = portal.routes
+    app.router.add_get(routes.fas, portal.login_page)
+    app.router.add_post(routes.accept, portal.accept)
+    app.router.add_get(routes.terms, portal.terms_page)
+    app.router.add_get(routes.privacy, portal.privacy_page)
+    app.router.add_get(routes.health, _healthz)
+    return app
+
+
+async def _portal_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # no-store: captive-network probes and pages must never come from a cache
+    # (protocols.md §2.2). Connection: close, as openNDS does, so that the OS's next
+    # probe after login opens a new connection instead of reusing this one.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Connection"] = "close"
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.force_close()
+
+
+def _guard(portal: _Portal) -> Middleware:
+    """Turn HTTP errors into pages in the visitor's language; survive handler bugs."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = portal.error_page(request, exc.status)
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
+        except Exception:
+            # One crash guard per handler (STYLE.md): log it and keep serving.
+            logger.error("crashed serving %s %s", request.method, request.path, exc_info=True)
+            return portal.error_page(request, 500)
+
+    return guard
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def _field(form: Mapping[str, object], name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _build_environments(translations: Mapping[str, Translations]) -> dict[str, jinja2.Environment]:
+    envs: dict[str, jinja2.Environment] = {}
+    for lang, catalog in translations.items():
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+            autoescape=True,
+            # Templates are loaded below, once: no file check on each request.
+            auto_reload=False,
+            undefined=jinja2.StrictUndefined,
+            extensions=["jinja2.ext.i18n"],
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        env.install_gettext_translations(catalog, newstyle=True)  # type: ignore[attr-defined]
+        for name in env.list_templates(extensions=["html", "css"]):
+            env.get_template(name)
+        envs[lang] = env
+    return envs
+
+
+class _Portal:
+    """The request handlers and what they share."""
+
+    def __init__(
+        self, settings: Settings, backend: PortalBackend, clock: Callable[[], float]
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.clock = clock
+        self.counters = PortalCounters()
+        self.routes = portal_routes(settings.portal.public_url)
+        self.key = settings.portal.fas_key.get_secret_value()
+        self.translations = load_translations()
+        self.envs = _build_environments(self.translations)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def language(self, request: web.Request, requested: str | None = None) -> str:
+        if requested is None:
+            requested = request.query.get("lang")
+        return negotiate(
+            requested,
+            request.headers.get("Accept-Language"),
+            self.settings.portal.default_language,
+        )
+
+    def switch(self, lang: str, target: URL | None) -> list[dict[str, Any]]:
+        """The FR | EN links: ``target`` with its ``lang`` replaced."""
+        if target is None:
+            return []
+        return [
+            {
+                "code": code,
+                "label": code.upper(),
+                "name": _LANGUAGE_NAMES[code],
+                "href": str(target.update_query(lang=code)),
+                "current": code == lang,
+            }
+            for code in LANGUAGES
+        ]
+
+    def form_url(self, state: str) -> URL:
+        return URL(self.routes.fas).with_query(state=state)
+
+    def render(
+        self,
+        template: str,
+        lang: str,
+        *,
+        title: str,
+        status: int = 200,
+        switch_to: URL | None = None,
+        **context: Any,
+    ) -> web.Response:
+        html = (
+            self.envs[lang]
+            .get_template(template)
+            .render(
+                lang=lang,
+                title=title,
+                network_name=self.settings.name,
+                switch=self.switch(lang, switch_to),
+                accept_url=self.routes.accept,
+                **context,
+            )
+        )
+        return web.Response(text=html, content_type="text/html", charset="utf-8", status=status)
+
+    def message(
+        self,
+        lang: str,
+        *,
+        title: str,
+        text: str,
+        status: int,
+        switch_to: URL | None = None,
+        hint: str | None = None,
+        alert: bool = True,
+        retry_state: str | None = None,
+        back_url: str | None = None,
+    ) -> web.Response:
+        return self.render(
+            "message.html",
+            lang,
+            title=title,
+            text=text,
+            status=status,
+            switch_to=switch_to,
+            hint=hint,
+            alert=alert,
+            retry_state=retry_state,
+            back_url=back_url,
+        )
+
+    def login_form(
+        self, lang: str, state: str, fas: FasRequest, *, error: str | None = None
+    ) -> web.Response:
+        _ = self.translations[lang].gettext
+        query = urlencode({"lang": lang, "state": state})
+        return self.render(
+            "login.html",
+            lang,
+            title=_("Connect"),
+            status=400 if error else 200,
+            switch_to=self.form_url(state),
+            state=state,
+            error=error,
+            ap_id=fas.gateway_name,
+            terms_url=f"{self.routes.terms}?{query}",
+            privacy_url=f"{self.routes.privacy}?{query}",
+        )
+
+    def bad_state(
+        self, lang: str, exc: StateInvalid | StateExpired, *, switch_to: URL | None
+    ) -> web.Response:
+        _ = self.translations[lang].gettext
+        if isinstance(exc, StateExpired):
+            self.counters.expired_state += 1
+            logger.info("refused an expired login state")
+            text = _("This login page has expired.")
+        else:
+            self.counters.tampered_state += 1
+            logger.warning("refused a login state: %s", exc)
+            text = _("This login page is not valid.")
+        return self.message(
+            lang,
+            title=_("Please start again"),
+            text=text,
+            hint=_("Open any web page: the login page will appear again."),
+            status=400,
+            switch_to=switch_to,
+        )
+
+    def check_state(self, token: str) -> LoginState:
+        return verify_state(token, self.key, now=self.clock())
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def error_page(self, request: web.Request, status: int) -> web.Response:
+        lang = self.language(request)
+        _ = self.translations[lang].gettext
+        if status == 404:
+            title, text = _("Page not found"), _("This page does not exist.")
+        elif status >= 500:
+            title = _("Service unavailable")
+            text = _("Something went wrong on our side. Please try again in a moment.")
+        else:
+            title, text = _("Invalid request"), _("The request could not be handled.")
+        return self.message(lang, title=title, text=text, status=status)
+
+    async def login_page(self, request: web.Request) -> web.Response:
+        """``GET {faspath}``: the click-through page."""
+        query = request.query
+        lang = self.language(request)
+        _ = self.translations[lang].gettext
+        if "fas" in query:
+            try:
+                fas = decode_fas(query["fas"])
+            except FasError as exc:
+                self.counters.bad_fas += 1
+                logger.warning("refused a FAS query: %s", exc)
+                return self.message(
+                    lang,
+                    title=_("Invalid request"),
+                    text=_("This address is not a valid login link."),
+                    hint=_("Open any web page: the login page will appear again."),
+                    status=400,
+                    switch_to=request.rel_url,
+                )
+            state = sign_state(
+                fas, self.key, now=self.clock(), terms_version=self.settings.portal.terms_version
+            )
+            logger.info(
+                "login page for ap=%s client=%s",
+                fas.gateway_name,
+                mac_tag(fas.client_mac, self.key),
+                extra={"ap": fas.gateway_name},
+            )
+            return self.login_form(lang, state, fas)
+        if "state" in query:
+            # The language switch and the "back" links come here with the signed state.
+            token = query["state"]
+            try:
+                login = self.check_state(token)
+            except (StateInvalid, StateExpired) as exc:
+                return self.bad_state(lang, exc, switch_to=request.rel_url)
+            return self.login_form(lang, token, login.fas)
+        if query.get("status") == "authenticated":
+            # openNDS sends an already authenticated client back here with this query.
+            return self.message(
+                lang,
+                title=_("You are connected"),
+                text=_("This device is already connected. You can close this page."),
+                status=200,
+                alert=False,
+                switch_to=request.rel_url,
+            )
+        self.counters.bad_fas += 1
+        logger.warning("refused a portal request without a FAS query")
+        return self.message(
+            lang,
+            title=_("Invalid request"),
+            text=_("This address is not a valid login link."),
+            hint=_("Open any web page: the login page will appear again."),
+            status=400,
+            switch_to=request.rel_url,
+        )
+
+    async def accept(self, request: web.Request) -> web.Response:
+        """``POST {faspath}accept``: check the consent and let the client in."""
+        form = await request.post()
+        lang = self.language(request, _field(form, "lang"))
+        _ = self.translations[lang].gettext
+        token = _field(form, "state") or ""
+        try:
+            login = self.check_state(token)
+        except (StateInvalid, StateExpired) as exc:
+            return self.bad_state(lang, exc, switch_to=None)
+        fas = login.fas
+        client = mac_tag(fas.client_mac, self.key)
+        if _field(form, "consent") != "yes":
+            self.counters.missing_consent += 1
+            logger.info("consent missing for ap=%s client=%s", fas.gateway_name, client)
+            return self.login_form(
+                lang, token, fas, error=_("Please tick the box to accept the terms of use.")
+            )
+        login_request = LoginRequest(
+            ap_id=fas.gateway_name,
+            client_mac=fas.client_mac,
+            client_ip=fas.client_ip,
+            method="click-through",
+            terms_version=login.terms_version,
+            language=lang,
+        )
+        result: LoginResult | None
+        try:
+            result = await self.backend.authorize(login_request)
+        except Exception:
+            # The backend reports failures in its result; this is a bug, not a refusal.
+            self.counters.authorize_crashed += 1
+            logger.error(
+                "backend crashed authorising ap=%s client=%s",
+                fas.gateway_name,
+                client,
+                exc_info=True,
+            )
+            result = None
+        if result is None or not result.ok:
+            if result is not None:
+                self.counters.authorize_refused += 1
+                logger.warning(
+                    "authorisation refused for ap=%s client=%s: %s",
+                    fas.gateway_name,
+                    client,
+                    result.error,
+                )
+            return self.message(
+                lang,
+                title=_("Connection failed"),
+                text=_("The hotspot could not connect your device."),
+                hint=_("This is usually temporary. Please try again in a few seconds."),
+                status=503,
+                retry_state=token,
+                switch_to=self.form_url(token),
+            )
+        self.counters.logins += 1
+        logger.info(
+            "client let in on ap=%s client=%s for %d min",
+            fas.gateway_name,
+            client,
+            result.session_minutes,
+            extra={"ap": fas.gateway_name},
+        )
+        return self.render(
+            "success.html",
+            lang,
+            title=_("You are connected"),
+            duration=format_duration(result.session_minutes, self.translations[lang]),
+            continue_url=_continue_url(fas.origin_url),
+            ap_id=fas.gateway_name,
+        )
+
+    async def terms_page(self, request: web.Request) -> web.Response:
+        """``GET /terms``: the terms of use (summary)."""
+        lang = self.language(request)
+        _ = self.translations[lang].gettext
+        return self.legal_page(request, lang, "terms.html", _("Terms of use"))
+
+    async def privacy_page(self, request: web.Request) -> web.Response:
+        """``GET /privacy``: the privacy notice (summary)."""
+        lang = self.language(request)
+        _ = self.translations[lang].gettext
+        return self.legal_page(request, lang, "privacy.html", _("Privacy notice"))
+
+    def legal_page(
+        self, request: web.Request, lang: str, template: str, title: str
+    ) -> web.Response:
+        back_url = None
+        token = request.query.get("state")
+        if token is not None:
+            try:
+                self.check_state(token)
+            except (StateInvalid, StateExpired):
+                pass  # no way back to a form that would be refused anyway
+            else:
+                back_url = str(self.form_url(token).update_query(lang=lang))
+        return self.render(
+            template,
+            lang,
+            title=title,
+            switch_to=request.rel_url,
+            terms_version=self.settings.portal.terms_version,
+            back_url=back_url,
+        )
+
+
+def _continue_url(origin_url: str | None) -> str | None:
+    if origin_url is None:
+        return None
+    try:
+        host = urlsplit(origin_url).hostname
+    except ValueError:
+        return None
+    return None if host is None or host in _PROBE_HOSTS else origin_url

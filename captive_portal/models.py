@@ -1,0 +1,89 @@
+"""The captive portal's typed boundary: what it asks of the controller, and its counters.
+
+The portal decides nothing about the network itself: it hands a ``LoginRequest`` to a
+``PortalBackend`` (the controller's, which sends the ``authorize`` command to the access
+point's agent and waits for its ack) and shows the ``LoginResult``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Protocol
+
+__all__ = ["LoginMethod", "LoginRequest", "LoginResult", "PortalBackend", "PortalCounters"]
+
+LoginMethod = Literal["click-through"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoginRequest:
+    """A visitor asks to be let in.
+
+    Attributes:
+        ap_id: the access point (openNDS ``gatewayname``).
+        client_mac: the client's MAC address, ``aa:bb:cc:dd:ee:ff``.
+        client_ip: the client's IP address on the access point's network.
+        method: how the visitor logged in.
+        terms_version: the version of the terms of use the visitor accepted.
+        language: the page language, ``fr`` or ``en``.
+    """
+
+    ap_id: str
+    client_mac: str
+    client_ip: str
+    method: LoginMethod
+    terms_version: str
+    language: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoginResult:
+    """The controller's answer to a ``LoginRequest``.
+
+    Attributes:
+        ok: the access point has let the client in.
+        session_minutes: the session length granted (meaningful when ``ok``).
+        error: a short reason when not ``ok``, for logs (never shown verbatim).
+    """
+
+    ok: bool
+    session_minutes: int
+    error: str | None = None
+
+
+class PortalBackend(Protocol):
+    """Authorises clients on behalf of the portal."""
+
+    async def authorize(self, request: LoginRequest) -> LoginResult:
+        """Let the client in and wait for the access point to confirm.
+
+        Reports every failure in the result (``ok=False``) rather than raising.
+        """
+        ...
+
+
+@dataclasses.dataclass(slots=True)
+class PortalCounters:
+    """Counts of requests the portal refused or could not serve, and of logins.
+
+    Attributes:
+        bad_fas: the FAS query was missing or invalid.
+        tampered_state: the form's login state was missing, malformed or altered.
+        expired_state: the form's login state had expired.
+        missing_consent: the form came back without the terms accepted.
+        authorize_refused: the backend answered ``ok=False``.
+        authorize_crashed: the backend raised (it should not).
+        logins: clients let in.
+    """
+
+    bad_fas: int = 0
+    tampered_state: int = 0
+    expired_state: int = 0
+    missing_consent: int = 0
+    authorize_refused: int = 0
+    authorize_crashed: int = 0
+    logins: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        """Return a copy of the counters, by name."""
+        return dataclasses.asdict(self)
