@@ -60,8 +60,8 @@ MAX_PAYLOAD_BYTES: Final = 64 * 1024
 MAX_COMMAND_TTL_S: Final = 3600
 MAX_BATCH: Final = 512
 
-AP_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-MAC_RE: Final = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+AP_ID_RE: Final = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
+MAC_RE: Final = re.compile(r"\A[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
 
 # kinds published by the agent / by the controller
 AgentKind = Literal["status", "health", "clients", "acct", "ack"]

@@ -269,7 +269,7 @@ class _Portal:
             .render(
                 lang=lang,
                 title=title,
-                network_name=self.settings.name,
+                network_name=self.settings.portal.network_name,
                 switch=self.switch(lang, switch_to),
                 accept_url=self.routes.accept,
                 **context,

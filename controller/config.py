@@ -85,6 +85,8 @@ class PortalSettings(_Section):
 
     listen_host: str = "127.0.0.1"
     listen_port: Port = 8080
+    # The network's name as visitors see it on the portal (usually the SSID).
+    network_name: str = "Wi-Fi public"
     # The URL a visitor's browser reaches, as openNDS's fasremoteip/fasport/faspath say.
     public_url: str = "http://127.0.0.1:8080/fas/"
     # Shared with openNDS (faskey); signs the portal's own form state too.

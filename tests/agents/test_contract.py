@@ -159,6 +159,7 @@ def test_the_controller_knows_every_agent_kind() -> None:
         ("borne/v2/ap/ap-1/status", False),
         ("borne/v1/ap/ap-1/status/x", False),
         ("borne/v1/ap/+/status", False),
+        ("borne/v1/ap/ap-1\n/status", False),
     ],
 )
 def test_topic_names(name: str, ok: bool) -> None:

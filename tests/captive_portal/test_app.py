@@ -147,7 +147,7 @@ async def test_page_links_terms_and_privacy_and_shows_the_network(
     """The page names the network and links both summaries in the same window."""
     _, body = await login_page(client, make_fas())
     text = text_of(body)
-    assert settings.name in text
+    assert settings.portal.network_name in text
     assert "Conditions d'utilisation (résumé)" in text
     assert "Protection des données personnelles (résumé)" in text
     assert re.search(r'href="/terms\?lang=fr&amp;state=', body)
