@@ -1,4 +1,4 @@
-"""The test tree mirrors the source tree: ``pkg/_mod.py`` or ``pkg/mod.py`` → ``tests/pkg/test_mod.py``."""
+"""The test tree mirrors the source: ``pkg/_mod.py`` → ``tests/pkg/test_mod.py``."""
 
 from __future__ import annotations
 
