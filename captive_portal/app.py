@@ -370,14 +370,7 @@ class _Portal:
             except FasError as exc:
                 self.counters.bad_fas += 1
                 logger.warning("refused a FAS query: %s", exc)
-                return self.message(
-                    lang,
-                    title=_("Invalid request"),
-                    text=_("This address is not a valid login link."),
-                    hint=_("Open any web page: the login page will appear again."),
-                    status=400,
-                    switch_to=request.rel_url,
-                )
+                return self.invalid_link(lang, request)
             state = sign_state(
                 fas, self.key, now=self.clock(), terms_version=self.settings.portal.terms_version
             )
@@ -408,6 +401,11 @@ class _Portal:
             )
         self.counters.bad_fas += 1
         logger.warning("refused a portal request without a FAS query")
+        return self.invalid_link(lang, request)
+
+    def invalid_link(self, lang: str, request: web.Request) -> web.Response:
+        """The 400 page for a missing or unusable FAS query."""
+        _ = self.translations[lang].gettext
         return self.message(
             lang,
             title=_("Invalid request"),

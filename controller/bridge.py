@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -20,7 +21,7 @@ from agents._mqtt_io import LinkOptions, MqttLink
 from agents.contract import AGENT_KINDS, controller_subscription
 from controller.config import MqttSettings
 
-__all__ = ["Bridge", "Incoming"]
+__all__ = ["Bridge", "Incoming", "link_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,21 @@ class Incoming:
     retained: bool
 
 
+def link_options(settings: MqttSettings, client_id: str, **extra: Any) -> LinkOptions:
+    """Connection options for the configured broker (one place reads the MQTT settings)."""
+    return LinkOptions(
+        client_id=client_id,
+        host=settings.host,
+        port=settings.port,
+        keepalive_s=settings.keepalive_s,
+        username=settings.username,
+        password=settings.password.get_secret_value() if settings.password else None,
+        tls=settings.tls,
+        ca_file=str(settings.ca_file) if settings.ca_file else None,
+        **extra,
+    )
+
+
 class Bridge:
     """Subscribes to every agent topic and hands messages to the event loop."""
 
@@ -44,15 +60,9 @@ class Bridge:
         self.queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=settings.queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.link = MqttLink(
-            LinkOptions(
-                client_id=settings.client_id,
-                host=settings.host,
-                port=settings.port,
-                keepalive_s=settings.keepalive_s,
-                username=settings.username,
-                password=settings.password.get_secret_value() if settings.password else None,
-                tls=settings.tls,
-                ca_file=str(settings.ca_file) if settings.ca_file else None,
+            link_options(
+                settings,
+                settings.client_id,
                 clean_session=False,
                 mqtt5=settings.share_group is not None,
                 manual_ack=True,

@@ -130,8 +130,9 @@ async def _client_disconnect(settings: object, ap_id: str, mac: str, wait_s: flo
     """Publish a signed ``deauthorize`` and wait for the running controller to record its ack."""
     import time
 
-    from agents._mqtt_io import LinkOptions, MqttLink
+    from agents._mqtt_io import MqttLink
     from agents.contract import DeauthorizeArgs, encode, topic
+    from controller.bridge import link_options
     from controller.config import Settings
     from controller.registry import Registry
     from controller.service import Controller
@@ -149,18 +150,7 @@ async def _client_disconnect(settings: object, ap_id: str, mac: str, wait_s: flo
             print(f"borne client disconnect: unknown access point {ap_id!r}", file=sys.stderr)
             return 2
         m = settings.mqtt
-        link = MqttLink(
-            LinkOptions(
-                client_id=f"borne-cli-{cmd.id[:8]}",
-                host=m.host,
-                port=m.port,
-                username=m.username,
-                password=m.password.get_secret_value() if m.password else None,
-                tls=m.tls,
-                ca_file=str(m.ca_file) if m.ca_file else None,
-                clean_session=True,
-            )
-        )
+        link = MqttLink(link_options(settings.mqtt, f"borne-cli-{cmd.id[:8]}", clean_session=True))
         link.start()
         try:
             if not await asyncio.to_thread(link.connected.wait, 10.0):
