@@ -1,0 +1,282 @@
+"""The dashboards app against a real controller on a temporary SQLite database.
+
+Access points are registered through the registry and sessions are created through the
+controller's real ingest path (``Controller.handle``) with sealed agent messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from agents._core import Envelope
+from agents.contract import AcctEntry, ClientEvent, seal, topic
+from controller.config import load_settings
+from controller.registry import Registry, lot_communes
+from controller.service import Controller, mac_tag
+from controller.storage import open_database
+from dashboards.app import create_app
+
+NOW = 1_780_000_000.0  # a fixed moment: the page's relative times are deterministic
+INSEE = {c.name: c.insee for c in lot_communes()}
+
+MAC_A = "02:aa:bb:cc:dd:01"
+MAC_B = "06:10:20:30:40:52"
+MAC_LEFT = "0a:00:00:00:00:99"
+IP_A, IP_B, IP_LEFT = "10.46.1.23", "10.46.2.42", "10.46.1.99"
+
+Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[[web.Application], Awaitable[Client]]
+
+
+class Agent:
+    """Builds sealed messages of one access point, as its agent would."""
+
+    def __init__(self, controller: Controller, ap_id: str) -> None:
+        self.controller = controller
+        self.ap_id = ap_id
+        self.envelope = Envelope(ap_id)
+        self.key = controller.registry.command_key(ap_id).encode()
+
+    async def send(self, kind: str, msg: Any, at: float) -> None:
+        result = await self.controller.handle(topic(self.ap_id, kind), seal(msg, self.key), at)
+        assert result == "applied", result
+
+    async def online(self, at: float) -> None:
+        msg = self.envelope.status(
+            at, "online", agent_version="0.1.0", gateway="simulated", keepalive_s=30
+        )
+        await self.send("status", msg, at)
+
+    async def offline(self, at: float) -> None:
+        msg = self.envelope.status(
+            at, "offline", agent_version="0.1.0", gateway="simulated", keepalive_s=30
+        )
+        await self.send("status", msg, at)
+
+    async def login(self, mac: str, ip: str, at: float) -> None:
+        events = [
+            ClientEvent(event="seen", mac=mac, ip=ip, at=at),
+            ClientEvent(event="authorized", mac=mac, ip=ip, at=at),
+        ]
+        await self.send("clients", self.envelope.clients(at, events), at)
+
+    async def leave(self, mac: str, ip: str, at: float) -> None:
+        events = [ClientEvent(event="left", mac=mac, ip=ip, at=at)]
+        await self.send("clients", self.envelope.clients(at, events), at)
+
+    async def acct(self, entries: list[AcctEntry], at: float) -> None:
+        await self.send("acct", self.envelope.acct(at, 10, entries), at)
+
+
+@pytest.fixture
+async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
+    settings = load_settings(None, database={"url": f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"})
+    db = await open_database(settings.database.url.get_secret_value())
+    registry = Registry(db, settings.command_master_key.get_secret_value())
+    await registry.add_communes(lot_communes())
+    await registry.add_access_point("rocamadour-01", INSEE["Rocamadour"], "Rocamadour — parvis")
+    await registry.add_access_point("rocamadour-02", INSEE["Rocamadour"], "Rocamadour — château")
+    await registry.add_access_point("cahors-01", INSEE["Cahors"], "Cahors — pont Valentré")
+    await registry.add_access_point("padirac-01", INSEE["Padirac"], "padirac-01")
+    try:
+        yield Controller(settings, db, registry)
+    finally:
+        await db.aclose()
+
+
+@pytest.fixture
+async def populated(controller: Controller) -> Controller:
+    """Two online APs with sessions, one that went offline, one never heard of."""
+    roc = Agent(controller, "rocamadour-01")
+    cah = Agent(controller, "cahors-01")
+    roc2 = Agent(controller, "rocamadour-02")
+    t0 = NOW - 3600
+    await roc.online(t0)
+    await cah.online(t0)
+    await roc2.online(t0)
+    await roc2.offline(t0 + 60)
+    await roc.login(MAC_A, IP_A, t0 + 100)
+    await roc.login(MAC_LEFT, IP_LEFT, t0 + 200)
+    await roc.leave(MAC_LEFT, IP_LEFT, t0 + 300)
+    await cah.login(MAC_B, IP_B, NOW - 125)
+    await roc.acct(
+        [
+            AcctEntry(
+                mac=MAC_A,
+                ip=IP_A,
+                session_start=t0 + 100,
+                up_bytes=1_200_000,
+                down_bytes=11_100_000,
+            )
+        ],
+        NOW - 30,
+    )
+    return controller
+
+
+@pytest.fixture
+async def client(populated: Controller, aiohttp_client: ClientFactory) -> Client:
+    return await aiohttp_client(create_app(populated, clock=lambda: NOW))
+
+
+def _mac_forms(mac: str) -> list[str]:
+    raw = mac.replace(":", "")
+    return [mac, mac.upper(), mac.replace(":", "-"), raw, raw.upper()]
+
+
+def _assert_no_device_identifier(text: str) -> None:
+    for mac in (MAC_A, MAC_B, MAC_LEFT):
+        for form in _mac_forms(mac):
+            assert form not in text
+    for ip in (IP_A, IP_B, IP_LEFT):
+        assert ip not in text
+
+
+async def test_page_lists_hotspots_with_state_and_commune(client: Client) -> None:
+    """The French page lists every AP with its commune, state label and badge."""
+    resp = await client.get("/")
+    assert resp.status == 200
+    assert resp.content_type == "text/html"
+    html = await resp.text()
+    assert '<html lang="fr">' in html
+    assert "<title>borne — tableau de bord</title>" in html
+    for ap in ("rocamadour-01", "rocamadour-02", "cahors-01", "padirac-01"):
+        assert f'<th scope="row">{ap}' in html
+    assert "Rocamadour — parvis" in html
+    assert "Cahors" in html and "Padirac" in html
+    assert '<span class="badge badge-online">en ligne</span>' in html
+    assert '<span class="badge badge-offline">hors ligne</span>' in html
+    assert '<span class="badge badge-unknown">inconnu</span>' in html
+    assert "jamais" in html  # padirac-01 never reported
+    assert "0.1.0" in html
+    assert html.count('scope="col"') == 11
+
+
+async def test_page_counts_online_sessions_and_communes(client: Client) -> None:
+    """The counters say 2 online of 4 APs, 2 open sessions, 3 of 320 communes equipped."""
+    html = await (await client.get("/")).text()
+    assert '<span id="count-online">2</span> / <span id="count-total">4</span>' in html
+    assert '<dd id="count-sessions">2</dd>' in html
+    assert '<span id="count-communes">3</span> / <span id="count-communes-total">320</span>' in html
+
+
+async def test_page_lists_open_sessions_by_tag_never_by_mac(client: Client) -> None:
+    """Open sessions appear with a tag, duration and volume; no MAC or IP anywhere."""
+    html = await (await client.get("/")).text()
+    assert f"<code>{mac_tag(MAC_A)}</code>" in html
+    assert f"<code>{mac_tag(MAC_B)}</code>" in html
+    assert mac_tag(MAC_LEFT) not in html  # its session is closed
+    assert "12,3\u00a0Mo" in html  # 1.2 MB up + 11.1 MB down
+    assert "2\u00a0min" in html  # the Cahors session started 125 s ago
+    _assert_no_device_identifier(html)
+
+
+async def test_page_is_self_contained_and_script_is_nonced(client: Client) -> None:
+    """The page loads nothing from elsewhere; its inline style and script carry the CSP nonce."""
+    resp = await client.get("/")
+    html = await resp.text()
+    csp = resp.headers["Content-Security-Policy"]
+    match = re.search(r"script-src 'nonce-([A-Za-z0-9_-]+)'", csp)
+    assert match is not None
+    nonce = match.group(1)
+    assert f'<script nonce="{nonce}">' in html
+    assert f'<style nonce="{nonce}">' in html
+    assert "connect-src 'self'" in csp
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    assert "<noscript>" in html
+    assert 'http-equiv="refresh"' not in html.lower()
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_each_page_gets_a_fresh_nonce(client: Client) -> None:
+    """Two page loads never share a CSP nonce."""
+    first = (await client.get("/")).headers["Content-Security-Policy"]
+    second = (await client.get("/")).headers["Content-Security-Policy"]
+    assert first != second
+
+
+async def test_api_fleet_matches_the_registry(client: Client) -> None:
+    """``/api/fleet`` gives each AP's state and the counters, as JSON."""
+    resp = await client.get("/api/fleet")
+    assert resp.status == 200
+    assert resp.content_type == "application/json"
+    data = await resp.json()
+    assert data["generated_at"] == NOW
+    assert data["summary"] == {
+        "hotspots_online": 2,
+        "hotspots_total": 4,
+        "communes_equipped": 3,
+        "communes_total": 320,
+    }
+    states = {h["ap_id"]: (h["state"], h["state_label"], h["commune"]) for h in data["hotspots"]}
+    assert states == {
+        "cahors-01": ("online", "en ligne", "Cahors"),
+        "padirac-01": ("unknown", "inconnu", "Padirac"),
+        "rocamadour-01": ("online", "en ligne", "Rocamadour"),
+        "rocamadour-02": ("offline", "hors ligne", "Rocamadour"),
+    }
+    padirac = next(h for h in data["hotspots"] if h["ap_id"] == "padirac-01")
+    assert padirac["last_seen"] is None and padirac["last_seen_text"] == "jamais"
+
+
+async def test_api_sessions_lists_open_sessions_without_device_identifier(
+    client: Client,
+) -> None:
+    """``/api/sessions`` lists the open sessions newest first, by tag, with no MAC or IP."""
+    resp = await client.get("/api/sessions")
+    assert resp.status == 200
+    text = await resp.text()
+    _assert_no_device_identifier(text)
+    data = json.loads(text)
+    assert data["count"] == 2 and data["truncated"] is False
+    newest, oldest = data["sessions"]
+    assert newest["tag"] == mac_tag(MAC_B) and newest["commune"] == "Cahors"
+    assert newest["hotspot"] == "Cahors — pont Valentré"
+    assert newest["duration_s"] == 125
+    assert oldest["tag"] == mac_tag(MAC_A)
+    assert (oldest["up_bytes"], oldest["down_bytes"]) == (1_200_000, 11_100_000)
+    assert oldest["volume_text"] == "12,3\u00a0Mo"
+    keys = set(newest)
+    assert not keys & {"mac", "ip", "client_mac", "client_ip"}
+
+
+async def test_healthz_answers_ok(client: Client) -> None:
+    """``/healthz`` answers 200 ok."""
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    assert await resp.text() == "ok"
+
+
+async def test_no_open_session_says_so(
+    controller: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """With no session open, the page says so instead of showing an empty table."""
+    client = await aiohttp_client(create_app(controller, clock=lambda: NOW))
+    html = await (await client.get("/")).text()
+    assert "Aucune session ouverte." in html
+    assert '<dd id="count-sessions">0</dd>' in html
+    assert '<span id="count-online">0</span>' in html
+
+
+async def test_database_failure_gives_503_and_keeps_serving(
+    populated: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """A database error answers 503 (JSON for the API) and the app keeps serving."""
+    client = await aiohttp_client(create_app(populated, clock=lambda: NOW))
+    async with populated.db.begin() as conn:
+        await conn.execute(sa.text("ALTER TABLE sessions RENAME TO sessions_away"))
+    resp = await client.get("/api/sessions")
+    assert resp.status == 503
+    assert "error" in await resp.json()
+    assert (await client.get("/")).status == 503
+    assert (await client.get("/api/fleet")).status == 200
+    assert (await client.get("/healthz")).status == 200
