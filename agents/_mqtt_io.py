@@ -68,6 +68,10 @@ class MqttLink:
         self.options = options
         self.connected = threading.Event()
         self.reconnects = 0
+        # Held while paho opens a connection and while anyone publishes: paho sets its
+        # socket before it has written CONNECT, and a PUBLISH slipping in between is
+        # refused by the broker (the link would then hang until the keep-alive expires).
+        self._io_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._user_on_connect = on_connect
@@ -117,7 +121,8 @@ class MqttLink:
         was = self.connected.is_set()
         self.connected.clear()
         if was:
-            logger.warning("disconnected from the broker: %s", reason)
+            log = logger.info if self._stop.is_set() else logger.warning
+            log("disconnected from the broker: %s", reason)
             if self._user_on_disconnect is not None:
                 self._user_on_disconnect(self)
 
@@ -143,13 +148,14 @@ class MqttLink:
         first = True
         while not self._stop.is_set():
             try:
-                if first:
-                    self.client.connect(
-                        self.options.host, self.options.port, self.options.keepalive_s
-                    )
-                    first = False
-                else:
-                    self.client.reconnect()
+                with self._io_lock:
+                    if first:
+                        self.client.connect(
+                            self.options.host, self.options.port, self.options.keepalive_s
+                        )
+                        first = False
+                    else:
+                        self.client.reconnect()
             except (OSError, ssl.SSLError, ValueError) as exc:
                 first = False if isinstance(exc, OSError) else first
                 self._pause(f"cannot connect to {self.options.host}:{self.options.port}: {exc}")
@@ -197,7 +203,8 @@ class MqttLink:
     # operations (thread-safe in paho) ------------------------------------------------
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Any:
         """Queue a message; QoS 1 messages wait in paho's queue while disconnected."""
-        return self.client.publish(topic, payload, qos=qos, retain=retain)
+        with self._io_lock:
+            return self.client.publish(topic, payload, qos=qos, retain=retain)
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         """Subscribe (call from ``on_connect`` so it is renewed after each reconnect)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -75,10 +74,12 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from controller.demo import run_demo
+    from controller.config import ConfigError
+    from controller.demo import DemoError, run_demo
+    from controller.storage import StorageError
 
     _setup_logging("WARNING" if not args.verbose else "INFO")
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(
             run_demo(
                 aps=args.aps,
@@ -89,6 +90,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 database=args.database,
             )
         )
+    except KeyboardInterrupt:
+        return 0
+    except (DemoError, StorageError, ConfigError) as exc:
+        print(f"borne demo: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -52,9 +52,9 @@ async def _seed_communes(db: Database, registry: Registry) -> None:
 @contextlib.asynccontextmanager
 async def serve_app(app: web.Application, host: str, port: int) -> AsyncIterator[str]:
     """Serve an aiohttp application; yields its base URL."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=2.0)
+    site = web.TCPSite(runner, host, port)
     try:
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -60,9 +61,14 @@ _COMMAND_NAMES: dict[type, str] = {
 }
 
 
+# Keyed per process: without the key, a tag cannot be reversed by trying a vendor's
+# 2^24 addresses. Tags are stable within one run of the controller, no longer.
+_TAG_KEY = secrets.token_bytes(32)
+
+
 def mac_tag(mac: str) -> str:
-    """A short non-reversible tag of a MAC for logs (never log a MAC in clear)."""
-    return hashlib.sha256(b"borne-log:" + mac.encode()).hexdigest()[:10]
+    """A short keyed tag of a MAC for logs and pages (never show a MAC in clear)."""
+    return hmac.new(_TAG_KEY, mac.encode(), hashlib.sha256).hexdigest()[:10]
 
 
 class Controller:
