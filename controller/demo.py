@@ -304,12 +304,14 @@ async def run_demo(
                 None,
                 # Fresh secrets for each run: the demo never uses well-known keys.
                 command_master_key=secrets.token_urlsafe(32),
+                name="Wi-Fi public du Lot — démonstration",
                 mqtt={"host": HOST, "port": broker_port, "client_id": "borne-demo-controller"},
                 database={"url": db_url},
                 portal={
                     "listen_host": HOST,
                     "listen_port": portal_sock.getsockname()[1],
                     "public_url": f"{portal_base}/fas/",
+                    "network_name": "Lot Wi-Fi public",
                     "fas_key": secrets.token_urlsafe(32),
                 },
                 dashboard={"listen_host": HOST, "listen_port": dashboard_sock.getsockname()[1]},
