@@ -238,3 +238,58 @@ async def test_nothing_is_lost_across_a_broker_outage(
         mosquitto.start()
     await until(lambda: session_rows(ctl), within=30, what="session after the outage")
     assert run.agent.link.reconnects >= 1
+
+
+async def test_bad_input_over_the_broker_is_counted_and_harmless(
+    ctl: Controller,
+    agents: Callable[..., AgentRun],
+    mosquitto: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Forged, unknown, mistyped, huge or broken messages are counted; service keeps going."""
+    import hashlib
+    import hmac
+    import json
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from agents._core import Envelope
+    from agents.contract import canonical_bytes, seal, topic
+
+    ap_id = await the_ap(ctl)
+    key = ctl.registry.command_key(ap_id).encode()
+    env = Envelope(ap_id)
+    mistyped = json.loads(seal(env.ack(time.time(), "c1", True), key))
+    mistyped["ok"] = "yes"  # a wrong type, correctly signed
+    mistyped["sig"] = hmac.new(key, canonical_bytes(mistyped), hashlib.sha256).hexdigest()
+    cases = [
+        (topic(ap_id, "ack"), seal(env.ack(time.time(), "c2", True), b"not-the-key" * 3)),
+        (topic("ap-unknown-9", "ack"), seal(Envelope("ap-unknown-9").ack(1.8e9, "c", True), key)),
+        (topic(ap_id, "ack"), json.dumps(mistyped).encode()),
+        (topic(ap_id, "acct"), b"[" + b"0," * 40_000 + b"0]"),
+        (topic(ap_id, "clients"), b'{"v":1,'),
+    ]
+    pub = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"forger-{time.time_ns()}"
+    )
+    pub.connect(mosquitto.host, mosquitto.port)
+    pub.loop_start()
+    try:
+        for name, payload in cases:
+            pub.publish(name, payload, qos=1).wait_for_publish(5)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    await until(lambda: ctl.counters["rejected"] >= len(cases), what="all rejected")
+    assert {k: v for k, v in ctl.counters.items() if k.startswith("rejected_")} == {
+        "rejected_bad_signature": 1,
+        "rejected_bad_shape": 1,
+        "rejected_unknown_ap": 1,
+        "rejected_too_large": 1,
+        "rejected_bad_json": 1,
+    }
+    assert key.decode() not in caplog.text
+    # The service still works: a real agent comes online afterwards.
+    agents(ctl, ap_id, mosquitto)
+    await until(lambda: _state(ctl, ap_id, "online"), what="AP online after bad input")
