@@ -24,7 +24,6 @@ import pytest
 from tests.testbed import (
     AP_LAN_IP,
     LEASE_FILE,
-    NDSCTL_SOCKET,
     ROOT_IP,
     UPSTREAM_BODY,
     UPSTREAM_IP,
@@ -193,7 +192,7 @@ def test_ndsctl_json_lists_client_with_string_fields(hotspot: Hotspot) -> None:
     assert entry["session_start"] == "0"
     assert entry["session_end"] == "null"
     assert all(isinstance(v, str) for v in entry.values())
-    assert Path(NDSCTL_SOCKET).is_socket()
+    assert Path(hotspot.ndsctl_socket).is_socket()
 
     hotspot.ndsctl("auth", hotspot.client_mac or "", "10", "100", "200", "1000", "2000", "sess-1")
     entry = hotspot.ndsctl_json(hotspot.client_mac)
@@ -262,7 +261,7 @@ def test_teardown_removes_everything(tmp_path: Path) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not Path(LEASE_FILE).exists()
-    assert not Path(NDSCTL_SOCKET).exists()
+    assert not Path(hs.ndsctl_socket).exists()
     route = subprocess.run(["ip", "route", "show", "10.46.1.0/24"], capture_output=True, text=True)
     assert route.stdout.strip() == ""
     assert {p: _md5(p) for p in before} == before

@@ -20,8 +20,10 @@ every namespace deleted at teardown, also when the build or the test fails.
 
 openNDS facts this module relies on (openNDS 9.10, Debian 12):
 
-* ``ndsctl`` always talks to ``/tmp/ndsctl.sock`` and openNDS reads the DHCP leases from
-  ``/tmp/dhcp.leases``: both paths are global, so one hotspot runs per machine at a time,
+* ``ndsctl`` ignores ``-s`` and talks to ``<runtime dir>/ndsctl.sock``, the runtime dir
+  being the first tmpfs among /tmp, /run, /var (else /tmp): ``/tmp`` on the reference
+  machine, ``/run`` on a systemd host. openNDS reads the DHCP leases from
+  ``/tmp/dhcp.leases``. Both paths are global, so one hotspot runs per machine at a time,
   serialised by ``fcntl.flock`` on ``/tmp/borne-testbed.lock``.
 * openNDS needs the legacy iptables backend; it is put first on openNDS's ``PATH`` here
   (``tests/run.sh`` also selects it system-wide).
@@ -63,7 +65,6 @@ __all__ = [
     "GATEWAY_PORT",
     "LEASE_FILE",
     "LOCK_FILE",
-    "NDSCTL_SOCKET",
     "ROOT_IP",
     "UPSTREAM_BODY",
     "UPSTREAM_IP",
@@ -73,6 +74,8 @@ __all__ = [
     "decode_fas",
     "fas_fields",
     "free_port",
+    "nds_runtime_dir",
+    "ndsctl_socket_path",
     "require",
     "wait_for",
 ]
@@ -90,11 +93,13 @@ CLIENT_NET = "10.46.1.0/24"
 GATEWAY_PORT = 2050  # openNDS's own web server on AP_LAN_IP
 UPSTREAM_BODY = "upstream-ok"
 
-NDSCTL_SOCKET = "/tmp/ndsctl.sock"  # ndsctl ignores -s: this path is fixed
 LEASE_FILE = "/tmp/dhcp.leases"  # the only lease file openNDS 9.10 reads on Debian
 LOCK_FILE = "/tmp/borne-testbed.lock"
 # Runtime files openNDS and ndsctl leave in /tmp; removed at teardown.
-_NDS_TMP_FILES = (NDSCTL_SOCKET, "/tmp/ndsctl.lock", "/tmp/ndsdebuglevel", "/tmp/ndscids")
+# Runtime files openNDS 9.10 keeps in its runtime directory (see nds_runtime_dir()).
+_NDS_RUNTIME_FILES = ("ndsdebuglevel", "ndscids")
+_NDSCTL_LOCK = "/tmp/ndsctl.lock"  # fixed in ndsctl
+_NDS_LIB = "/usr/lib/opennds/libopennds.sh"
 
 _NDS_DNSCONFIG = "/usr/lib/opennds/dnsconfig.sh"
 _NDS_SYSTEM_CONF = "/etc/opennds/opennds.conf"
@@ -212,6 +217,32 @@ def _tail(path: Path, lines: int = 60) -> str:
     except OSError as exc:
         return f"<{path}: {exc}>"
     return "\n".join(text.splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------- openNDS paths
+
+
+def _nds_lib(*args: str) -> str:
+    res = subprocess.run([_NDS_LIB, *args], capture_output=True, text=True, timeout=20)
+    return res.stdout.splitlines()[0].strip() if res.stdout.strip() else ""
+
+
+def nds_runtime_dir() -> str:
+    """openNDS's runtime directory: the first of /tmp, /run, /var that is a tmpfs, else /tmp.
+
+    openNDS 9.10 and ndsctl both ask ``libopennds.sh tmpfs``; on a systemd machine
+    (tmpfs /run, disk /tmp) this is ``/run``, in many containers ``/tmp``.
+    """
+    return _nds_lib("tmpfs") or "/tmp"
+
+
+def ndsctl_socket_path() -> str:
+    """The socket ``ndsctl`` talks to: ``<runtime dir>/<ndsctlsocket option or ndsctl.sock>``.
+
+    ``ndsctl -s`` is ignored; the option comes from ``/etc/opennds/opennds.conf``.
+    """
+    name = _nds_lib("get_option_from_config", "ndsctlsocket") or "ndsctl.sock"
+    return f"{nds_runtime_dir()}/{name}"
 
 
 # --------------------------------------------------------------------------- FAS query
@@ -438,6 +469,8 @@ class Hotspot:
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list, init=False)
     _brokers: list[MosquittoBroker] = field(default_factory=list, init=False)
     _lock_fd: int | None = field(default=None, init=False)
+    _ndsctl_socket: str | None = field(default=None, init=False)
+    _nds_runtime_dir: str | None = field(default=None, init=False)
     _own_workdir: bool = field(default=False, init=False)
     _built: bool = field(default=False, init=False)
     _torn_down: bool = field(default=False, init=False)
@@ -467,8 +500,8 @@ class Hotspot:
 
     @property
     def ndsctl_socket(self) -> str:
-        """The ndsctl socket path (fixed by ndsctl: ``/tmp/ndsctl.sock``)."""
-        return NDSCTL_SOCKET
+        """The socket openNDS listens on, where ``ndsctl`` looks (see ``ndsctl_socket_path``)."""
+        return self._ndsctl_socket or ndsctl_socket_path()
 
     @property
     def ap_namespace(self) -> str:
@@ -496,6 +529,8 @@ class Hotspot:
         self._built = True
         try:
             self._acquire_lock()
+            self._nds_runtime_dir = nds_runtime_dir()
+            self._ndsctl_socket = ndsctl_socket_path()
             self._sweep_stale()
             self._check_free()
             self._prepare_workdir()
@@ -818,15 +853,16 @@ class Hotspot:
             if m and not _pid_alive(int(m.group(1))):
                 self._delete_root_link(link["ifname"])
         # A stale socket of a killed openNDS: remove; a live one is another gateway.
-        if os.path.exists(NDSCTL_SOCKET):
+        sock = self.ndsctl_socket
+        if os.path.exists(sock):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 try:
-                    s.connect(NDSCTL_SOCKET)
+                    s.connect(sock)
                 except OSError:
                     pass
                 else:
                     raise RuntimeError(
-                        f"an openNDS outside this testbed answers on {NDSCTL_SOCKET}; stop it first"
+                        f"an openNDS outside this testbed answers on {sock}; stop it first"
                     )
         self._remove_tmp_files()
 
@@ -997,7 +1033,7 @@ class Hotspot:
         # host's /etc/dnsmasq.conf and /etc/hosts and restart the host's dnsmasq.
         script = (
             f'set -e; mount --bind "$1" {_NDS_DNSCONFIG}; mount --bind "$2" {_NDS_SYSTEM_CONF}; '
-            f"exec opennds -f -d 2 -c {_NDS_SYSTEM_CONF} -w {NDSCTL_SOCKET}"
+            f"exec opennds -f -d 2 -c {_NDS_SYSTEM_CONF} -w {self.ndsctl_socket}"
         )
         env = dict(os.environ)
         env["PATH"] = f"{wd / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -1055,9 +1091,10 @@ class Hotspot:
         if any(line.split()[:1] == [name] for line in listed.splitlines()):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True, check=True)
 
-    @staticmethod
-    def _remove_tmp_files() -> None:
-        for path in (LEASE_FILE, *_NDS_TMP_FILES):
+    def _remove_tmp_files(self) -> None:
+        runtime = self._nds_runtime_dir or nds_runtime_dir()
+        files = (LEASE_FILE, _NDSCTL_LOCK, self.ndsctl_socket)
+        for path in (*files, *(f"{runtime}/{name}" for name in _NDS_RUNTIME_FILES)):
             p = Path(path)
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
