@@ -895,6 +895,13 @@ class Hotspot:
             link = shim / tool
             if target is not None and not link.exists():
                 link.symlink_to(target)
+        # openNDS 9.10's health check looks for its rules with nft; with legacy iptables it
+        # never finds them and runs "systemctl restart opennds", which on a systemd host
+        # would start the host's own openNDS. These stubs on its PATH make that a no-op.
+        for tool in ("systemctl", "service"):
+            stub_path = shim / tool
+            stub_path.write_text(_SERVICE_STUB)
+            stub_path.chmod(0o755)
         www = wd / "www"
         www.mkdir(exist_ok=True)
         (www / "index.html").write_text(UPSTREAM_BODY)
@@ -1151,6 +1158,12 @@ case "$1" in
         fi
         ;;
 esac
+exit 0
+"""
+
+_SERVICE_STUB = """#!/bin/sh
+# Test stub first on openNDS's PATH: the testbed starts and stops openNDS itself.
+echo "testbed: ignored: $(basename "$0") $*" >&2
 exit 0
 """
 
