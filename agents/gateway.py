@@ -62,7 +62,10 @@ def _int(value: Any) -> int:
 
 
 def parse_ndsctl_json(text: str) -> list[GatewayClient]:
-    """Parse ``ndsctl json``: values are strings, counters are kB of 1000 bytes.
+    """Parse ``ndsctl json``: values are strings, counters are KiB (1024 bytes).
+
+    openNDS 9.10 measured on the testbed: 304,500 bytes downloaded showed as "297".
+    With the legacy iptables backend, upload counters stay at "0" (a known limit).
 
     Raises:
         GatewayError: the output is not the JSON openNDS prints.
@@ -90,8 +93,8 @@ def parse_ndsctl_json(text: str) -> list[GatewayClient]:
                 ip=str(c.get("ip", "")),
                 authenticated=str(c.get("state", "")).lower() == "authenticated",
                 session_start=float(start) if start > 0 else None,
-                up_bytes=_int(c.get("upload_this_session", 0)) * 1000,
-                down_bytes=_int(c.get("download_this_session", 0)) * 1000,
+                up_bytes=_int(c.get("upload_this_session", 0)) * 1024,
+                down_bytes=_int(c.get("download_this_session", 0)) * 1024,
             )
         )
     return out

@@ -101,9 +101,12 @@ class Bridge:
         if item.qos > 0:
             self.link.ack(item.mid, item.qos)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Publish a controller message (commands)."""
-        self.link.publish(topic, payload, qos=qos)
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish a controller message (commands) without blocking the loop.
+
+        paho's publish may wait for the link's lock while a connection is being opened.
+        """
+        await asyncio.to_thread(self.link.publish, topic, payload, qos)
 
     async def aclose(self) -> None:
         """Disconnect without blocking the loop."""

@@ -32,6 +32,8 @@ from typing import Final
 
 import aiohttp
 from aiohttp import web
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
+from amqtt.broker import Broker
 
 from controller._demo_sim import (
     ACCT_INTERVAL_S,
@@ -50,7 +52,7 @@ from controller._demo_sim import (
     wait_offline,
 )
 from controller.config import load_settings
-from controller.main import open_controller
+from controller.main import open_controller, web_apps
 from controller.service import Controller
 
 __all__ = ["MAX_APS", "TOURIST_SITES", "DemoError", "DemoInfo", "VisitorStats", "run_demo"]
@@ -115,8 +117,6 @@ async def embedded_broker(host: str = HOST, port: int = 0) -> AsyncIterator[int]
     Raises:
         DemoError: the port cannot be bound.
     """
-    from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
-    from amqtt.broker import Broker
 
     broker = Broker(
         {
@@ -278,9 +278,6 @@ async def run_demo(
         },
         visitors_per_minute,
     )
-    from captive_portal.app import create_app as create_portal
-    from controller.portal_backend import ControllerPortalBackend
-    from dashboards.app import create_app as create_dashboard
 
     stop = stop or asyncio.Event()
     rng = random.Random(seed)
@@ -292,7 +289,7 @@ async def run_demo(
         portal_sock.close()
         raise
     portal_base = f"http://{HOST}:{portal_sock.getsockname()[1]}"
-    tmp = tempfile.TemporaryDirectory(prefix="borne-demo-")
+    tmp = await asyncio.to_thread(tempfile.TemporaryDirectory, prefix="borne-demo-")
     db_url = database or f"sqlite+aiosqlite:///{tmp.name}/borne-demo.db"
     signals = _install_signals(loop, stop)
     try:
@@ -320,12 +317,11 @@ async def run_demo(
             controller, _ = await stack.enter_async_context(
                 open_controller(settings, backoff_cap_s=BACKOFF_CAP_S)
             )
-            portal_app = create_portal(settings, ControllerPortalBackend(controller))
+            portal_app, dashboard_app = await asyncio.to_thread(web_apps, controller)
             await stack.enter_async_context(_serve(portal_app, portal_sock))
-            dashboard_url = await stack.enter_async_context(
-                _serve(create_dashboard(controller), dashboard_sock)
-            )
-            hotspots = await register(controller.registry, pick_communes(aps, rng))
+            dashboard_url = await stack.enter_async_context(_serve(dashboard_app, dashboard_sock))
+            picked = await asyncio.to_thread(pick_communes, aps, rng)
+            hotspots = await register(controller.registry, picked)
             fleet = Fleet(hotspots, controller.registry, (HOST, broker_port), tmp.name)
             ap_ids = {h.ap_id for h in hotspots}
             # Exit order (last in, first out): agents say goodbye while the controller

@@ -17,14 +17,17 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from aiohttp import web
 
+from captive_portal.app import create_app as create_portal
 from controller.bridge import Bridge
 from controller.config import Settings
+from controller.portal_backend import ControllerPortalBackend
 from controller.registry import Registry, lot_communes
 from controller.service import Controller
 from controller.storage import Database, open_database
 from controller.storage.schema import communes
+from dashboards.app import create_app as create_dashboard
 
-__all__ = ["Running", "open_controller", "run_controller", "serve_app"]
+__all__ = ["Running", "open_controller", "run_controller", "serve_app", "web_apps"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ async def _seed_communes(db: Database, registry: Registry) -> None:
     async with db.connect() as conn:
         count = (await conn.execute(sa.select(sa.func.count()).select_from(communes))).scalar()
     if not count:
-        await registry.add_communes(lot_communes())
+        await registry.add_communes(await asyncio.to_thread(lot_communes))
         logger.info("registry seeded with the communes of the Lot")
 
 
@@ -93,11 +96,9 @@ async def open_controller(
         await db.aclose()
 
 
-def _web_apps(controller: Controller) -> tuple[web.Application, web.Application]:
-    from captive_portal.app import create_app as create_portal
-    from controller.portal_backend import ControllerPortalBackend
-    from dashboards.app import create_app as create_dashboard
-
+def web_apps(controller: Controller) -> tuple[web.Application, web.Application]:
+    """The portal and dashboard applications (reads templates and catalogs: call it in a
+    worker thread, not in the event loop)."""
     portal = create_portal(controller.settings, ControllerPortalBackend(controller))
     dashboard = create_dashboard(controller)
     return portal, dashboard
@@ -115,7 +116,7 @@ async def run_controller(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with open_controller(settings) as (controller, _tg):
-        portal, dashboard = _web_apps(controller)
+        portal, dashboard = await asyncio.to_thread(web_apps, controller)
         p, d = settings.portal, settings.dashboard
         async with (
             serve_app(portal, p.listen_host, p.listen_port) as portal_url,

@@ -9,6 +9,7 @@ controller's master key (``derive_key``) when none is stored.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import hmac
 import time
@@ -40,13 +41,18 @@ class Commune:
     lat: float | None
 
 
-def lot_communes() -> list[Commune]:
-    """The 320 communes of the Lot shipped with borne."""
+@functools.cache
+def _lot_communes() -> tuple[Commune, ...]:
     text = resources.files("controller.data").joinpath("lot-communes.csv").read_text("utf-8")
-    return [
+    return tuple(
         Commune(r["insee_code"], r["name"], float(r["lon"]), float(r["lat"]))
         for r in csv.DictReader(text.splitlines())
-    ]
+    )
+
+
+def lot_communes() -> list[Commune]:
+    """The 320 communes of the Lot shipped with borne (read once, then cached)."""
+    return list(_lot_communes())
 
 
 def derive_key(master: str, ap_id: str) -> str:

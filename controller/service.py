@@ -221,7 +221,7 @@ class Controller:
             raise RuntimeError("no MQTT bridge: commands cannot be sent")
         cmd = await self.prepare_command(ap_id, args, purpose=purpose, ttl_s=ttl_s)
         self._acks[cmd.id] = asyncio.get_running_loop().create_future()
-        self.bridge.publish(topic(ap_id, "cmd"), encode(cmd))
+        await self.bridge.publish(topic(ap_id, "cmd"), encode(cmd))
         self.counters[f"sent_{cmd.cmd}"] += 1
         return cmd.id
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Final
 
+from babel import Locale
 from babel.dates import format_datetime, format_timedelta
 from babel.numbers import format_decimal
 
@@ -38,7 +39,8 @@ __all__ = [
     "sessions_view",
 ]
 
-LOCALE: Final = "fr_FR"
+# Parsed once at import: babel looks a locale name up on disk at every call otherwise.
+LOCALE: Final = Locale.parse("fr_FR")
 STATE_LABELS: Final[Mapping[HotspotState, str]] = {
     "online": "en ligne",
     "offline": "hors ligne",
@@ -258,3 +260,14 @@ def sessions_view(
     return SessionsResponse(
         generated_at=now, count=count, truncated=count > len(views), sessions=views
     )
+
+
+def _load_locale_data() -> None:
+    """Make babel load the French locale data now, at import, and not while serving."""
+    now = 1_790_000_000.0
+    human_bytes(1_234_567)
+    relative_time(now - 90, now)
+    local_clock(now, now, UTC)
+
+
+_load_locale_data()

@@ -177,6 +177,9 @@ class _Dashboard:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        # Load every template (included ones too) now: no file access while serving.
+        for name in env.list_templates(extensions=["html", "css", "js"]):
+            env.get_template(name)
         self.template = env.get_template("index.html")
 
     # -- reads --------------------------------------------------------------------------

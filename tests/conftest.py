@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from blockbuster import blockbuster_ctx
 
 from tests.testbed import Hotspot, MosquittoBroker, free_port, require, wait_for
 
@@ -158,3 +159,25 @@ def hotspot(make_hotspot: Callable[..., Hotspot]) -> Hotspot:
     """A built hotspot: gateway ``ap-46201-01``, FAS ``http://10.46.2.1:<free port>/portal/``,
     the client already has its DHCP lease."""
     return make_hotspot()
+
+
+# --------------------------------------------------------------------------- event loop
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_calls_in_the_loop() -> Iterator[None]:
+    """Fail any test whose code makes a blocking call in the event loop's thread."""
+    with blockbuster_ctx() as bb:
+        # Start-up work, done once before serving: opening the database migrates its
+        # schema; building a web application loads its templates and catalogs (the
+        # controller does both in a worker thread; tests may call them directly).
+        for fn in bb.functions.values():
+            fn.can_block_in("controller/storage/db.py", {"open_database", "_alembic_upgrade"})
+            fn.can_block_in("captive_portal/app.py", {"create_app"})
+            fn.can_block_in("dashboards/app.py", {"create_app"})
+            fn.can_block_in("sqlalchemy/ext/asyncio/engine.py", {"create_async_engine"})
+            # asyncpg looks for ~/.pgpass when it opens a pooled connection.
+            fn.can_block_in("asyncpg/connect_utils.py", {"_parse_connect_dsn_and_args"})
+            # Importing a module reads files once per process.
+            fn.can_block_in("<frozen importlib._bootstrap>", {"_find_and_load"})
+        yield

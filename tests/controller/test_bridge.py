@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from agents.agent import Agent
 from agents.config import AgentConfig
-from agents.contract import AuthorizeArgs, DeauthorizeArgs
+from agents.contract import AuthorizeArgs, DeauthorizeArgs, topic
 from agents.gateway import SimulatedGateway
 from controller.config import Settings, load_settings
 from controller.main import open_controller
@@ -37,6 +37,7 @@ class AgentRun:
 
     agent: Agent
     gateway: SimulatedGateway
+    broker: Any
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -111,13 +112,18 @@ def agents() -> Iterator[Callable[..., AgentRun]]:
             gateway="simulated",
         )
         gw = gateway or SimulatedGateway()
-        run = AgentRun(Agent(cfg, gw, backoff_cap_s=1.0, persist_state=False), gw).start()
+        run = AgentRun(Agent(cfg, gw, backoff_cap_s=1.0, persist_state=False), gw, broker).start()
         runs.append(run)
         return run
 
     yield make
     for run in runs:
         run.halt()
+    # Clear the retained status so that later tests' controllers do not receive it.
+    if runs:
+        broker = runs[0].broker
+        aps = {run.agent.config.ap_id for run in runs}
+        publish_raw(broker, [(topic(ap, "status"), b"") for ap in aps], retain=True)
 
 
 async def ap_row(ctl: Controller, ap_id: str) -> Any:
@@ -200,7 +206,7 @@ async def test_killed_agent_goes_offline_and_its_restart_closes_sessions(
     await until(lambda: session_rows(ctl), what="session from the agent's first report")
     first_boot = run.agent.envelope.boot
     killed_at = time.monotonic()
-    run.agent.link.kill()  # the socket drops without DISCONNECT, as in a crash
+    await asyncio.to_thread(run.agent.link.kill)  # no DISCONNECT, as in a crash
     run.stop.set()
     # mosquitto sends the Will after 1.5 x keep-alive without traffic.
     await until(lambda: _state(ctl, ap_id, "offline"), within=15, what="offline by Will")
@@ -227,7 +233,7 @@ async def test_nothing_is_lost_across_a_broker_outage(
     ap_id = await the_ap(ctl)
     run = agents(ctl, ap_id, mosquitto)
     await until(lambda: _state(ctl, ap_id, "online"))
-    mosquitto.stop()
+    await asyncio.to_thread(mosquitto.stop)
     try:
         await until(lambda: not run.agent.link.connected.is_set(), what="agent disconnected")
         before = run.agent.counters["published_clients"]
@@ -235,7 +241,7 @@ async def test_nothing_is_lost_across_a_broker_outage(
         run.gateway.authorize(MAC, 60, 0, 0, 0, 0)
         await until(lambda: run.agent.counters["published_clients"] > before, what="queued")
     finally:
-        mosquitto.start()
+        await asyncio.to_thread(mosquitto.start)
     await until(lambda: session_rows(ctl), within=30, what="session after the outage")
     assert run.agent.link.reconnects >= 1
 
@@ -251,11 +257,8 @@ async def test_bad_input_over_the_broker_is_counted_and_harmless(
     import hmac
     import json
 
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from agents._core import Envelope
-    from agents.contract import canonical_bytes, seal, topic
+    from agents.contract import canonical_bytes, seal
 
     ap_id = await the_ap(ctl)
     key = ctl.registry.command_key(ap_id).encode()
@@ -270,17 +273,7 @@ async def test_bad_input_over_the_broker_is_counted_and_harmless(
         (topic(ap_id, "acct"), b"[" + b"0," * 40_000 + b"0]"),
         (topic(ap_id, "clients"), b'{"v":1,'),
     ]
-    pub = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"forger-{time.time_ns()}"
-    )
-    pub.connect(mosquitto.host, mosquitto.port)
-    pub.loop_start()
-    try:
-        for name, payload in cases:
-            pub.publish(name, payload, qos=1).wait_for_publish(5)
-    finally:
-        pub.loop_stop()
-        pub.disconnect()
+    await asyncio.to_thread(publish_raw, mosquitto, cases)
     await until(lambda: ctl.counters["rejected"] >= len(cases), what="all rejected")
     assert {k: v for k, v in ctl.counters.items() if k.startswith("rejected_")} == {
         "rejected_bad_signature": 1,
@@ -293,3 +286,21 @@ async def test_bad_input_over_the_broker_is_counted_and_harmless(
     # The service still works: a real agent comes online afterwards.
     agents(ctl, ap_id, mosquitto)
     await until(lambda: _state(ctl, ap_id, "online"), what="AP online after bad input")
+
+
+def publish_raw(broker: Any, messages: list[tuple[str, bytes]], retain: bool = False) -> None:
+    """Publish arbitrary payloads as some rogue client could (QoS 1, confirmed)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    pub = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"forger-{time.time_ns()}"
+    )
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    try:
+        for name, payload in messages:
+            pub.publish(name, payload, qos=1, retain=retain).wait_for_publish(5)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
