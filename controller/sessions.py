@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agents.contract import AcctEntry, AcctMsg, AckMsg, ClientsMsg, HealthMsg, StatusMsg
+from controller import outbox
 from controller.config import SessionSettings
 from controller.contract import AgentMessage
 from controller.storage.schema import access_points, commands, processed_messages, sessions
@@ -149,10 +150,16 @@ class SessionLedger:
             )
 
     async def _close_where(self, conn: AsyncConnection, where: Any, now: float, cause: str) -> int:
-        result = await conn.execute(
-            sessions.update().where(where).values(stopped_at=now, terminate_cause=cause)
+        ids = [r.id for r in (await conn.execute(sa.select(sessions.c.id).where(where))).all()]
+        if not ids:
+            return 0
+        await conn.execute(
+            sessions.update()
+            .where(sessions.c.id.in_(ids))
+            .values(stopped_at=now, terminate_cause=cause)
         )
-        return int(result.rowcount)
+        await outbox.emit(conn, ids, "stop", now)
+        return len(ids)
 
     async def _open_session(
         self,
@@ -178,7 +185,7 @@ class SessionLedger:
                 .limit(1)
             )
         ).first()
-        await conn.execute(
+        result = await conn.execute(
             sessions.insert().values(
                 ap_id=ap.ap_id,
                 insee=ap.insee,
@@ -193,6 +200,9 @@ class SessionLedger:
                 backfilled=backfilled,
             )
         )
+        key = result.inserted_primary_key
+        assert key is not None and key[0] is not None
+        await outbox.emit(conn, [int(key[0])], "start", started)
 
     async def _open_row(self, conn: AsyncConnection, ap_id: str, mac: str) -> sa.Row[Any] | None:
         return (
@@ -285,6 +295,7 @@ class SessionLedger:
                 ip=e.ip,
             )
         )
+        await outbox.emit(conn, [row.id], "update", at)
         out.updated += 1
 
     async def close_stale(self, conn: AsyncConnection, now: float) -> int:

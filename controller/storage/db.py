@@ -40,7 +40,7 @@ def _alembic_upgrade(sync_conn: sa.Connection, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
-async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+async def migrate(engine: AsyncEngine, revision: str = "heads") -> None:
     """Apply every pending migration (idempotent)."""
     async with engine.begin() as conn:
         await conn.run_sync(_alembic_upgrade, revision)

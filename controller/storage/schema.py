@@ -13,8 +13,10 @@ __all__ = [
     "access_points",
     "commands",
     "communes",
+    "consumer_offsets",
     "metadata",
     "processed_messages",
+    "session_events",
     "sessions",
 ]
 
@@ -102,4 +104,28 @@ commands = sa.Table(
     sa.Column("acked_at", Time, nullable=True),
     sa.Column("ok", sa.Boolean, nullable=True),
     sa.Column("error", sa.String(200), nullable=True),
+)
+
+# Transactional outbox: every start, update and stop of a session is recorded in the
+# same transaction as the change itself; later pipelines (legal log, statistics) read
+# it in order, each from its own offset, so none misses or repeats a change.
+session_events = sa.Table(
+    "session_events",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("session_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("at", Time, nullable=False),
+)
+
+consumer_offsets = sa.Table(
+    "consumer_offsets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
 )
