@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["COMMAND_MODULES", "main"]
+
+# Modules that contribute subcommands; each defines ``register(subparsers) -> None`` and
+# imports its heavy dependencies inside its command functions.
+COMMAND_MODULES: list[str] = []
 
 
 def _setup_logging(level: str) -> None:
@@ -229,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     disc.add_argument("--wait", type=float, default=15.0, help="seconds to wait for the ack")
     disc.add_argument("-c", "--config", help="controller TOML configuration file")
     disc.set_defaults(func=_cmd_client_disconnect)
+
+    # Each component adds its own subcommands: ``register(subparsers)`` in these modules
+    # (``radius ...``, ``legal ...``, ``simulate``, ``ap enroll``, ``inventory ...``).
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return p
 
 
