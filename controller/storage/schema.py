@@ -129,3 +129,62 @@ consumer_offsets = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("last_id", sa.BigInteger, nullable=False),
 )
+
+# RADIUS (migration 0003): registered NAS clients (their nas_id is the sessions' ap_id),
+# (NAS, Acct-Session-Id) -> session, one-time credentials, devices known for MAC
+# authentication (keyed hash only), Disconnect/CoA requests and their answers.
+nas_clients = sa.Table(
+    "nas_clients",
+    metadata,
+    sa.Column("nas_id", sa.String(63), primary_key=True),
+    sa.Column("address", sa.String(45), nullable=False, index=True),
+    sa.Column("secret", sa.String(200), nullable=False),
+    sa.Column("coa_port", sa.Integer, nullable=False, server_default="3799"),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+radius_sessions = sa.Table(
+    "radius_sessions",
+    metadata,
+    sa.Column("nas_id", sa.String(63), primary_key=True),
+    sa.Column("acct_session_id", sa.String(64), primary_key=True),
+    sa.Column("session_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("user_name", sa.String(64), nullable=True),
+)
+
+radius_credentials = sa.Table(
+    "radius_credentials",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("password_sha256", sa.String(64), nullable=False),
+    sa.Column("session_minutes", sa.Integer, nullable=True),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("used_at", Time, nullable=True),
+)
+
+radius_known_devices = sa.Table(
+    "radius_known_devices",
+    metadata,
+    sa.Column("mac_hash", sa.String(64), primary_key=True),
+    sa.Column("expires_at", Time, nullable=False),
+)
+
+radius_dynauth = sa.Table(
+    "radius_dynauth",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("nas_id", sa.String(63), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("acct_session_id", sa.String(64), nullable=True),
+    sa.Column("reason", sa.String(32), nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("answered_at", Time, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("ok", sa.Boolean, nullable=True),
+    sa.Column("error_cause", sa.Integer, nullable=True),
+)
