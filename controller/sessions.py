@@ -304,3 +304,56 @@ class SessionLedger:
         return await self._close_where(
             conn, sessions.c.stopped_at.is_(None) & (sessions.c.updated_at < limit), now, "stale"
         )
+
+    # Sessions of RADIUS gateways (radius/_store.py): the NAS's registered id is the
+    # session's ap_id; the (NAS, Acct-Session-Id) key lives in radius_sessions.
+    async def open_gateway_session(
+        self,
+        conn: AsyncConnection,
+        *,
+        ap_id: str,
+        insee: str,
+        mac: str,
+        ip: str,
+        started: float,
+        auth_method: str,
+        auth_ref: str | None,
+    ) -> int:
+        """Open a session reported by a third-party gateway; return its id."""
+        result = await conn.execute(
+            sessions.insert().values(
+                ap_id=ap_id,
+                insee=insee,
+                mac=mac,
+                ip=ip,
+                auth_method=auth_method,
+                auth_ref=auth_ref,
+                gw_session_start=started,
+                started_at=started,
+                updated_at=started,
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None and key[0] is not None
+        await outbox.emit(conn, [int(key[0])], "start", started)
+        return int(key[0])
+
+    async def update_gateway_session(
+        self, conn: AsyncConnection, row: sa.Row[Any], up: int, down: int, at: float, ip: str
+    ) -> None:
+        """Raise a session's counters (they only grow: replays are harmless)."""
+        await conn.execute(
+            sessions.update()
+            .where(sessions.c.id == row.id)
+            .values(
+                up_bytes=max(row.up_bytes, up),
+                down_bytes=max(row.down_bytes, down),
+                updated_at=max(row.updated_at, at),
+                ip=ip,
+            )
+        )
+        await outbox.emit(conn, [row.id], "update", at)
+
+    async def close_sessions(self, conn: AsyncConnection, where: Any, at: float, cause: str) -> int:
+        """Close the open sessions matching ``where``; return how many."""
+        return await self._close_where(conn, where & sessions.c.stopped_at.is_(None), at, cause)
