@@ -30,6 +30,7 @@ __all__ = [
     "MqttSettings",
     "PortalSettings",
     "Problem",
+    "RadiusSettings",
     "SessionSettings",
     "Settings",
     "check_file",
@@ -114,6 +115,28 @@ class DashboardSettings(_Section):
     listen_port: Port = 8081
 
 
+class RadiusSettings(_Section):
+    """The RADIUS server for third-party gateways (disabled by default)."""
+
+    enabled: bool = False
+    listen_host: str = "127.0.0.1"
+    auth_port: Port = 1812
+    acct_port: Port = 1813
+    # Reply limits of an Access-Accept (Session-Timeout comes from [sessions]).
+    idle_timeout_s: Annotated[int, Field(ge=0, le=86400)] = 900
+    max_total_mb: Annotated[int, Field(ge=0)] = 0
+    # MAC authentication: how long a device stays recognised after a login.
+    device_validity_days: Annotated[int, Field(ge=1, le=365)] = 7
+    device_key: SecretStr = SecretStr("change-me-radius-device-key")
+    # Accounting records waiting for the database; when full, requests are dropped
+    # (counted) and the NAS retransmits them.
+    queue_size: Annotated[int, Field(ge=10, le=1_000_000)] = 10_000
+    batch_max: Annotated[int, Field(ge=1, le=10_000)] = 256
+    # Disconnect/CoA: RFC 5080 §2.2.1-style retries.
+    coa_timeout_s: Annotated[float, Field(gt=0, le=30)] = 2.0
+    coa_retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+
 class Settings(BaseSettings):
     """The whole controller configuration."""
 
@@ -133,6 +156,7 @@ class Settings(BaseSettings):
     portal: PortalSettings = PortalSettings()
     sessions: SessionSettings = SessionSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    radius: RadiusSettings = RadiusSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod
