@@ -45,12 +45,18 @@ CLOCK_TOLERANCE_S: Final = 300.0
 
 
 class CommandRefused(Exception):
-    """A command was refused; ``reason`` is a short counter name, ``cmd_id`` when known."""
+    """A command was refused; ``reason`` is a short counter name, ``cmd_id`` when known.
+
+    ``signed`` is True when the command carried a valid signature with this AP's key:
+    only then may the agent answer it (an ack with ``ok=false``); an unsigned or
+    wrongly signed command is never answered, so a forger learns nothing.
+    """
 
     def __init__(self, reason: str, detail: str = "", cmd_id: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.cmd_id = cmd_id
+        self.signed = False
 
 
 class CommandGuard:
@@ -86,6 +92,15 @@ class CommandGuard:
         # The signature comes first: nothing else of an unsigned payload is trusted.
         if not signature_ok(fields, self._key):
             raise CommandRefused("bad_signature", cmd_id=cmd_id)
+        try:
+            return self._check_signed(fields, cmd_id, now)
+        except CommandRefused as exc:
+            exc.signed = True
+            raise
+
+    def _check_signed(
+        self, fields: dict[str, Any], cmd_id: str | None, now: float
+    ) -> tuple[Command, Any]:
         try:
             cmd = Command(**fields)
         except TypeError as exc:

@@ -63,6 +63,7 @@ class MqttLink:
         on_connect: Callable[[MqttLink], None] | None = None,
         on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
         on_disconnect: Callable[[MqttLink], None] | None = None,
+        on_publish: Callable[[int], None] | None = None,
         will: Will | None = None,
     ) -> None:
         self.options = options
@@ -77,6 +78,7 @@ class MqttLink:
         self._user_on_connect = on_connect
         self._user_on_message = on_message
         self._user_on_disconnect = on_disconnect
+        self._user_on_publish = on_publish
         self._attempt = 0
         self._grace = 10
         protocol = mqtt.MQTTv5 if options.mqtt5 else mqtt.MQTTv311
@@ -103,6 +105,8 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        if on_publish is not None:
+            self.client.on_publish = self._on_publish
 
     # paho callbacks (network thread) -------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -125,6 +129,11 @@ class MqttLink:
             log("disconnected from the broker: %s", reason)
             if self._user_on_disconnect is not None:
                 self._user_on_disconnect(self)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        # QoS 1: called when the broker's PUBACK for ``mid`` arrived (MQTT 3.1.1 §4.3.2).
+        assert self._user_on_publish is not None
+        self._user_on_publish(mid)
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self._user_on_message is None:

@@ -4,8 +4,13 @@ It reads the gateway (``ndsctl json``), publishes ``status`` (retained, with a L
 Will), ``health``, ``clients`` and ``acct``, and executes signed ``authorize`` /
 ``deauthorize`` / ``sync`` commands, acknowledging each command id once.
 
+Every message but ``health`` goes through the offline spool (:mod:`agents._spool`):
+sealed (original ``boot``, ``seq``, ``ts``), written durably, then handed to MQTT in
+order, and removed only after the broker's PUBACK. ``health`` is a live reading: it is
+sent only while connected, never back-filled.
+
 Threads: paho's network thread (owned by :class:`MqttLink`) only enqueues incoming
-commands; everything else runs in the thread that calls :meth:`Agent.run`.
+commands and PUBACKs; everything else runs in the thread that calls :meth:`Agent.run`.
 Standard library + paho-mqtt only.
 """
 
@@ -27,6 +32,7 @@ import paho.mqtt.client as mqtt
 
 from agents._core import ClientTracker, CommandGuard, CommandRefused, Envelope
 from agents._mqtt_io import LinkOptions, MqttLink
+from agents._spool import Position, Spool
 from agents.config import AgentConfig
 from agents.contract import (
     AuthorizeArgs,
@@ -46,6 +52,11 @@ logger = logging.getLogger(__name__)
 
 # Commands waiting for the agent's thread; more than this in flight means a flood.
 COMMAND_QUEUE = 256
+# Spooled messages handed to paho and not yet acknowledged by the broker: below paho's
+# own in-flight limit (100), so that paho never holds back a message we counted as sent.
+SEND_WINDOW = 64
+# Refused command ids already answered (bounded: only correctly signed ones count).
+REFUSED_REMEMBERED = 1024
 
 
 class Agent:
@@ -69,9 +80,16 @@ class Agent:
         self._key = config.command_key.encode()
         self.guard = CommandGuard(config.ap_id, self._key, self._load_remembered())
         self.tracker = ClientTracker()
-        self._commands: queue.Queue[bytes] = queue.Queue(maxsize=COMMAND_QUEUE)
+        self._commands: queue.Queue[bytes | None] = queue.Queue(maxsize=COMMAND_QUEUE)
         self._resync = threading.Event()
+        self._connected_again = threading.Event()
+        self._pubacks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._waking = threading.Event()
+        # [mid, end position in the spool, acknowledged] in the order handed to paho
+        self._inflight: collections.deque[list[Any]] = collections.deque()
+        self._refused_acked: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._started = clock()
+        self._spool: Spool | None = None
         will = self.envelope.status(
             clock(),
             "offline",
@@ -96,8 +114,23 @@ class Agent:
             ),
             on_connect=self._on_connect,
             on_message=self._on_message,
+            on_publish=self._on_publish,
             will=(topic(config.ap_id, "status"), seal(will, self._key), 1, True),
         )
+
+    @property
+    def spool(self) -> Spool:
+        """The offline spool, opened on first use (in the agent's thread, not the caller's)."""
+        if self._spool is None:
+            # One directory per AP id: the demo runs many agents over one state_dir.
+            self._spool = Spool(
+                Path(self.config.state_dir) / f"spool-{self.config.ap_id}",
+                max_bytes=self.config.spool_max_bytes,
+                max_age_s=self.config.spool_max_age_s,
+            )
+            if self._spool.pending:
+                logger.info("spool: %d record(s) of a previous run to replay", self._spool.pending)
+        return self._spool
 
     # persistence of executed command ids (replay protection across restarts) ---------
     def _load_remembered(self) -> dict[str, float]:
@@ -129,6 +162,38 @@ class Agent:
     # MQTT callbacks (network thread) -------------------------------------------------
     def _on_connect(self, link: MqttLink) -> None:
         link.subscribe(agent_subscription(self.config.ap_id), qos=1)
+        self._connected_again.set()
+        self._resync.set()
+        self._wake()
+
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._commands.put_nowait(bytes(msg.payload))
+        except queue.Full:
+            self.counters["command_dropped_queue_full"] += 1
+            logger.warning("command queue full, command dropped")
+
+    def _on_publish(self, mid: int) -> None:
+        self._pubacks.put(mid)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Interrupt the agent thread's wait (at most one wake-up token queued)."""
+        if not self._waking.is_set():
+            self._waking.set()
+            try:
+                self._commands.put_nowait(None)
+            except queue.Full:
+                self._waking.clear()
+
+    # publishing ----------------------------------------------------------------------
+    def _publish(self, kind: str, msg: Any, retain: bool = False) -> None:
+        """Spool a message durably; :meth:`pump` sends it in order."""
+        payload = seal(msg, self._key)
+        self.spool.append([(topic(self.config.ap_id, kind), payload, retain)], self.clock())
+        self.counters[f"published_{kind}"] += 1
+
+    def _publish_status_online(self) -> None:
         self._publish(
             "status",
             self.envelope.status(
@@ -140,21 +205,38 @@ class Agent:
             ),
             retain=True,
         )
-        self._resync.set()
 
-    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
-        try:
-            self._commands.put_nowait(bytes(msg.payload))
-        except queue.Full:
-            self.counters["command_dropped_queue_full"] += 1
-            logger.warning("command queue full, command dropped")
-
-    # publishing ----------------------------------------------------------------------
-    def _publish(self, kind: str, msg: Any, retain: bool = False) -> None:
-        self.link.publish(
-            topic(self.config.ap_id, kind), seal(msg, self._key), qos=1, retain=retain
-        )
-        self.counters[f"published_{kind}"] += 1
+    def pump(self) -> None:
+        """Trim what the broker acknowledged, then hand the next spooled records to MQTT."""
+        if self._connected_again.is_set():
+            self._connected_again.clear()
+            # After the backlog: the controller sees this boot's status once the
+            # records of a previous boot (still in the spool) have been replayed.
+            self._publish_status_online()
+        acked: set[int] = set()
+        while True:
+            try:
+                acked.add(self._pubacks.get_nowait())
+            except queue.Empty:
+                break
+        if acked:
+            for entry in self._inflight:
+                if not entry[2] and entry[0] in acked:
+                    entry[2] = True
+                    acked.discard(entry[0])
+            # Every record handed out is registered before PUBACKs are read, so a mid
+            # left over belongs to a message outside the spool (the offline status).
+            end: Position | None = None
+            while self._inflight and self._inflight[0][2]:
+                end = self._inflight.popleft()[1]
+            if end is not None:
+                self.spool.acknowledge(end, self.clock())
+        if not self.link.connected.is_set():
+            return
+        for rec in self.spool.next_batch(SEND_WINDOW - len(self._inflight)):
+            info = self.link.publish(rec.topic, rec.payload, qos=1, retain=rec.retain)
+            self._inflight.append([info.mid, rec.end, False])
+            self.counters["sent_from_spool"] += 1
 
     # the work ------------------------------------------------------------------------
     def poll(self) -> None:
@@ -185,19 +267,28 @@ class Agent:
             self._publish("acct", self.envelope.acct(now, self.config.acct_interval_s, batch))
 
     def publish_health(self) -> None:
-        """Publish the AP's health."""
+        """Publish the AP's health now if connected (a stale reading is of no use later)."""
         now = self.clock()
-        self._publish(
-            "health",
-            self.envelope.health(
-                now,
-                **_host_health(
-                    self.config.state_dir,
-                    now - self._started,
-                    self.tracker.count,
-                    self.gateway.is_up(),
+        self.spool.enforce_age(now)
+        if not self.link.connected.is_set():
+            self.counters["health_skipped_offline"] += 1
+            return
+        self.counters["published_health"] += 1
+        self.link.publish(
+            topic(self.config.ap_id, "health"),
+            seal(
+                self.envelope.health(
+                    now,
+                    **_host_health(
+                        self.config.state_dir,
+                        now - self._started,
+                        self.tracker.count,
+                        self.gateway.is_up(),
+                    ),
                 ),
+                self._key,
             ),
+            qos=1,
         )
 
     def handle_command(self, payload: bytes) -> None:
@@ -208,12 +299,29 @@ class Agent:
         except CommandRefused as exc:
             self.counters[f"command_refused_{exc.reason}"] += 1
             logger.warning("command refused: %s", exc)
+            self._ack_refused(exc, now)
             return
         self._save_remembered()
         error = self._execute(cmd, args)
         self.counters["commands_ok" if error is None else "commands_failed"] += 1
         self._publish("ack", self.envelope.ack(self.clock(), cmd.id, error is None, error))
         self.poll()
+
+    def _ack_refused(self, exc: CommandRefused, now: float) -> None:
+        """Answer a refused command with ``ok=false``, only when it was signed by our key.
+
+        An unsigned or wrongly signed command is never answered; a command for another AP
+        is not answered under this AP's name; each id is answered once.
+        """
+        if not exc.signed or exc.cmd_id is None or exc.reason == "wrong_ap":
+            return
+        if exc.cmd_id in self._refused_acked:
+            return
+        self._refused_acked[exc.cmd_id] = None
+        while len(self._refused_acked) > REFUSED_REMEMBERED:
+            self._refused_acked.popitem(last=False)
+        self.counters["commands_refused_acked"] += 1
+        self._publish("ack", self.envelope.ack(now, exc.cmd_id, False, f"refused: {exc.reason}"))
 
     def _execute(self, cmd: Command, args: Any) -> str | None:
         try:
@@ -240,10 +348,12 @@ class Agent:
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set, then say goodbye (retained offline status)."""
+        self._publish_status_online()
         self.link.start()
         next_poll = next_acct = next_health = time.monotonic()
         try:
             while not stop.is_set():
+                self.pump()
                 now = time.monotonic()
                 if now >= next_poll:
                     self.poll()
@@ -259,12 +369,16 @@ class Agent:
                     payload = self._commands.get(timeout=min(wait, 0.5))
                 except queue.Empty:
                     continue
+                if payload is None:
+                    self._waking.clear()
+                    continue
                 self.handle_command(payload)
         finally:
             self.shutdown()
 
     def shutdown(self) -> None:
-        """Publish the offline status and disconnect cleanly."""
+        """Publish the offline status, disconnect cleanly, persist the spool's head."""
+        self.pump()
         if self.link.connected.is_set():
             info = self.link.publish(
                 topic(self.config.ap_id, "status"),
@@ -286,7 +400,10 @@ class Agent:
                 info.wait_for_publish(timeout=3.0)
             except (RuntimeError, ValueError) as exc:
                 logger.info("offline status not confirmed: %s", exc)
+        self.pump()
         self.link.stop()
+        if self._spool is not None:
+            self._spool.close()
 
 
 def _read_first(path: str) -> str:

@@ -45,6 +45,9 @@ class AgentConfig:
     gateway: str = "opennds"
     ndsctl: str = "ndsctl"
     state_dir: str = "/var/lib/borne-agent"
+    spool_max_bytes: int = 8 * 1024 * 1024
+    spool_max_age_s: int = 7 * 86400
+    simulated_clients: int = 0
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -63,6 +66,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "gateway": (str,),
     "ndsctl": (str,),
     "state_dir": (str,),
+    "spool_max_bytes": (int,),
+    "spool_max_age_s": (int,),
+    "simulated_clients": (int,),
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "mqtt_port": (1, 65535),
@@ -70,6 +76,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "poll_interval_s": (0.2, 600),
     "acct_interval_s": (1, 3600),
     "health_interval_s": (1, 3600),
+    # 64 KiB: one full acct batch; 1 GiB: beyond any AP's flash.
+    "spool_max_bytes": (64 * 1024, 1024**3),
+    "spool_max_age_s": (60, 90 * 86400),
+    "simulated_clients": (0, 5000),
 }
 _GATEWAYS = ("opennds", "simulated")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,7 +37,7 @@ NOW = 1_790_000_000.0
 
 
 class RecordingLink:
-    """Stands in for the MQTT link: records what the agent publishes."""
+    """Stands in for the MQTT link: records what the agent publishes (mid = its index)."""
 
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes, bool]] = []
@@ -44,13 +46,16 @@ class RecordingLink:
 
     def publish(self, topic_name: str, payload: bytes, qos: int = 1, retain: bool = False) -> Any:
         self.published.append((topic_name, payload, retain))
+        return SimpleNamespace(mid=len(self.published))
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         pass
 
 
-def make_agent(gw: SimulatedGateway, clock: list[float]) -> tuple[Agent, RecordingLink]:
-    cfg = AgentConfig(ap_id="ap-46201-01", command_key=KEY, state_dir="/nonexistent")
+def make_agent(
+    gw: SimulatedGateway, clock: list[float], state_dir: Path
+) -> tuple[Agent, RecordingLink]:
+    cfg = AgentConfig(ap_id="ap-46201-01", command_key=KEY, state_dir=str(state_dir))
     agent = Agent(cfg, gw, clock=lambda: clock[0], persist_state=False)
     link = RecordingLink()
     agent.link = link  # type: ignore[assignment]
@@ -71,11 +76,11 @@ def command(**over: Any) -> bytes:
     return encode(sign_command(Command(**fields), KEY.encode()))
 
 
-def test_every_message_the_agent_emits_validates() -> None:
+def test_every_message_the_agent_emits_validates(tmp_path: Path) -> None:
     """Status, Will, clients, acct, health and ack from a running agent all pass the controller."""
     gw = SimulatedGateway()
     clock = [NOW]
-    agent, link = make_agent(gw, clock)
+    agent, link = make_agent(gw, clock, tmp_path)
     agent._on_connect(agent.link)  # type: ignore[arg-type]
     gw.arrive("02:00:00:00:00:01", "10.46.1.100")
     gw.arrive("02:00:00:00:00:02", "10.46.1.101")
@@ -90,6 +95,7 @@ def test_every_message_the_agent_emits_validates() -> None:
                                  args={"mac": "02:00:00:00:00:01"}))  # fmt: skip
     agent.handle_command(command(id="c3", cmd="sync", args={}))
     agent.poll()
+    agent.pump()
     will_topic, will_payload, _qos, will_retain = agent.link_will  # set below
     kinds = set()
     for name, payload, _retain in [*link.published, (will_topic, will_payload, will_retain)]:
