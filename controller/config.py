@@ -27,6 +27,7 @@ __all__ = [
     "ConfigError",
     "DashboardSettings",
     "DatabaseSettings",
+    "LegalSettings",
     "MqttSettings",
     "PortalSettings",
     "Problem",
@@ -135,6 +136,36 @@ class RadiusSettings(_Section):
     # Disconnect/CoA: RFC 5080 §2.2.1-style retries.
     coa_timeout_s: Annotated[float, Field(gt=0, le=30)] = 2.0
     coa_retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+
+class LegalSettings(_Section):
+    """The legal retention log (CPCE L34-1): a store of its own, see docs/LEGAL.md."""
+
+    enabled: bool = False
+    # The log's folder: nothing else in borne reads it.
+    directory: Path = Path("legal")
+    # Where the master key (base64 of 32 bytes) comes from: a file readable by the
+    # controller only, or the environment (BORNE__LEGAL__MASTER_KEY).
+    master_key_provider: Literal["file", "env"] = "file"
+    master_key_file: Path = Path("legal-master.key")
+    master_key: SecretStr | None = None
+    # Ed25519 key (PEM) signing the daily heads, the shredding statements and exports.
+    signing_key_file: Path = Path("legal-signing.pem")
+    # 1 year from the connection (L34-1 II bis, R10-13 IV); deleting later is an offence.
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 365
+    # Volumes and location are kept 1 year only while the yearly national-security
+    # decree is in force (L34-1 III); otherwise at most 3 months.
+    national_security_decree: bool = True
+    traffic_retention_days: Annotated[int, Field(ge=1, le=3650)] = 92
+    checkpoint_s: Annotated[float, Field(ge=1, le=86400)] = 300.0
+    poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    batch: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+    @model_validator(mode="after")
+    def _env_key_given(self) -> LegalSettings:
+        if self.enabled and self.master_key_provider == "env" and self.master_key is None:
+            raise ValueError("master_key_provider is env but BORNE__LEGAL__MASTER_KEY is not set")
+        return self
 
 
 class Settings(BaseSettings):
