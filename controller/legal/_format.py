@@ -1,0 +1,153 @@
+"""The on-disk format of one record of the legal log (pure: bytes in, bytes out).
+
+A record is stored as a frame ``u32 length || leaf``. The leaf is what the day's
+Merkle tree hashes, so the tree covers everything stored about the record:
+
+    b"L1" | u32 seq | u64 event_id | 4 x 16-byte blind tags (mac, user, private, public)
+    | 12-byte nonce | u32 n | identity ciphertext (n bytes) | 12-byte nonce | traffic ciphertext
+
+Each ciphertext is AES-256-GCM under the day's key of its part, with the day, the
+record's sequence number and the part as associated data: a record copied to another
+day or another position does not decrypt. The tags are HMAC-SHA256 under the day's
+index key, truncated to 16 bytes (RFC 2104 §5 allows truncation; 128 bits leave no
+practical collision at a few million entries a day): without the key they say nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from controller.legal.records import LegalRecord
+
+__all__ = [
+    "TAG_KINDS",
+    "DayKeys",
+    "Leaf",
+    "build_leaf",
+    "decrypt_part",
+    "iter_frames",
+    "parse_leaf",
+    "tag",
+]
+
+MAGIC = b"L1"
+TAG_KINDS = ("mac", "user", "private", "public")
+TAG_LEN = 16
+_HEAD = struct.Struct(">2sIQ")
+_NO_TAG = bytes(TAG_LEN)
+# A bound on one frame: a record is a few hundred bytes; anything bigger is damage.
+MAX_FRAME = 64 * 1024
+
+
+@dataclass(frozen=True)
+class DayKeys:
+    """The unwrapped keys of one day; a shredded key is None."""
+
+    identity: AESGCM | None
+    traffic: AESGCM | None
+    index: bytes | None
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A parsed leaf (nothing decrypted)."""
+
+    seq: int
+    event_id: int
+    tags: tuple[bytes, ...]
+    identity: bytes
+    traffic: bytes
+
+
+def tag(index_key: bytes, kind: str, value: str) -> bytes:
+    """The blind index tag of one searchable value."""
+    msg = f"{kind}\x00{value.lower()}".encode()
+    return hmac.digest(index_key, msg, hashlib.sha256)[:TAG_LEN]
+
+
+def record_tags(index_key: bytes, rec: LegalRecord) -> tuple[bytes, ...]:
+    """The four tags of a record (zeros where the value is unknown)."""
+    return (
+        tag(index_key, "mac", rec.client_mac),
+        tag(index_key, "user", rec.auth_ref) if rec.auth_ref else _NO_TAG,
+        tag(index_key, "private", f"{rec.private_ip}|{rec.gateway}"),
+        tag(index_key, "public", rec.public_ip) if rec.public_ip else _NO_TAG,
+    )
+
+
+def _aad(day: str, seq: int, part: str) -> bytes:
+    return f"borne-legal|{day}|{seq}|{part}".encode()
+
+
+def build_leaf(day: str, seq: int, event_id: int, rec: LegalRecord, keys: DayKeys) -> bytes:
+    """Encrypt and tag one record into its leaf bytes."""
+    assert keys.identity is not None and keys.traffic is not None and keys.index is not None
+    n1, n2 = secrets.token_bytes(12), secrets.token_bytes(12)
+    c1 = keys.identity.encrypt(n1, rec.identity_bytes(), _aad(day, seq, "identity"))
+    c2 = keys.traffic.encrypt(n2, rec.traffic_bytes(), _aad(day, seq, "traffic"))
+    return b"".join(
+        (
+            _HEAD.pack(MAGIC, seq, event_id),
+            *record_tags(keys.index, rec),
+            n1,
+            struct.pack(">I", len(c1)),
+            c1,
+            n2,
+            c2,
+        )
+    )
+
+
+def parse_leaf(leaf: bytes) -> Leaf:
+    """Split a leaf into its parts.
+
+    Raises:
+        ValueError: the bytes are not a leaf.
+    """
+    magic, seq, event_id = _HEAD.unpack_from(leaf)
+    if magic != MAGIC:
+        raise ValueError("bad magic")
+    pos = _HEAD.size
+    tags = tuple(leaf[pos + i * TAG_LEN : pos + (i + 1) * TAG_LEN] for i in range(4))
+    pos += 4 * TAG_LEN
+    (n,) = struct.unpack_from(">I", leaf, pos + 12)
+    identity = leaf[pos : pos + 12] + leaf[pos + 16 : pos + 16 + n]
+    traffic = leaf[pos + 16 + n :]
+    if len(identity) != 12 + n or len(traffic) < 12 + 16:
+        raise ValueError("truncated leaf")
+    return Leaf(seq, event_id, tags, identity, traffic)
+
+
+def decrypt_part(key: AESGCM, day: str, seq: int, part: str, blob: bytes) -> dict[str, Any]:
+    """Decrypt one part (raises ``cryptography.exceptions.InvalidTag`` if altered)."""
+    plain = key.decrypt(blob[:12], blob[12:], _aad(day, seq, part))
+    value = json.loads(plain)
+    assert isinstance(value, dict)
+    return value
+
+
+def iter_frames(data: bytes) -> tuple[list[bytes], int]:
+    """The complete frames of a records file and the length they cover (a torn last
+    frame, left by a crash mid-write, is not counted)."""
+    out: list[bytes] = []
+    pos = 0
+    while pos + 4 <= len(data):
+        (n,) = struct.unpack_from(">I", data, pos)
+        if n > MAX_FRAME or pos + 4 + n > len(data):
+            break
+        out.append(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return out, pos
+
+
+def frame(leaf: bytes) -> bytes:
+    """The framed bytes of a leaf."""
+    return struct.pack(">I", len(leaf)) + leaf

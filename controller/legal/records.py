@@ -1,0 +1,118 @@
+"""What the legal log keeps about a session, and nothing more.
+
+A :class:`LegalRecord` holds exactly the fields CPCE L34-1 / R10-13 IV and décret
+2021-1362 art. 5 ask for (DESIGN.md "Legal retention"): the connection identifier, the
+user or voucher identifier, the terminal (MAC), the private IP, the public IP and source
+port block when NAT is used, the gateway and commune, start and stop in UTC
+milliseconds and the volumes. It never holds a URL, DNS name, SNI, header or content:
+there is no field for them, and a test checks the field list.
+
+The fields are split in two parts, encrypted under two day keys, because the law gives
+them two lifetimes: the *identity* part (1 year from the connection) and the *traffic*
+part, volumes and location (1 year while the national-security decree is in force,
+otherwise at most 3 months).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["IDENTITY_FIELDS", "TRAFFIC_FIELDS", "LegalRecord", "from_session"]
+
+IDENTITY_FIELDS = (
+    "session_id",
+    "event",
+    "auth_method",
+    "auth_ref",
+    "client_mac",
+    "private_ip",
+    "public_ip",
+    "port_start",
+    "port_end",
+    "start_ms",
+    "stop_ms",
+)
+TRAFFIC_FIELDS = ("gateway", "commune", "up_bytes", "down_bytes", "terminate_cause")
+
+
+@dataclass(frozen=True)
+class LegalRecord:
+    """One retained fact about one session (its state at a start, update or stop)."""
+
+    session_id: str
+    event: str
+    auth_method: str | None
+    auth_ref: str | None
+    client_mac: str
+    private_ip: str
+    public_ip: str | None
+    port_start: int | None
+    port_end: int | None
+    start_ms: int
+    stop_ms: int | None
+    gateway: str
+    commune: str
+    up_bytes: int
+    down_bytes: int
+    terminate_cause: str | None
+
+    def identity_bytes(self) -> bytes:
+        """The identity part, canonical JSON."""
+        return _dump({k: getattr(self, k) for k in IDENTITY_FIELDS})
+
+    def traffic_bytes(self) -> bytes:
+        """The traffic and location part, canonical JSON."""
+        return _dump({k: getattr(self, k) for k in TRAFFIC_FIELDS})
+
+    @classmethod
+    def from_parts(cls, identity: dict[str, Any], traffic: dict[str, Any] | None) -> LegalRecord:
+        """Rebuild a record; a shredded traffic part comes back empty (None, 0)."""
+        t = traffic or {"gateway": "", "commune": "", "up_bytes": 0, "down_bytes": 0}
+        values = {**{f: None for f in TRAFFIC_FIELDS}, **t, **identity}
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (exports)."""
+        return asdict(self)
+
+
+assert {f.name for f in fields(LegalRecord)} == set(IDENTITY_FIELDS) | set(TRAFFIC_FIELDS)
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _ms(t: float | None) -> int | None:
+    return None if t is None else round(t * 1000)
+
+
+def from_session(session: Any, event: str) -> LegalRecord:
+    """Build the record of a session row of the state database (``sessions`` table).
+
+    NAT columns (``public_ip``, ``port_start``, ``port_end``) are read when the row has
+    them; until the NAT work fills them they stay empty.
+    """
+    mapping = getattr(session, "_mapping", {})
+    start = _ms(session.started_at)
+    assert start is not None
+    return LegalRecord(
+        session_id=str(session.id),
+        event=event,
+        auth_method=session.auth_method,
+        auth_ref=session.auth_ref,
+        client_mac=session.mac,
+        private_ip=session.ip,
+        public_ip=mapping.get("public_ip"),
+        port_start=mapping.get("port_start"),
+        port_end=mapping.get("port_end"),
+        start_ms=start,
+        stop_ms=_ms(session.stopped_at),
+        gateway=session.ap_id,
+        commune=session.insee,
+        up_bytes=int(session.up_bytes),
+        down_bytes=int(session.down_bytes),
+        terminate_cause=session.terminate_cause,
+    )
