@@ -34,6 +34,7 @@ __all__ = [
     "RadiusSettings",
     "SessionSettings",
     "Settings",
+    "StatsSettings",
     "check_file",
     "load_settings",
 ]
@@ -168,6 +169,35 @@ class LegalSettings(_Section):
         return self
 
 
+class StatsSettings(_Section):
+    """Anonymised mobility statistics (docs/STATISTICS.md)."""
+
+    enabled: bool = False
+    # Where published cells go: the state database ("sql"), InfluxDB 1.x ("influxdb1")
+    # or InfluxDB 2.x/3.x and compatible servers through influxdb-client ("influxdb2").
+    store: Literal["sql", "influxdb1", "influxdb2"] = "sql"
+    url: str = "http://127.0.0.1:8086"
+    # InfluxDB 1.x database, or 2.x bucket.
+    database: str = "borne"
+    org: str = "borne"
+    username: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    # A published cell counts at least k visitors (INSEE rule for persons: 11; never < 5).
+    k: Annotated[int, Field(ge=5, le=1000)] = 11
+    # Laplace noise budget per device-day and statistic; none by default.
+    epsilon: Annotated[float, Field(gt=0, le=10)] | None = None
+    timezone: str = "Europe/Paris"
+    # Key of the opt-out list's MAC hashes (long-lived, unlike the daily keys).
+    optout_key: SecretStr = SecretStr("change-me-stats-optout-key")
+    max_sessions_per_device: Annotated[int, Field(ge=1, le=1000)] = 20
+    max_communes_per_device: Annotated[int, Field(ge=1, le=320)] = 8
+    max_flows_per_device: Annotated[int, Field(ge=1, le=100)] = 3
+    poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    buffer_cells: Annotated[int, Field(ge=1000, le=10_000_000)] = 500_000
+
+
 class Settings(BaseSettings):
     """The whole controller configuration."""
 
@@ -187,6 +217,7 @@ class Settings(BaseSettings):
     portal: PortalSettings = PortalSettings()
     sessions: SessionSettings = SessionSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    stats: StatsSettings = StatsSettings()
     radius: RadiusSettings = RadiusSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -18,6 +18,9 @@ __all__ = [
     "processed_messages",
     "session_events",
     "sessions",
+    "stats_cells",
+    "stats_days",
+    "stats_optout",
 ]
 
 metadata = sa.MetaData()
@@ -187,4 +190,56 @@ radius_dynauth = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("ok", sa.Boolean, nullable=True),
     sa.Column("error_cause", sa.Integer, nullable=True),
+)
+
+# Statistics (controller/stats): published aggregate cells only, never a device. The
+# embedded statistics store; InfluxDB replaces it when configured.
+_STATS_FIELDS = (
+    "visitors",
+    "randomised_visitors",
+    "sessions",
+    "repeat_visitors",
+    "dwell_lt_5m",
+    "dwell_5_15m",
+    "dwell_15_30m",
+    "dwell_30_60m",
+    "dwell_1_2h",
+    "dwell_ge_2h",
+    "bytes_up",
+    "bytes_down",
+)
+stats_cells = sa.Table(
+    "stats_cells",
+    metadata,
+    sa.Column("kind", sa.String(8), primary_key=True),
+    sa.Column("scope", sa.String(10), primary_key=True),
+    sa.Column("period", sa.String(4), primary_key=True),
+    sa.Column("start", sa.BigInteger, primary_key=True),
+    sa.Column("insee", sa.String(10), primary_key=True),
+    sa.Column("ap_id", sa.String(63), primary_key=True),
+    sa.Column("destination", sa.String(10), primary_key=True),
+    sa.Column("day", sa.String(10), nullable=False, index=True),
+    sa.Column("noised", sa.Boolean, nullable=False, server_default=sa.false()),
+    *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in _STATS_FIELDS),
+)
+# Days whose statistics are final (aggregated, written, their key destroyed).
+stats_days = sa.Table(
+    "stats_days",
+    metadata,
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("finalized_at", Time, nullable=False),
+    sa.Column("sessions", sa.BigInteger, nullable=False),
+    sa.Column("devices", sa.BigInteger, nullable=False),
+    sa.Column("cells", sa.BigInteger, nullable=False),
+    sa.Column("published", sa.BigInteger, nullable=False),
+    sa.Column("opted_out", sa.BigInteger, nullable=False),
+    sa.Column("epsilon", Time, nullable=True),
+    sa.Column("k", sa.Integer, nullable=False),
+)
+# Devices not to be counted: keyed hashes of their MACs (never the MAC itself).
+stats_optout = sa.Table(
+    "stats_optout",
+    metadata,
+    sa.Column("mac_hash", sa.String(64), primary_key=True),
+    sa.Column("created_at", Time, nullable=False),
 )
