@@ -85,6 +85,12 @@ async def open_controller(
                 tg.create_task(controller.consume(), name="controller.ingest"),
                 tg.create_task(controller.sweep_forever(), name="controller.sweep"),
             ]
+            if settings.legal.enabled:
+                from controller.legal.consumer import LegalConsumer, open_store
+
+                store = await asyncio.to_thread(open_store, settings.legal)
+                consumer = LegalConsumer(db, store, settings.legal)
+                tasks.append(tg.create_task(consumer.run(), name="legal.consumer"))
             try:
                 yield controller, tg
             finally:

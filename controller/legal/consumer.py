@@ -1,0 +1,136 @@
+"""The legal log's consumer of the session events outbox (consumer name ``legal``).
+
+It reads start, update and stop events after its own offset, writes one record per
+session and event into the store, and moves the offset only once the records are
+fsynced. A crash between the two re-reads events already written: they are skipped by
+their outbox id, so nothing is lost and nothing is written twice.
+
+Updates only carry counters most of the time; writing one per accounting interval
+would multiply the log by the session length for no legal purpose. An update is
+written when the session's private IP changed (or its NAT mapping appeared); the
+volumes are in the stop record. This module holds no crypto and no file format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from controller import outbox
+from controller.config import LegalSettings
+from controller.legal.errors import LegalError
+from controller.legal.keys import MasterKey, MasterKeyProvider, load_signing_key, parse_master_key
+from controller.legal.records import LegalRecord, from_session
+from controller.legal.store import LegalStore
+from controller.storage import Database
+
+__all__ = ["CONSUMER", "LegalConsumer", "open_store", "provider_from"]
+
+logger = logging.getLogger(__name__)
+
+CONSUMER = "legal"
+# How many sessions' last written address we remember to skip unchanged updates.
+_SEEN_MAX = 200_000
+
+
+def provider_from(settings: LegalSettings) -> MasterKeyProvider:
+    """The master key provider the settings name.
+
+    Raises:
+        LegalError: the key is missing or malformed.
+    """
+    if settings.master_key_provider == "env":
+        if settings.master_key is None:
+            raise LegalError("BORNE__LEGAL__MASTER_KEY is not set")
+        return MasterKey(parse_master_key(settings.master_key.get_secret_value()))
+    return MasterKey.from_file(settings.master_key_file)
+
+
+def open_store(settings: LegalSettings, *, read_only: bool = False) -> LegalStore:
+    """Open the store the settings describe (blocking: reads key files)."""
+    signing = None if read_only else load_signing_key(settings.signing_key_file)
+    return LegalStore(
+        Path(settings.directory),
+        provider_from(settings),
+        signing,
+        checkpoint_s=settings.checkpoint_s,
+    )
+
+
+class LegalConsumer:
+    """Moves session events from the outbox into the legal store."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: LegalStore,
+        settings: LegalSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.written = 0
+        self._last_id: int | None = None
+        self._seen: collections.OrderedDict[str, tuple[str, str | None]] = collections.OrderedDict()
+
+    def _wanted(self, kind: str, rec: LegalRecord) -> bool:
+        addr = (rec.private_ip, rec.public_ip)
+        if kind == "stop":
+            self._seen.pop(rec.session_id, None)
+            return True
+        if kind == "update" and self._seen.get(rec.session_id) == addr:
+            return False
+        self._seen[rec.session_id] = addr
+        self._seen.move_to_end(rec.session_id)
+        while len(self._seen) > _SEEN_MAX:
+            self._seen.popitem(last=False)
+        return True
+
+    async def step(self) -> int:
+        """Handle one batch; return the number of events consumed."""
+        if self._last_id is None:
+            self._last_id = await asyncio.to_thread(self.store.last_event_id)
+        async with self.db.connect() as conn:
+            events = await outbox.pending(conn, CONSUMER, limit=self.settings.batch)
+        if not events:
+            return 0
+        items = []
+        for ev in events:
+            rec = from_session(ev.session, ev.kind)
+            # An event at or before the last written one was written before a crash that
+            # came before the offset moved: it only refreshes what we remember.
+            if self._wanted(ev.kind, rec) and ev.id > self._last_id:
+                items.append((ev.id, rec))
+        if items:
+            await asyncio.to_thread(self.store.append, items, self.clock())
+            self.written += len(items)
+        self._last_id = max(self._last_id, events[-1].id)
+        async with self.db.begin() as conn:
+            await outbox.advance(conn, CONSUMER, events[-1].id)
+        return len(events)
+
+    async def run(self) -> None:
+        """Consume forever; a failing batch is retried with jittered backoff."""
+        attempt = 0
+        try:
+            while True:
+                try:
+                    n = await self.step()
+                    attempt = 0
+                except (LegalError, OSError) as exc:
+                    attempt += 1
+                    delay = random.uniform(0, min(30.0, 0.5 * 1.5**attempt))
+                    logger.error("legal log: batch failed, retrying in %.1f s: %s", delay, exc)
+                    await asyncio.sleep(delay)
+                    continue
+                if n < self.settings.batch:
+                    await asyncio.sleep(self.settings.poll_s)
+        finally:
+            await asyncio.shield(asyncio.to_thread(self.store.close))
