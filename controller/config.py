@@ -218,6 +218,7 @@ class Settings(BaseSettings):
     sessions: SessionSettings = SessionSettings()
     dashboard: DashboardSettings = DashboardSettings()
     stats: StatsSettings = StatsSettings()
+    legal: LegalSettings = LegalSettings()
     radius: RadiusSettings = RadiusSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
