@@ -1,0 +1,218 @@
+"""The statistics consumer of the session outbox (the only part here that awaits IO).
+
+It reads session events after its cursor, feeds them to the :class:`Pipeline`, and,
+once a local day is over, finalises it: the protected cells go to the store through
+the :class:`BatchWriter`, the day is recorded in ``stats_days`` and its key destroyed.
+The outbox offset of consumer ``stats`` moves only past events whose day is final, so
+a restarted controller reads the unfinished day's events again and pseudonymises them
+all under its new key: the day stays consistent, and no key outlives its process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from controller import outbox
+from controller.config import StatsSettings
+from controller.stats._core import Limits, local_day
+from controller.stats._pipeline import DayReport, Pipeline
+from controller.stats._pseudo import OptOut
+from controller.stats._stores import (
+    BatchWriter,
+    Influx1Store,
+    Influx2Store,
+    SqlStatsStore,
+    StatsStore,
+)
+from controller.storage import Database
+from controller.storage.schema import session_events, sessions, stats_days, stats_optout
+
+__all__ = ["CONSUMER", "StatsService", "make_pipeline", "make_store", "record_day"]
+
+logger = logging.getLogger(__name__)
+
+CONSUMER = "stats"
+# The opt-out list is read again this often (seconds).
+_OPTOUT_REFRESH_S = 60.0
+
+
+def make_pipeline(settings: StatsSettings) -> Pipeline:
+    """A pipeline configured from the ``[stats]`` settings."""
+    limits = Limits(
+        max_sessions=settings.max_sessions_per_device,
+        max_communes=settings.max_communes_per_device,
+        max_flows=settings.max_flows_per_device,
+    )
+    optout = OptOut(settings.optout_key.get_secret_value().encode())
+    return Pipeline(ZoneInfo(settings.timezone), limits, settings.k, optout, settings.epsilon)
+
+
+def make_store(settings: StatsSettings, db: Database) -> StatsStore:
+    """The configured store."""
+    tz = ZoneInfo(settings.timezone)
+    if settings.store == "influxdb1":
+        return Influx1Store(
+            settings.url,
+            settings.database,
+            tz,
+            settings.username,
+            settings.password.get_secret_value() if settings.password else None,
+        )
+    if settings.store == "influxdb2":
+        token = settings.token.get_secret_value() if settings.token else ""
+        return Influx2Store(settings.url, settings.database, settings.org, token, tz)
+    return SqlStatsStore(db)
+
+
+async def record_day(db: Database, report: DayReport, k: int, epsilon: float | None) -> None:
+    """Write the day's summary in ``stats_days`` (idempotent)."""
+    values: dict[str, Any] = {
+        "finalized_at": time.time(),
+        "sessions": report.sessions,
+        "devices": report.devices,
+        "cells": report.cells,
+        "published": len(report.protected.published),
+        "opted_out": report.opted_out,
+        "epsilon": epsilon,
+        "k": k,
+    }
+    async with db.begin() as conn:
+        await conn.execute(stats_days.delete().where(stats_days.c.day == report.day))
+        await conn.execute(stats_days.insert().values(day=report.day, **values))
+
+
+class StatsService:
+    """Follows the outbox and publishes each finished day.
+
+    Args:
+        settings: the ``[stats]`` section.
+        db: the state database (outbox, offsets, ``stats_days``, opt-out list).
+        store: where cells go (the configured one when None).
+        clock: seconds since the epoch (tests move days forward with it).
+    """
+
+    def __init__(
+        self,
+        settings: StatsSettings,
+        db: Database,
+        store: StatsStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.store = store or make_store(settings, db)
+        self.pipeline = make_pipeline(settings)
+        self.writer = BatchWriter(self.store, settings.batch_size, settings.buffer_cells)
+        self.clock = clock
+        self.cursor = 0
+        self.reports: list[DayReport] = []
+        self._optout_at = -_OPTOUT_REFRESH_S
+
+    async def run(self) -> None:
+        """Consume until cancelled (the writer runs beside, in the same TaskGroup)."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.writer.run(), name="stats.writer")
+                await self.start()
+                while True:
+                    await self.step()
+                    await asyncio.sleep(self.settings.poll_s)
+        finally:
+            await self.store.aclose()
+
+    async def start(self) -> None:
+        """Load the cursor and the finalised days."""
+        async with self.db.connect() as conn:
+            self.cursor = await outbox.offset(conn, CONSUMER)
+            days = (await conn.execute(sa.select(stats_days.c.day))).scalars().all()
+        self.pipeline.finalised.update(days)
+        logger.info(
+            "statistics: consumer started after event %d; a new random key will be drawn "
+            "for the current day (any earlier key of it died with the previous process)",
+            self.cursor,
+        )
+
+    async def _refresh_optout(self) -> None:
+        now = time.monotonic()
+        if now - self._optout_at < _OPTOUT_REFRESH_S:
+            return
+        async with self.db.connect() as conn:
+            hashes = (await conn.execute(sa.select(stats_optout.c.mac_hash))).scalars().all()
+        self.pipeline.optout.replace(hashes)
+        self._optout_at = now
+
+    async def step(self, limit: int = 1000) -> int:
+        """Read and handle pending events, finalise finished days; events handled."""
+        await self._refresh_optout()
+        handled = 0
+        while True:
+            async with self.db.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(session_events.c.id.label("event_id"), sessions)
+                        .join(sessions, sessions.c.id == session_events.c.session_id)
+                        .where(session_events.c.id > self.cursor)
+                        .order_by(session_events.c.id)
+                        .limit(limit)
+                    )
+                ).all()
+            for r in rows:
+                self.pipeline.observe(
+                    ap_id=r.ap_id,
+                    insee=r.insee,
+                    mac=r.mac,
+                    start=r.started_at,
+                    stop=r.stopped_at if r.stopped_at is not None else r.updated_at,
+                    up=int(r.up_bytes),
+                    down=int(r.down_bytes),
+                    session_id=int(r.id),
+                    event_id=int(r.event_id),
+                )
+                self.cursor = int(r.event_id)
+            handled += len(rows)
+            if len(rows) < limit:
+                break
+        await self.finalise_past_days()
+        await self._advance()
+        return handled
+
+    async def finalise_past_days(self) -> list[DayReport]:
+        """Finalise every day in memory that is over by the clock."""
+        today = local_day(self.clock(), self.pipeline.tz)
+        done = []
+        for day in self.pipeline.open_days():
+            if day >= today:
+                continue
+            report = await asyncio.to_thread(self.pipeline.finalise, day)
+            self.writer.submit(report.protected.published)
+            await record_day(self.db, report, self.settings.k, self.settings.epsilon)
+            logger.info(
+                "statistics: %s final: %d sessions, %d devices, %d cells, %d published "
+                "(%d suppressed, %d of them secondary)",
+                day,
+                report.sessions,
+                report.devices,
+                report.cells,
+                len(report.protected.published),
+                report.protected.primary + report.protected.secondary,
+                report.protected.secondary,
+            )
+            self.reports.append(report)
+            done.append(report)
+        return done
+
+    async def _advance(self) -> None:
+        firsts = [
+            f for d in self.pipeline.open_days() if (f := self.pipeline.first_event(d)) is not None
+        ]
+        safe = min(firsts) - 1 if firsts else self.cursor
+        async with self.db.begin() as conn:
+            if safe > await outbox.offset(conn, CONSUMER):
+                await outbox.advance(conn, CONSUMER, safe)

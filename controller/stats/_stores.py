@@ -1,0 +1,426 @@
+"""Where published cells go: one interface, three stores, one batching writer.
+
+- :class:`SqlStatsStore`, the embedded default: the ``stats_cells`` table of the state
+  database (SQLite or PostgreSQL), so that the demo and the dashboards need nothing else.
+- :class:`Influx1Store`: InfluxDB 1.x, line protocol to ``/write``, InfluxQL from ``/query``.
+- :class:`Influx2Store`: InfluxDB 2.x/3.x and compatible servers through the official
+  ``influxdb-client`` (asynchronous API); reads in InfluxQL from the v1-compatible
+  ``/query`` endpoint those servers answer.
+
+The measurement and tag schema is docs/STATISTICS.md: tags are places and periods only,
+fields are counts and sums; a MAC or a pseudonym has no way in, since a :class:`Cell`
+cannot carry one. :class:`BatchWriter` sends cells in batches from a bounded buffer and
+retries with capped, jittered backoff; it drops the oldest cells (logged and counted)
+only when the buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from controller.stats._core import day_bounds
+from controller.stats.models import FLOW_FIELDS, PRESENCE_FIELDS, Cell
+from controller.storage import Database
+from controller.storage.schema import stats_cells
+
+__all__ = [
+    "BatchWriter",
+    "Influx1Store",
+    "Influx2Store",
+    "SqlStatsStore",
+    "StatsStore",
+    "StoreError",
+    "line_protocol",
+]
+
+logger = logging.getLogger(__name__)
+
+MEASUREMENTS = {"presence": "wifi_presence", "flow": "wifi_flow"}
+
+
+class StoreError(Exception):
+    """A store refused or could not take a write or a read."""
+
+
+class StatsStore(Protocol):
+    """What every statistics store does."""
+
+    async def write(self, cells: Sequence[Cell]) -> None:
+        """Store cells (idempotent: a cell written twice is stored once)."""
+
+    async def read_day(self, day: str) -> list[Cell]:
+        """Every stored cell of local day ``day``."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+# -------------------------------------------------------------------------- line protocol
+
+
+def _tag(value: str) -> str:
+    # Line protocol: commas, spaces and equal signs in tag values are backslash-escaped.
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
+
+
+def _tags(cell: Cell) -> list[tuple[str, str]]:
+    if cell.kind == "flow":
+        return [("destination", cell.destination), ("origin", cell.insee), ("period", cell.period)]
+    tags = [("ap", cell.ap_id), ("insee", cell.insee), ("period", cell.period)]
+    tags.append(("scope", cell.scope))
+    return [(k, v) for k, v in tags if v]
+
+
+def line_protocol(cell: Cell) -> str:
+    """One cell as one InfluxDB line (integer fields, time in seconds)."""
+    tags = ",".join(f"{k}={_tag(v)}" for k, v in _tags(cell))
+    fields = ",".join(f"{k}={int(v)}i" for k, v in cell.values.items())
+    return f"{MEASUREMENTS[cell.kind]},{tags} {fields} {cell.start}"
+
+
+# -------------------------------------------------------------------------- embedded SQL
+
+
+class SqlStatsStore:
+    """Cells in the state database's ``stats_cells`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def write(self, cells: Sequence[Cell]) -> None:
+        """Upsert cells (one transaction)."""
+        if not cells:
+            return
+        rows = [_row(c) for c in cells]
+        mod: Any = postgresql if self.db.dialect == "postgresql" else sqlite
+        keys = ["kind", "scope", "period", "start", "insee", "ap_id", "destination"]
+        try:
+            async with self.db.begin() as conn:
+                for i in range(0, len(rows), 500):
+                    stmt = mod.insert(stats_cells).values(rows[i : i + 500])
+                    update = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+                    await conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update))
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"SQL store write failed: {exc.__class__.__name__}") from exc
+
+    async def read_day(self, day: str) -> list[Cell]:
+        """The stored cells of ``day``."""
+        async with self.db.connect() as conn:
+            rows = (
+                await conn.execute(sa.select(stats_cells).where(stats_cells.c.day == day))
+            ).all()
+        out = []
+        for r in rows:
+            names = FLOW_FIELDS if r.kind == "flow" else PRESENCE_FIELDS
+            out.append(
+                Cell(
+                    r.kind,
+                    r.scope,
+                    r.period,
+                    int(r.start),
+                    r.day,
+                    r.insee,
+                    r.ap_id,
+                    r.destination,
+                    {n: int(getattr(r, n)) for n in names},
+                    bool(r.noised),
+                )
+            )
+        return out
+
+    async def aclose(self) -> None:
+        """Nothing to release: the database belongs to the caller."""
+
+
+def _row(c: Cell) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "kind": c.kind,
+        "scope": c.scope,
+        "period": c.period,
+        "start": c.start,
+        "day": c.day,
+        "insee": c.insee,
+        "ap_id": c.ap_id,
+        "destination": c.destination,
+        "noised": c.noised,
+    }
+    for name in PRESENCE_FIELDS:
+        row[name] = c.values.get(name, 0)
+    return row
+
+
+# -------------------------------------------------------------------------- InfluxQL reads
+
+
+def _cells_from_influxql(answer: dict[str, Any], kind: str, day: str, tz: ZoneInfo) -> list[Cell]:
+    out: list[Cell] = []
+    for result in answer.get("results", []):
+        if "error" in result:
+            raise StoreError(f"InfluxQL error: {result['error']}")
+        for series in result.get("series", []):
+            cols: list[str] = series["columns"]
+            for values in series["values"]:
+                rec = dict(zip(cols, values, strict=True))
+                start = int(rec.pop("time"))
+                tags = {
+                    k: rec.pop(k) or ""
+                    for k in ("ap", "insee", "period", "scope", "origin", "destination")
+                    if k in rec
+                }
+                fields = {k: int(v) for k, v in rec.items() if v is not None}
+                if kind == "flow":
+                    out.append(
+                        Cell(
+                            "flow",
+                            "flow",
+                            "day",
+                            start,
+                            day,
+                            tags.get("origin", ""),
+                            "",
+                            tags.get("destination", ""),
+                            fields,
+                        )
+                    )
+                else:
+                    out.append(
+                        Cell(
+                            "presence",
+                            tags.get("scope", ""),
+                            tags.get("period", ""),
+                            start,
+                            day,
+                            tags.get("insee", ""),
+                            tags.get("ap", ""),
+                            "",
+                            {n: fields.get(n, 0) for n in PRESENCE_FIELDS},
+                        )
+                    )
+    return out
+
+
+def _influxql_day(day: str, tz: ZoneInfo) -> dict[str, str]:
+    start, end = day_bounds(day, tz)
+    where = f"time >= {int(start)}s AND time < {int(end)}s"
+    return {m: f"SELECT * FROM {MEASUREMENTS[m]} WHERE {where}" for m in MEASUREMENTS}
+
+
+class _InfluxQLReader:
+    url: str
+    database: str
+    tz: ZoneInfo
+    _http: aiohttp.ClientSession
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {}
+
+    def _auth_params(self) -> dict[str, str]:
+        return {}
+
+    async def query(self, q: str) -> dict[str, Any]:
+        """Run one InfluxQL statement; the JSON answer."""
+        params = {"db": self.database, "q": q, "epoch": "s", **self._auth_params()}
+        try:
+            async with self._http.post(
+                f"{self.url}/query", data=params, headers=self._auth_headers()
+            ) as resp:
+                if resp.status != 200:
+                    raise StoreError(
+                        f"InfluxQL query: HTTP {resp.status}: {(await resp.text())[:200]}"
+                    )
+                answer: dict[str, Any] = await resp.json()
+                return answer
+        except aiohttp.ClientError as exc:
+            raise StoreError(f"InfluxQL query failed: {exc}") from exc
+
+    async def read_day(self, day: str) -> list[Cell]:
+        """Every cell of ``day``, read back with InfluxQL."""
+        out: list[Cell] = []
+        for kind, q in _influxql_day(day, self.tz).items():
+            out.extend(_cells_from_influxql(await self.query(q), kind, day, self.tz))
+        return out
+
+
+class Influx1Store(_InfluxQLReader):
+    """InfluxDB 1.x: ``POST /write?db=`` in line protocol, InfluxQL reads."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        tz: ZoneInfo,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.database = database
+        self.tz = tz
+        self._user = (username, password)
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+
+    def _auth_params(self) -> dict[str, str]:
+        user, password = self._user
+        return {"u": user, "p": password or ""} if user else {}
+
+    async def create_database(self) -> None:
+        """``CREATE DATABASE`` (idempotent in InfluxDB 1.x)."""
+        await self.query(f'CREATE DATABASE "{self.database}"')
+
+    async def write(self, cells: Sequence[Cell]) -> None:
+        """One POST of every cell in line protocol."""
+        if not cells:
+            return
+        body = "\n".join(line_protocol(c) for c in cells).encode()
+        params = {"db": self.database, "precision": "s", **self._auth_params()}
+        try:
+            async with self._http.post(f"{self.url}/write", params=params, data=body) as resp:
+                if resp.status != 204:
+                    raise StoreError(
+                        f"InfluxDB write: HTTP {resp.status}: {(await resp.text())[:200]}"
+                    )
+        except aiohttp.ClientError as exc:
+            raise StoreError(f"InfluxDB write failed: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Close the HTTP session."""
+        await self._http.close()
+
+
+class Influx2Store(_InfluxQLReader):
+    """InfluxDB 2.x/3.x and compatible servers through ``influxdb-client`` (async)."""
+
+    def __init__(
+        self, url: str, bucket: str, org: str, token: str, tz: ZoneInfo, timeout_s: float = 30.0
+    ) -> None:
+        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+
+        self.url = url.rstrip("/")
+        self.database = bucket
+        self.org = org
+        self.tz = tz
+        self._token = token
+        self._client = InfluxDBClientAsync(
+            url=self.url, token=token, org=org, timeout=int(timeout_s * 1000)
+        )
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Token {self._token}"}
+
+    async def write(self, cells: Sequence[Cell]) -> None:
+        """One write of every cell through the client's asynchronous write API."""
+        if not cells:
+            return
+        from influxdb_client.client.exceptions import InfluxDBError
+        from influxdb_client.domain.write_precision import WritePrecision
+
+        lines = [line_protocol(c) for c in cells]
+        try:
+            await self._client.write_api().write(
+                bucket=self.database,
+                org=self.org,
+                record=lines,
+                write_precision=WritePrecision.S,  # type: ignore[arg-type]
+            )
+        except (InfluxDBError, aiohttp.ClientError, OSError) as exc:
+            raise StoreError(f"InfluxDB v2 write failed: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Close the client and the HTTP session."""
+        await self._client.close()  # type: ignore[no-untyped-call]
+        await self._http.close()
+
+
+# -------------------------------------------------------------------------- batching
+
+
+class BatchWriter:
+    """Cells to a store in batches, from a bounded buffer, with retries.
+
+    Args:
+        store: where to write.
+        batch_size: cells per write.
+        max_cells: buffer bound; beyond it the oldest cells are dropped (and counted).
+        backoff_cap_s: cap of the jittered retry delay.
+    """
+
+    def __init__(
+        self,
+        store: StatsStore,
+        batch_size: int = 5000,
+        max_cells: int = 500_000,
+        backoff_cap_s: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.max_cells = max_cells
+        self.backoff_cap_s = backoff_cap_s
+        self._buffer: collections.deque[Cell] = collections.deque()
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.written = 0
+        self.dropped = 0
+        self.failures = 0
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def submit(self, cells: Sequence[Cell]) -> None:
+        """Queue cells for writing (never waits)."""
+        self._buffer.extend(cells)
+        over = len(self._buffer) - self.max_cells
+        if over > 0:
+            for _ in range(over):
+                self._buffer.popleft()
+            self.dropped += over
+            logger.warning("statistics buffer full: %d oldest cells dropped", over)
+        if self._buffer:
+            self._idle.clear()
+            self._ready.set()
+
+    async def run(self) -> None:
+        """Write until cancelled."""
+        attempt = 0
+        while True:
+            await self._ready.wait()
+            if not self._buffer:
+                self._ready.clear()
+                self._idle.set()
+                continue
+            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+            try:
+                await self.store.write(batch)
+            except StoreError as exc:
+                self.failures += 1
+                attempt += 1
+                # Back at the front, in order; the bound applies again (oldest dropped).
+                self._buffer.extendleft(reversed(batch))
+                self.submit(())
+                delay = random.uniform(0, min(self.backoff_cap_s, 0.5 * 1.5**attempt))
+                logger.warning("statistics write failed (retry in %.1f s): %s", delay, exc)
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            self.written += len(batch)
+
+    async def drained(self) -> None:
+        """Wait until every submitted cell is written (or dropped)."""
+        await self._idle.wait()
+
+
+def day_of(t: int, tz: ZoneInfo) -> str:
+    """The local date of a cell start."""
+    return dt.datetime.fromtimestamp(t, tz).date().isoformat()
