@@ -29,7 +29,9 @@ def visit(dev: int, insee: str, h: float, minutes: float, ap: str = "", up: int 
 def cells_of(visits: list[Visit], limits: Limits | None = None) -> dict[tuple[str, ...], Cell]:
     agg = DayAggregator(DAY, TZ, limits or Limits())
     agg.add_all(visits)
-    return {(c.scope, c.period, str(c.start), c.insee, c.ap_id, c.destination): c for c in agg.cells()}
+    return {
+        (c.scope, c.period, str(c.start), c.insee, c.ap_id, c.destination): c for c in agg.cells()
+    }
 
 
 def test_day_bounds_follow_local_time_and_dst() -> None:

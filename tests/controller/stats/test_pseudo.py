@@ -47,7 +47,7 @@ def test_destroy_zeroises_the_key_bytes() -> None:
 
 
 def test_optout_is_keyed_and_spelling_independent() -> None:
-    """The opt-out list holds keyed hashes; any spelling of the MAC matches; another key does not."""
+    """The opt-out list holds keyed hashes; any spelling matches; another key does not."""
     out = OptOut(b"k1")
     h = out.add("3C-22-FB-12-34-56")
     assert MAC in out and "3c22fb123456" in out
