@@ -1,0 +1,300 @@
+"""The RADIUS server against real peers: radclient (freeradius-utils) and a pyrad DAS."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from pyrad.dictionary import Dictionary
+from pyrad.packet import CoAPacket
+
+from controller.config import Settings
+from controller.outbox import pending
+from controller.storage import Database
+from controller.storage.schema import radius_dynauth, sessions
+from radius import AccessPolicy, DynAuthClient
+from tests.radius.conftest import NAS_ID, SECRET, Running, radclient
+
+# The shipped dictionary, parsed by pyrad (read once, at import).
+DICTIONARY = Dictionary(str(Path(__file__).resolve().parents[2] / "radius" / "dictionary"))
+
+
+async def _sessions(db: Database) -> list[sa.Row]:  # type: ignore[type-arg]
+    async with db.connect() as conn:
+        return list((await conn.execute(sa.select(sessions).order_by(sessions.c.id))).all())
+
+
+def _acct(status: str, sid: str, mac: str = "02-00-00-00-00-01", **more: object) -> str:
+    lines = [
+        f"Acct-Status-Type = {status}",
+        f'Acct-Session-Id = "{sid}"',
+        f'Calling-Station-Id = "{mac}"',
+        f'NAS-Identifier = "{NAS_ID}"',
+        'User-Name = "visiteur"',
+        "Framed-IP-Address = 10.1.0.23",
+    ]
+    lines += [f"{k.replace('_', '-')} = {v}" for k, v in more.items()]
+    return "\n".join(lines) + "\n"
+
+
+async def test_start_interim_stop_with_gigawords(
+    radius_server: Running, radius_db: Database
+) -> None:
+    """Start, Interim and Stop build one session with 64-bit counters and outbox events."""
+    now = int(time.time())
+    for status, extra in [
+        ("Start", {"Event_Timestamp": now - 120}),
+        (
+            "Interim-Update",
+            {
+                "Acct_Input_Octets": 5,
+                "Acct_Input_Gigawords": 1,
+                "Acct_Output_Octets": 7,
+                "Acct_Output_Gigawords": 2,
+                "Acct_Session_Time": 60,
+                "Event_Timestamp": now - 60,
+            },
+        ),
+        (
+            "Stop",
+            {
+                "Acct_Input_Octets": 100,
+                "Acct_Input_Gigawords": 1,
+                "Acct_Output_Octets": 200,
+                "Acct_Output_Gigawords": 3,
+                "Acct_Session_Time": 120,
+                "Acct_Terminate_Cause": "Idle-Timeout",
+                "Event_Timestamp": now,
+            },
+        ),
+    ]:
+        res = await radclient(
+            radius_server.acct_port, "acct", _acct(status, "4f2a00000001", **extra)
+        )
+        assert "Received Accounting-Response" in res.out, res.out
+    rows = await _sessions(radius_db)
+    assert len(rows) == 1
+    s = rows[0]
+    assert (s.ap_id, s.insee, s.mac, s.ip) == (NAS_ID, "46201", "02:00:00:00:00:01", "10.1.0.23")
+    assert s.up_bytes == (1 << 32) + 100 and s.down_bytes == (3 << 32) + 200
+    assert s.started_at == now - 120 and s.stopped_at == now
+    assert s.terminate_cause == "idle-timeout" and s.auth_ref == "visiteur"
+    async with radius_db.connect() as conn:
+        kinds = [e.kind for e in await pending(conn, "test")]
+    assert kinds == ["start", "update", "update", "stop"]
+
+
+async def test_interim_opens_and_stop_is_idempotent(
+    radius_server: Running, radius_db: Database
+) -> None:
+    """An Interim for an unknown session opens it; a second Stop changes nothing."""
+    now = int(time.time())
+    interim = _acct("Interim-Update", "a1", Acct_Session_Time=300, Event_Timestamp=now)
+    assert "Accounting-Response" in (await radclient(radius_server.acct_port, "acct", interim)).out
+    stop = _acct("Stop", "a1", Acct_Session_Time=360, Acct_Input_Octets=9, Event_Timestamp=now + 60)
+    for _ in range(2):
+        assert "Accounting-Response" in (await radclient(radius_server.acct_port, "acct", stop)).out
+    (s,) = await _sessions(radius_db)
+    assert s.started_at == now - 300 and s.stopped_at == now + 60 and s.up_bytes == 9
+    async with radius_db.connect() as conn:
+        kinds = [e.kind for e in await pending(conn, "test")]
+    assert kinds == ["start", "update", "update", "stop"]
+    assert radius_server.server.outcomes["already-stopped"] == 1
+
+
+async def test_accounting_on_closes_the_nas_sessions(
+    radius_server: Running, radius_db: Database
+) -> None:
+    """Accounting-On closes every open session of that NAS with cause nas-reboot."""
+    for i in range(3):
+        pkt = _acct("Start", f"s{i}", mac=f"02-00-00-00-00-0{i}")
+        assert "Accounting-Response" in (await radclient(radius_server.acct_port, "acct", pkt)).out
+    on = f'Acct-Status-Type = Accounting-On\nNAS-Identifier = "{NAS_ID}"\n'
+    assert "Accounting-Response" in (await radclient(radius_server.acct_port, "acct", on)).out
+    rows = await _sessions(radius_db)
+    assert len(rows) == 3
+    assert all(r.stopped_at is not None and r.terminate_cause == "nas-reboot" for r in rows)
+
+
+async def test_retransmission_is_stored_once(
+    radius_server: Running, radius_db: Database, radius_settings: Settings
+) -> None:
+    """While the first copy waits for the database, radclient's retransmissions of the
+    same packet are not processed again; one record, one reply."""
+    path = radius_settings.database.url.get_secret_value().removeprefix("sqlite+aiosqlite:///")
+
+    def hold_lock(seconds: float) -> None:
+        conn = sqlite3.connect(path, timeout=10)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            time.sleep(seconds)
+            conn.rollback()
+        finally:
+            conn.close()
+
+    holder = asyncio.create_task(asyncio.to_thread(hold_lock, 2.0))  # noqa: TID251
+    await asyncio.sleep(0.2)
+    res = await radclient(
+        radius_server.acct_port, "acct", _acct("Start", "dup1"), retries=5, wait_s=0.5
+    )
+    await holder
+    assert "Received Accounting-Response" in res.out, res.out
+    assert res.out.count("Sent Accounting-Request") >= 2, res.out
+    assert radius_server.server.counters["dropped_duplicate_in_progress"] >= 1
+    assert len(await _sessions(radius_db)) == 1
+
+
+async def test_wrong_secret_is_dropped_silently(
+    radius_server: Running, radius_db: Database
+) -> None:
+    """A packet signed with another secret gets no answer, is counted, stores nothing."""
+    res = await radclient(
+        radius_server.acct_port, "acct", _acct("Start", "w1"), secret="not-the-secret-xx"
+    )
+    assert res.rc != 0 and "Received" not in res.out
+    assert radius_server.server.counters["dropped_bad_authenticator"] == 1
+    assert await _sessions(radius_db) == []
+    res = await radclient(
+        radius_server.auth_port,
+        "auth",
+        'User-Name = "u"\nUser-Password = "p"\nMessage-Authenticator = 0x00\n',
+        secret="not-the-secret-xx",
+    )
+    assert "Received" not in res.out
+    assert radius_server.server.counters["dropped_bad_message_authenticator"] == 1
+
+
+async def test_access_request_without_message_authenticator_is_dropped(
+    radius_server: Running, radius_db: Database, radius_settings: Settings
+) -> None:
+    """BlastRADIUS: an Access-Request without Message-Authenticator gets no answer."""
+    await AccessPolicy(radius_db, radius_settings).add_credential("u1", "p1", time.time() + 60)
+    res = await radclient(
+        radius_server.auth_port, "auth", 'User-Name = "u1"\nUser-Password = "p1"\n'
+    )
+    assert "Received" not in res.out
+    assert radius_server.server.counters["dropped_missing_message_authenticator"] == 1
+
+
+async def test_pap_one_time_credential_accepted_once(
+    radius_server: Running, radius_db: Database, radius_settings: Settings
+) -> None:
+    """A one-time credential gets Access-Accept with limits once, then Access-Reject;
+    a wrong password is rejected."""
+    await AccessPolicy(radius_db, radius_settings).add_credential(
+        "uam-1", "s3cr3t", time.time() + 60
+    )
+    req = (
+        'User-Name = "uam-1"\nUser-Password = "{pw}"\nCalling-Station-Id = "02-00-00-00-00-09"\n'
+        "Message-Authenticator = 0x00\n"
+    )
+    bad = await radclient(radius_server.auth_port, "auth", req.format(pw="wrong"))
+    assert "Received Access-Reject" in bad.out, bad.out
+    ok = await radclient(radius_server.auth_port, "auth", req.format(pw="s3cr3t"))
+    assert "Received Access-Accept" in ok.out, ok.out
+    for expected in (
+        "Session-Timeout = 7200",
+        "Idle-Timeout = 600",
+        "Acct-Interim-Interval = 60",
+        "WISPr-Bandwidth-Max-Up = 2000000",
+    ):
+        assert expected in ok.out, ok.out
+    again = await radclient(radius_server.auth_port, "auth", req.format(pw="s3cr3t"))
+    assert "Received Access-Reject" in again.out, again.out
+
+
+async def test_mac_authentication_of_a_known_device(
+    radius_server: Running, radius_db: Database, radius_settings: Settings
+) -> None:
+    """MAC auth accepts a device remembered for continuity and rejects an unknown one."""
+    await AccessPolicy(radius_db, radius_settings).remember_device("02:00:00:00:00:aa", time.time())
+    req = (
+        'User-Name = "{m}"\nUser-Password = "{m}"\nCalling-Station-Id = "{m}"\n'
+        "Message-Authenticator = 0x00\n"
+    )
+    known = await radclient(radius_server.auth_port, "auth", req.format(m="02-00-00-00-00-AA"))
+    assert "Received Access-Accept" in known.out and "Session-Timeout = 7200" in known.out
+    unknown = await radclient(radius_server.auth_port, "auth", req.format(m="02-00-00-00-00-BB"))
+    assert "Received Access-Reject" in unknown.out, unknown.out
+
+
+async def test_status_server_on_both_ports(radius_server: Running) -> None:
+    """Status-Server gets Access-Accept on the auth port, Accounting-Response on acct."""
+    req = "Message-Authenticator = 0x00\n"
+    auth = await radclient(radius_server.auth_port, "status", req)
+    assert "Received Access-Accept" in auth.out, auth.out
+    acct = await radclient(radius_server.acct_port, "status", req)
+    assert "Received Accounting-Response" in acct.out, acct.out
+
+
+class _PyradDas(asyncio.DatagramProtocol):
+    """A minimal Dynamic Authorization Server built with pyrad's packet classes (a test
+    peer: no NAS runs here). It ignores the first ``ignore`` requests to force retries,
+    then ACKs a known Acct-Session-Id and NAKs (503) any other."""
+
+    def __init__(self, ignore: int) -> None:
+        self.ignore = ignore
+        self.received = 0
+        self.bad = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received += 1
+        if self.received <= self.ignore:
+            return
+        req = CoAPacket(packet=data, secret=SECRET.encode(), dict=DICTIONARY)
+        if not req.VerifyCoARequest():
+            self.bad += 1
+            return
+        known = req.get("Acct-Session-Id") == ["known-1"]
+        reply = req.CreateReply()
+        if not known:
+            reply.code = 42  # Disconnect-NAK
+            reply["Error-Cause"] = 503
+        assert self.transport is not None
+        self.transport.sendto(reply.ReplyPacket(), addr)
+
+
+async def test_disconnect_retries_then_records_ack_and_nak(radius_db: Database) -> None:
+    """Disconnect-Request is retried until the DAS answers; ACK and NAK(503) are recorded."""
+    loop = asyncio.get_running_loop()
+    transport, das = await loop.create_datagram_endpoint(
+        lambda: _PyradDas(ignore=1), local_addr=("127.0.0.1", 0)
+    )
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        client = DynAuthClient(radius_db, timeout_s=0.3, retries=3)
+        ack = await client.send(
+            NAS_ID, "127.0.0.1", port, SECRET.encode(), acct_session_id="known-1"
+        )
+        nak = await client.send(NAS_ID, "127.0.0.1", port, SECRET.encode(), acct_session_id="other")
+    finally:
+        transport.close()
+    assert das.bad == 0
+    assert (ack.ok, ack.attempts) == (True, 2)
+    assert (nak.ok, nak.error_cause, nak.attempts) == (False, 503, 1)
+    async with radius_db.connect() as conn:
+        rows = (await conn.execute(sa.select(radius_dynauth).order_by(radius_dynauth.c.id))).all()
+    assert [(r.ok, r.error_cause, r.attempts) for r in rows] == [(True, None, 2), (False, 503, 1)]
+
+
+async def test_disconnect_without_answer_is_recorded_unanswered(radius_db: Database) -> None:
+    """A NAS that never answers: every retry is sent, the request stays unanswered."""
+    loop = asyncio.get_running_loop()
+    transport, das = await loop.create_datagram_endpoint(
+        lambda: _PyradDas(ignore=100), local_addr=("127.0.0.1", 0)
+    )
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        res = await DynAuthClient(radius_db, timeout_s=0.1, retries=2).send(
+            NAS_ID, "127.0.0.1", port, SECRET.encode(), kind="coa", acct_session_id="x"
+        )
+    finally:
+        transport.close()
+    assert (res.ok, res.attempts, das.received) == (None, 3, 3)
