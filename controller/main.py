@@ -91,6 +91,16 @@ async def open_controller(
                 store = await asyncio.to_thread(open_store, settings.legal)
                 consumer = LegalConsumer(db, store, settings.legal)
                 tasks.append(tg.create_task(consumer.run(), name="legal.consumer"))
+            if settings.radius.enabled:
+                from radius import build_server
+
+                r = settings.radius
+                radius_server = await build_server(settings, db)
+                tasks.append(
+                    tg.create_task(
+                        radius_server.run(r.listen_host, r.auth_port, r.acct_port), name="radius"
+                    )
+                )
             try:
                 yield controller, tg
             finally:
