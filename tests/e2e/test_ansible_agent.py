@@ -1,0 +1,391 @@
+"""A real apply: ansible-playbook deploys the agent into a Debian root made with debootstrap.
+
+The target is a real Debian 12 root file system (debootstrap, minbase, with python3,
+python3-apt and logrotate), reached through the project's ``borne_chroot`` connection
+(ansible-core only). No init system runs in a chroot, so the role is applied with
+``borne_agent_start_service: false`` and the test then starts the agent exactly as the
+installed systemd unit says (its ``Environment=`` and ``ExecStart=``), inside the root,
+with the unit's log file. The chroot shares the machine's network, so the agent reaches
+the test's mosquitto on 127.0.0.1 and the controller (a real ``borne controller``
+process) sees it online. A second apply must change nothing; ``verify.yml`` passes,
+then fails naming the AP and the check once the agent is stopped.
+
+The Debian root is cached as a tar file (``$BORNE_TEST_CACHE`` or
+``/var/cache/borne-tests``): the first run needs Debian's mirror (the one apt uses here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.testbed import free_port, require, wait_for
+
+pytestmark = [pytest.mark.ansible, pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(1500)]
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = ROOT / "deploy" / "ansible"
+BIN = Path(sys.executable).parent
+AP = "ap-46201-01"
+INSEE = "46201"
+SUITE = "bookworm"
+INCLUDE = ("python3", "python3-apt", "logrotate")
+CACHE = Path(os.environ.get("BORNE_TEST_CACHE", "/var/cache/borne-tests"))
+
+
+# --------------------------------------------------------------------------- Debian root
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt uses on this machine (deb822 or one-line sources)."""
+    texts = []
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        with contextlib.suppress(OSError):
+            texts.append(path.read_text())
+    for text in texts:
+        for stanza in re.split(r"\n\s*\n", text):
+            uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+            suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+            if uris and suites and SUITE in suites.group(1).split():
+                return uris.group(1)
+        for line in text.splitlines():
+            m = re.match(r"\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)\s", line)
+            if m and m.group(2) == SUITE:
+                return m.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def cached_debian_root() -> Path:
+    """The tar of a debootstrapped Debian root, built once and kept in the cache dir."""
+    tarball = CACHE / f"debian-{SUITE}-minbase-{'-'.join(INCLUDE)}.tar"
+    if tarball.exists():
+        return tarball
+    if shutil.which("debootstrap") is None and not Path("/usr/sbin/debootstrap").exists():
+        require("debootstrap (Debian package debootstrap; tests/run.sh installs it)")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if tarball.exists():
+            return tarball
+        build = CACHE / f"build-{os.getpid()}"
+        shutil.rmtree(build, ignore_errors=True)
+        try:
+            proc = subprocess.run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(INCLUDE)}",
+                    SUITE,
+                    str(build),
+                    debian_mirror(),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1200,
+                check=False,
+            )
+            if proc.returncode != 0:
+                pytest.fail(f"debootstrap failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            partial = tarball.with_suffix(".partial")
+            subprocess.run(["tar", "-C", str(build), "-cf", str(partial), "."], check=True)
+            partial.rename(tarball)
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+    return tarball
+
+
+@pytest.fixture
+def debian_root(tmp_path: Path) -> Path:
+    """A fresh Debian root for this test, extracted from the cache."""
+    if os.geteuid() != 0:
+        require("root (chroot into a Debian root)")
+    tarball = cached_debian_root()
+    root = tmp_path / "ap-root"
+    root.mkdir()
+    subprocess.run(["tar", "-C", str(root), "-xf", str(tarball)], check=True)
+    return root
+
+
+# --------------------------------------------------------------------------- controller
+
+
+@pytest.fixture
+def controller(mosquitto: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A real ``borne controller`` process with AP ``ap-46201-01`` registered."""
+    conf = tmp_path / "borne.toml"
+    dashboard_port = free_port()
+    portal_port = free_port()
+    conf.write_text(
+        f"""
+command_master_key = "ansible-test-master-key-0123456789"
+[mqtt]
+host = "{mosquitto.host}"
+port = {mosquitto.port}
+client_id = "ctl-ansible-{time.time_ns()}"
+[database]
+url = "sqlite+aiosqlite:///{tmp_path / "state.db"}"
+[portal]
+listen_port = {portal_port}
+[dashboard]
+listen_port = {dashboard_port}
+"""
+    )
+    added = subprocess.run(
+        [str(BIN / "borne"), "ap", "add", AP, "--insee", INSEE, "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key = added.stdout.strip()
+    log = tmp_path / "controller.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "borne"), "controller", "-c", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    try:
+        wait_for(lambda: fleet_state(dashboard) is not None, timeout=60, message="controller up")
+        yield {
+            "key": key,
+            "dashboard_url": dashboard,
+            "portal_url": f"http://127.0.0.1:{portal_port}",
+            "broker": mosquitto,
+            "log": log,
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def fleet_state(dashboard: str) -> str | None:
+    """The AP's state at the controller (``online``...), or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{dashboard}/api/fleet", timeout=5) as resp:
+            fleet = json.load(resp)
+    except OSError:
+        return None
+    states = [h["state"] for h in fleet["hotspots"] if h["ap_id"] == AP]
+    return states[0] if states else "not registered"
+
+
+# --------------------------------------------------------------------------- ansible
+
+
+def write_inventory(path: Path, root: Path, ctl: dict[str, Any]) -> None:
+    """An inventory with the AP as a chroot host, in its commune and EPCI groups.
+
+    The agent's sources are a snapshot taken now, as a release would be: every apply of
+    the test deploys the same code.
+    """
+    source = path.parent / "agent-release"
+    source.mkdir()
+    for py in (ROOT / "agents").glob("*.py"):
+        shutil.copy2(py, source / py.name)
+    inventory = {
+        "all": {
+            "vars": {
+                "borne_mqtt_host": ctl["broker"].host,
+                "borne_mqtt_port": ctl["broker"].port,
+                "borne_mqtt_tls": False,
+                "borne_dashboard_url": ctl["dashboard_url"],
+                "borne_portal_url": ctl["portal_url"],
+            },
+            "children": {
+                "access_points": {
+                    "children": {
+                        "epci_200066710": {
+                            "children": {
+                                f"commune_{INSEE}": {
+                                    "hosts": {
+                                        AP: {
+                                            "ap_id": AP,
+                                            "insee": INSEE,
+                                            "ansible_connection": "borne_chroot",
+                                            "ansible_host": str(root),
+                                            "ansible_python_interpreter": "/usr/bin/python3",
+                                            # A test secret in the test's own tmp dir;
+                                            # real inventories take it from the vault.
+                                            "borne_agent_command_key": ctl["key"],
+                                            "borne_agent_start_service": False,
+                                            "borne_agent_apt_update_cache": False,
+                                            "borne_agent_source_dir": str(source),
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        }
+    }
+    # JSON is YAML: no YAML library needed to write it.
+    path.write_text(json.dumps(inventory, indent=2))
+
+
+def playbook(inventory: Path, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run one of deploy/ansible's playbooks against the test inventory."""
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_LOCAL_TEMP": str(inventory.parent / "ansible-local"),
+        "ANSIBLE_HOME": str(inventory.parent / "ansible-home"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+    }
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inventory), name, *extra],
+        cwd=ANSIBLE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def recap(out: str) -> dict[str, int]:
+    """The PLAY RECAP counters of the AP."""
+    m = re.search(rf"^{re.escape(AP)}\s*:\s*(.*)$", out, re.M)
+    assert m, out[-3000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
+
+
+# --------------------------------------------------------------------------- agent
+
+
+def unit_command(root: Path) -> tuple[dict[str, str], list[str], Path]:
+    """Environment, command and log file of the installed systemd unit."""
+    unit = (root / "etc/systemd/system/borne-agent.service").read_text()
+    env = dict(
+        line.removeprefix("Environment=").split("=", 1)
+        for line in unit.splitlines()
+        if line.startswith("Environment=")
+    )
+    exec_start = re.search(r"^ExecStart=(.+)$", unit, re.M)
+    log = re.search(r"^StandardOutput=append:(.+)$", unit, re.M)
+    assert exec_start and log, unit
+    return env, shlex.split(exec_start.group(1)), Path(log.group(1))
+
+
+@contextlib.contextmanager
+def agent_in(root: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Start the deployed agent inside the root as its unit says; stop it by PID."""
+    env, argv, log = unit_command(root)
+    # A private mount namespace gets its own /proc for the agent's health readings; it
+    # disappears with the process, so nothing stays mounted on the host.
+    script = 'mount -t proc proc "$1/proc" && exec chroot "$@"'
+    host_log = root / str(log).lstrip("/")
+    with host_log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+                str(root),
+                "env",
+                *[f"{k}={v}" for k, v in env.items()],
+                *argv,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# --------------------------------------------------------------------------- the test
+
+
+def test_agent_role_deploys_a_working_agent_idempotently_and_verify_names_failures(
+    debian_root: Path, controller: dict[str, Any], tmp_path: Path
+) -> None:
+    """The agent role starts an agent online at the controller; rerun changed=0; verify names AP."""
+    inventory = tmp_path / "inventory.yml"
+    write_inventory(inventory, debian_root, controller)
+
+    first = playbook(inventory, "agents.yml")
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+    assert recap(first.stdout)["changed"] > 0
+
+    config = (debian_root / "etc/borne/agent.toml").read_text()
+    assert f'ap_id = "{AP}"' in config
+    assert oct((debian_root / "etc/borne/agent.toml").stat().st_mode & 0o777) == "0o600"
+    rotate = subprocess.run(
+        ["chroot", str(debian_root), "logrotate", "-d", "/etc/logrotate.d/borne-agent"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert rotate.returncode == 0, rotate.stderr
+
+    second = playbook(inventory, "agents.yml")
+    assert second.returncode == 0, second.stdout[-6000:]
+    counts = recap(second.stdout)
+    assert counts["changed"] == 0, second.stdout[-6000:]
+    assert counts["failed"] == 0
+
+    assert fleet_state(controller["dashboard_url"]) != "online"
+    with agent_in(debian_root) as agent:
+        wait_for(
+            lambda: fleet_state(controller["dashboard_url"]) == "online",
+            timeout=60,
+            message="the deployed agent online at the controller",
+        )
+        assert agent.poll() is None
+        ok = playbook(inventory, "verify.yml")
+        assert ok.returncode == 0, ok.stdout[-6000:]
+        assert f"{AP}: every check OK" in ok.stdout
+
+    wait_for(
+        lambda: fleet_state(controller["dashboard_url"]) == "offline",
+        timeout=60,
+        message="the stopped agent offline at the controller",
+    )
+    failed = playbook(inventory, "verify.yml")
+    assert failed.returncode != 0
+    assert f'{AP}: check "agent online at the controller" FAILED' in failed.stdout, failed.stdout
+    assert recap(failed.stdout)["failed"] == 1
+    log = debian_root / "var/log/borne-agent/agent.log"
+    assert log.stat().st_size > 0
