@@ -7,15 +7,18 @@ rules; ``_io`` holds the asyncio adapters. ``open_server`` wires them for the co
 
 from __future__ import annotations
 
-from controller.config import Settings
-from controller.sessions import SessionLedger
-from controller.storage import Database
-from radius._codec import Attr, Code
-from radius._core import AccessLimits, AcctRecord, AcctStatus, NasClient, ServerCore
-from radius._io import DynAuthClient, DynAuthResult, RadiusServer
-from radius._policy import AccessPolicy, Decision
-from radius._store import AccountingStore, NasRegistry, NasRegistryError
-from radius.errors import LocalProtocolError, RadiusError, RemoteProtocolError
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from controller.config import Settings
+    from controller.storage import Database
+    from radius._codec import Attr, Code
+    from radius._core import AccessLimits, AcctRecord, AcctStatus, NasClient, ServerCore
+    from radius._io import DynAuthClient, DynAuthResult, RadiusServer
+    from radius._policy import AccessPolicy, Decision
+    from radius._store import AccountingStore, NasRegistry, NasRegistryError
+    from radius.errors import LocalProtocolError, RadiusError, RemoteProtocolError
 
 __all__ = [
     "AccessLimits",
@@ -40,8 +43,44 @@ __all__ = [
 ]
 
 
+# Imported on first use: ``borne --help`` and ``borne agent`` must not load SQLAlchemy.
+_HOMES = {
+    "Attr": "radius._codec",
+    "Code": "radius._codec",
+    "AccessLimits": "radius._core",
+    "AcctRecord": "radius._core",
+    "AcctStatus": "radius._core",
+    "NasClient": "radius._core",
+    "ServerCore": "radius._core",
+    "DynAuthClient": "radius._io",
+    "DynAuthResult": "radius._io",
+    "RadiusServer": "radius._io",
+    "AccessPolicy": "radius._policy",
+    "Decision": "radius._policy",
+    "AccountingStore": "radius._store",
+    "NasRegistry": "radius._store",
+    "NasRegistryError": "radius._store",
+    "LocalProtocolError": "radius.errors",
+    "RadiusError": "radius.errors",
+    "RemoteProtocolError": "radius.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'radius' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
+
 async def build_server(settings: Settings, db: Database) -> RadiusServer:
     """A RADIUS server for the registered NAS clients (call ``run`` to serve)."""
+    from controller.sessions import SessionLedger
+    from radius._core import ServerCore
+    from radius._io import RadiusServer
+    from radius._policy import AccessPolicy
+    from radius._store import AccountingStore, NasRegistry
+
     clients = await NasRegistry(db).clients()
     r = settings.radius
     return RadiusServer(

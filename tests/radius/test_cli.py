@@ -1,0 +1,54 @@
+"""``borne radius`` commands, run as a user runs them (a real ``borne`` process)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def borne(tmp_path: Path, *argv: str) -> tuple[int, str]:
+    config = tmp_path / "borne.toml"
+    config.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "s.db"}"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "radius", *argv, "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.returncode, proc.stdout
+
+
+def test_nas_add_generates_a_secret_and_lists_it(tmp_path: Path) -> None:
+    """nas-add registers the AP and the NAS, prints a generated secret; nas-list shows it."""
+    rc, out = borne(
+        tmp_path, "nas-add", "nas-46042-01", "--insee", "46042", "--address", "192.0.2.10"
+    )
+    assert rc == 0, out
+    assert "secret partagé / shared secret: " in out
+    secret = out.rsplit(": ", 1)[1].strip()
+    assert len(secret) >= 24
+    rc, out = borne(tmp_path, "nas-list")
+    assert rc == 0 and "nas-46042-01\t192.0.2.10\tINSEE 46042\tCoA 3799" in out, out
+
+
+def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
+    """A bad address, a short secret and an unknown NAS are refused with exit code 2."""
+    rc, out = borne(tmp_path, "nas-add", "nas-1", "--insee", "46042", "--address", "nope")
+    assert rc == 2 and "not an IP address" in out
+    rc, out = borne(
+        tmp_path,
+        "nas-add",
+        "nas-1",
+        "--insee",
+        "46042",
+        "--address",
+        "192.0.2.1",
+        "--secret",
+        "short",
+    )
+    assert rc == 2 and "at least 16" in out
+    rc, out = borne(tmp_path, "disconnect", "--nas", "nas-x", "--session-id", "s")
+    assert rc == 2 and "NAS inconnu / unknown NAS: nas-x" in out
