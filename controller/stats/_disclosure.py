@@ -68,26 +68,28 @@ def equations(cells: list[Cell]) -> list[tuple[CellKey, list[CellKey]]]:
     """The additive equations ``parent = sum(children)`` between the present cells."""
     keys = {c.key for c in cells}
     day_start = {c.day: c.start for c in cells if c.period == "day"}
-    children: dict[CellKey, list[CellKey]] = defaultdict(list)
+    # One equation per (parent, kind of breakdown): a commune day is both the sum of its
+    # hotspots' days and the sum of its hours.
+    children: dict[tuple[CellKey, str], list[CellKey]] = defaultdict(list)
     for cell in cells:
         if cell.kind != "presence":
             continue
         start, insee, ap_id = cell.start, cell.insee, cell.ap_id
         day0 = day_start.get(cell.day, -1)
-        parents: list[CellKey] = []
+        parents: list[tuple[CellKey, str]] = []
         if cell.scope == "commune" and cell.period == "day":
-            parents.append(("presence", "territory", "day", start, "", "", ""))
+            parents.append((("presence", "territory", "day", start, "", "", ""), "communes"))
         elif cell.scope == "hotspot" and cell.period == "day":
-            parents.append(("presence", "commune", "day", start, insee, "", ""))
+            parents.append((("presence", "commune", "day", start, insee, "", ""), "hotspots"))
         elif cell.scope == "commune" and cell.period == "hour":
-            parents.append(("presence", "commune", "day", day0, insee, "", ""))
+            parents.append((("presence", "commune", "day", day0, insee, "", ""), "hours"))
         elif cell.scope == "hotspot" and cell.period == "hour":
-            parents.append(("presence", "hotspot", "day", day0, insee, ap_id, ""))
-            parents.append(("presence", "commune", "hour", start, insee, "", ""))
+            parents.append((("presence", "hotspot", "day", day0, insee, ap_id, ""), "hours"))
+            parents.append((("presence", "commune", "hour", start, insee, "", ""), "hotspots"))
         for p in parents:
-            if p in keys:
+            if p[0] in keys:
                 children[p].append(cell.key)
-    return [(p, sorted(cs)) for p, cs in sorted(children.items())]
+    return [(p, sorted(cs)) for (p, _), cs in sorted(children.items())]
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ def protect(
     epsilon: float | None = None,
     limits: Limits | None = None,
     rng: random.Random | None = None,
+    secondary: bool = True,
 ) -> Protected:
     """Noise (if ``epsilon``), threshold ``k`` and secondary suppression.
 
@@ -114,6 +117,7 @@ def protect(
         epsilon: Laplace noise budget per device-day and statistic; None: no noise.
         limits: the contribution bounds the cells were built with (noise scale).
         rng: random source of the noise (a ``random.SystemRandom`` by default).
+        secondary: False skips secondary suppression (only to show why it is needed).
 
     Raises:
         ValueError: ``k`` below 5.
@@ -126,7 +130,7 @@ def protect(
     hidden = {key for key, c in by_key.items() if c.visitors < k}
     primary = len(hidden)
     eqs = equations(cells)
-    changed = True
+    changed = secondary
     while changed:
         changed = False
         for parent, kids in eqs:
