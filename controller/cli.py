@@ -17,7 +17,7 @@ __all__ = ["COMMAND_MODULES", "main"]
 
 # Modules that contribute subcommands; each defines ``register(subparsers) -> None`` and
 # imports its heavy dependencies inside its command functions.
-COMMAND_MODULES: list[str] = ["radius.cli", "controller.legal.cli"]
+COMMAND_MODULES: list[str] = ["radius.cli", "controller.legal.cli", "controller.inventory"]
 
 
 def _setup_logging(level: str) -> None:
