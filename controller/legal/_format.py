@@ -8,17 +8,16 @@ Merkle tree hashes, so the tree covers everything stored about the record:
 
 Each ciphertext is AES-256-GCM under the day's key of its part, with the day, the
 record's sequence number and the part as associated data: a record copied to another
-day or another position does not decrypt. The tags are HMAC-SHA256 under the day's
-index key, truncated to 16 bytes (RFC 2104 §5 allows truncation; 128 bits leave no
-practical collision at a few million entries a day): without the key they say nothing.
+day or another position does not decrypt. The tags are keyed BLAKE2b (RFC 7693) under the
+day's index key, 16 bytes (128 bits leave no practical collision at a few million
+entries a day): without the key they say nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-import secrets
+import os
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -68,9 +67,10 @@ class Leaf:
 
 
 def tag(index_key: bytes, kind: str, value: str) -> bytes:
-    """The blind index tag of one searchable value."""
+    """The blind index tag of one searchable value: keyed BLAKE2b (RFC 7693 §2.9, a MAC
+    in one pass, faster here than HMAC-SHA256's two)."""
     msg = f"{kind}\x00{value.lower()}".encode()
-    return hmac.digest(index_key, msg, hashlib.sha256)[:TAG_LEN]
+    return hashlib.blake2b(msg, key=index_key, digest_size=TAG_LEN).digest()
 
 
 def record_tags(index_key: bytes, rec: LegalRecord) -> tuple[bytes, ...]:
@@ -87,16 +87,19 @@ def _aad(day: str, seq: int, part: str) -> bytes:
     return f"borne-legal|{day}|{seq}|{part}".encode()
 
 
-def build_leaf(day: str, seq: int, event_id: int, rec: LegalRecord, keys: DayKeys) -> bytes:
-    """Encrypt and tag one record into its leaf bytes."""
+def build_leaf(
+    day: str, seq: int, event_id: int, rec: LegalRecord, keys: DayKeys
+) -> tuple[bytes, tuple[bytes, ...]]:
+    """Encrypt and tag one record; return its leaf bytes and its tags."""
     assert keys.identity is not None and keys.traffic is not None and keys.index is not None
-    n1, n2 = secrets.token_bytes(12), secrets.token_bytes(12)
+    n1, n2 = os.urandom(12), os.urandom(12)
+    tags = record_tags(keys.index, rec)
     c1 = keys.identity.encrypt(n1, rec.identity_bytes(), _aad(day, seq, "identity"))
     c2 = keys.traffic.encrypt(n2, rec.traffic_bytes(), _aad(day, seq, "traffic"))
-    return b"".join(
+    leaf = b"".join(
         (
             _HEAD.pack(MAGIC, seq, event_id),
-            *record_tags(keys.index, rec),
+            *tags,
             n1,
             struct.pack(">I", len(c1)),
             c1,
@@ -104,6 +107,7 @@ def build_leaf(day: str, seq: int, event_id: int, rec: LegalRecord, keys: DayKey
             c2,
         )
     )
+    return leaf, tags
 
 
 def parse_leaf(leaf: bytes) -> Leaf:
@@ -126,11 +130,12 @@ def parse_leaf(leaf: bytes) -> Leaf:
     return Leaf(seq, event_id, tags, identity, traffic)
 
 
-def decrypt_part(key: AESGCM, day: str, seq: int, part: str, blob: bytes) -> dict[str, Any]:
+def decrypt_part(key: AESGCM, day: str, seq: int, part: str, blob: bytes) -> list[Any]:
     """Decrypt one part (raises ``cryptography.exceptions.InvalidTag`` if altered)."""
     plain = key.decrypt(blob[:12], blob[12:], _aad(day, seq, part))
     value = json.loads(plain)
-    assert isinstance(value, dict)
+    if not isinstance(value, list):
+        raise ValueError("not a record part")
     return value
 
 

@@ -1,7 +1,7 @@
 """Keys of the legal log: the master key providers, the day keys, the signing key.
 
 Each day has three random keys: ``identity`` and ``traffic`` (AES-256-GCM data keys of
-the two parts of a record) and ``index`` (HMAC key of the blind search index). They are
+the two parts of a record) and ``index`` (MAC key of the blind search index). They are
 stored only wrapped (AES-256-GCM) by a master key that never sits in the log's
 directory nor in the state database: it comes from a file or from the environment (a
 pluggable :class:`MasterKeyProvider`). Destroying a day's wrapped key destroys the day's

@@ -58,31 +58,52 @@ class LegalRecord:
     down_bytes: int
     terminate_cause: str | None
 
+    # Each part is a JSON array in the order of IDENTITY_FIELDS / TRAFFIC_FIELDS: the
+    # field names are the schema, not data, and leaving them out halves the encoding time.
+
     def identity_bytes(self) -> bytes:
-        """The identity part, canonical JSON."""
-        return _dump({k: getattr(self, k) for k in IDENTITY_FIELDS})
+        """The identity part, a JSON array in ``IDENTITY_FIELDS`` order."""
+        return _ENC.encode(
+            [
+                self.session_id,
+                self.event,
+                self.auth_method,
+                self.auth_ref,
+                self.client_mac,
+                self.private_ip,
+                self.public_ip,
+                self.port_start,
+                self.port_end,
+                self.start_ms,
+                self.stop_ms,
+            ]
+        ).encode()
 
     def traffic_bytes(self) -> bytes:
-        """The traffic and location part, canonical JSON."""
-        return _dump({k: getattr(self, k) for k in TRAFFIC_FIELDS})
+        """The traffic and location part, a JSON array in ``TRAFFIC_FIELDS`` order."""
+        return _ENC.encode(
+            [self.gateway, self.commune, self.up_bytes, self.down_bytes, self.terminate_cause]
+        ).encode()
 
     @classmethod
-    def from_parts(cls, identity: dict[str, Any], traffic: dict[str, Any] | None) -> LegalRecord:
-        """Rebuild a record; a shredded traffic part comes back empty (None, 0)."""
-        t = traffic or {"gateway": "", "commune": "", "up_bytes": 0, "down_bytes": 0}
-        values = {**{f: None for f in TRAFFIC_FIELDS}, **t, **identity}
-        return cls(**values)
+    def from_parts(cls, identity: list[Any], traffic: list[Any] | None) -> LegalRecord:
+        """Rebuild a record from its decrypted parts; a shredded traffic part comes back
+        empty ("", 0, None)."""
+        t = traffic if traffic is not None else ["", "", 0, 0, None]
+        return cls(
+            **dict(zip(IDENTITY_FIELDS, identity, strict=True)),
+            **dict(zip(TRAFFIC_FIELDS, t, strict=True)),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a plain dict (exports)."""
         return asdict(self)
 
 
-assert {f.name for f in fields(LegalRecord)} == set(IDENTITY_FIELDS) | set(TRAFFIC_FIELDS)
+assert [f.name for f in fields(LegalRecord)] == [*IDENTITY_FIELDS, *TRAFFIC_FIELDS]
 
 
-def _dump(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+_ENC = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _ms(t: float | None) -> int | None:

@@ -297,11 +297,10 @@ class LegalStore:
             seq = len(od.hashes)
             new_hashes = []
             for event_id, rec in items:
-                leaf = fmt.build_leaf(day, seq, event_id, rec, od.keys)
+                leaf, tags = fmt.build_leaf(day, seq, event_id, rec, od.keys)
                 h = merkle.leaf_hash(leaf)
                 frames.append(fmt.frame(leaf))
                 new_hashes.append(h)
-                tags = fmt.parse_leaf(leaf).tags
                 for t in tags:
                     if t != bytes(16):
                         entries.append(_ENTRY.pack(t, seq))

@@ -19,13 +19,14 @@ KEYS = fmt.DayKeys(AESGCM(b"a" * 32), AESGCM(b"b" * 32), b"c" * 32)
 
 def test_leaf_round_trip() -> None:
     """A built leaf parses back and decrypts only with its day and sequence number."""
-    leaf = fmt.build_leaf("2026-09-21", 4, 77, record(4), KEYS)
+    leaf, tags = fmt.build_leaf("2026-09-21", 4, 77, record(4), KEYS)
     parsed = fmt.parse_leaf(leaf)
+    assert parsed.tags == tags
     assert (parsed.seq, parsed.event_id) == (4, 77)
     assert parsed.tags[0] == fmt.tag(b"c" * 32, "mac", record(4).client_mac)
     assert KEYS.identity is not None
     ident = fmt.decrypt_part(KEYS.identity, "2026-09-21", 4, "identity", parsed.identity)
-    assert ident["client_mac"] == record(4).client_mac
+    assert ident[4] == record(4).client_mac
     with pytest.raises(InvalidTag):  # the associated data binds the position
         fmt.decrypt_part(KEYS.identity, "2026-09-21", 5, "identity", parsed.identity)
 

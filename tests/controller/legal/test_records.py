@@ -51,8 +51,9 @@ def test_no_field_can_hold_a_url_dns_name_sni_header_or_content() -> None:
 def test_each_part_serialises_only_its_fields() -> None:
     """The identity and traffic parts split the fields between the two retention periods."""
     rec = record(3)
-    assert set(json.loads(rec.identity_bytes())) == set(IDENTITY_FIELDS)
-    assert set(json.loads(rec.traffic_bytes())) == set(TRAFFIC_FIELDS)
+    identity, traffic = json.loads(rec.identity_bytes()), json.loads(rec.traffic_bytes())
+    assert len(identity) == len(IDENTITY_FIELDS) and len(traffic) == len(TRAFFIC_FIELDS)
     assert set(IDENTITY_FIELDS).isdisjoint(TRAFFIC_FIELDS)
-    back = LegalRecord.from_parts(json.loads(rec.identity_bytes()), json.loads(rec.traffic_bytes()))
-    assert back == rec
+    assert dict(zip(IDENTITY_FIELDS, identity, strict=True))["client_mac"] == rec.client_mac
+    assert dict(zip(TRAFFIC_FIELDS, traffic, strict=True))["gateway"] == rec.gateway
+    assert LegalRecord.from_parts(identity, traffic) == rec
