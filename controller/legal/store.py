@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import json
+import mmap
 import os
 import secrets
 import struct
@@ -129,6 +130,8 @@ class _OpenDay:
     last_event_id: int = 0
     last_head_at: float = 0.0
     index: dict[bytes, list[int]] = field(default_factory=dict)
+    offsets: list[int] = field(default_factory=list)
+    end: int = 0
 
 
 class LegalStore:
@@ -244,6 +247,11 @@ class LegalStore:
             index.setdefault(t, []).append(s)
         od = _OpenDay(day, path, self.keys(day))
         od.hashes = [hashes_raw[i * 32 : (i + 1) * 32] for i in range(n)]
+        pos = 0
+        for f in frames[:n]:
+            od.offsets.append(pos)
+            pos += 4 + len(f)
+        od.end = pos
         od.index = index
         if n:
             od.last_event_id = fmt.parse_leaf(frames[n - 1]).event_id
@@ -294,12 +302,16 @@ class LegalStore:
             self.seal_before(day)
             od = self._open_day(day)
             frames, leaves, entries = [], [], []
+            offsets: list[int] = []
+            end = od.end
             seq = len(od.hashes)
             new_hashes = []
             for event_id, rec in items:
                 leaf, tags = fmt.build_leaf(day, seq, event_id, rec, od.keys)
                 h = merkle.leaf_hash(leaf)
                 frames.append(fmt.frame(leaf))
+                offsets.append(end)
+                end += 4 + len(leaf)
                 new_hashes.append(h)
                 for t in tags:
                     if t != bytes(16):
@@ -320,6 +332,8 @@ class LegalStore:
             self.close()
             raise StoreError(f"cannot write the legal log: {exc}") from exc
         od.hashes.extend(new_hashes)
+        od.offsets.extend(offsets)
+        od.end = end
         od.last_event_id = items[-1][0]
         if now - od.last_head_at >= self.checkpoint_s:
             self._write_head(od.day, od.hashes, final=False, now=now)
@@ -360,6 +374,10 @@ class LegalStore:
         with path.open("wb") as fh:
             fh.write(b"".join(_ENTRY.pack(t, s) for t, s in entries))
             os.fsync(fh.fileno())
+        # Where each record starts: a search reads its few records, not the whole day.
+        with (self.directory / day / "offsets.bin").open("wb") as fh:
+            fh.write(struct.pack(f">{len(od.offsets)}Q", *od.offsets))
+            os.fsync(fh.fileno())
         self._write_head(day, od.hashes, final=True, now=now)
 
     def seal_before(self, day: str, now: float | None = None) -> list[str]:
@@ -373,6 +391,28 @@ class LegalStore:
 
     # ------------------------------------------------------------------ reading
 
+    def _read_frames(self, day: str, seqs: list[int]) -> list[bytes]:
+        """The frames of the named records, read at their offsets when they are known."""
+        if self._open is not None and self._open.day == day:
+            offsets: Sequence[int] | None = self._open.offsets
+        elif (self.directory / day / "offsets.bin").exists():
+            raw = (self.directory / day / "offsets.bin").read_bytes()
+            offsets = struct.unpack(f">{len(raw) // 8}Q", raw)
+        else:
+            offsets = None
+        if offsets is None:
+            frames = self._frames(day)
+            return [frames[i] for i in seqs if i < len(frames)]
+        out = []
+        with (self.directory / day / "records.log").open("rb") as fh:
+            for i in seqs:
+                if i >= len(offsets):
+                    continue
+                fh.seek(offsets[i])
+                (n,) = struct.unpack(">I", fh.read(4))
+                out.append(fh.read(min(n, fmt.MAX_FRAME)))
+        return out
+
     def _frames(self, day: str) -> list[bytes]:
         return fmt.iter_frames((self.directory / day / "records.log").read_bytes())[0]
 
@@ -385,16 +425,14 @@ class LegalStore:
         keys = keys or self.keys(day)
         if keys.identity is None:
             raise KeyError_(f"the records of {day} were shredded (past retention)")
-        wanted = set(seqs)
         out = []
-        for raw in self._frames(day):
+        for raw in self._read_frames(day, sorted(set(seqs))):
             leaf = fmt.parse_leaf(raw)
-            if leaf.seq in wanted:
-                ident = fmt.decrypt_part(keys.identity, day, leaf.seq, "identity", leaf.identity)
-                traffic = None
-                if keys.traffic is not None:
-                    traffic = fmt.decrypt_part(keys.traffic, day, leaf.seq, "traffic", leaf.traffic)
-                out.append(Found(day, leaf.seq, LegalRecord.from_parts(ident, traffic)))
+            ident = fmt.decrypt_part(keys.identity, day, leaf.seq, "identity", leaf.identity)
+            traffic = None
+            if keys.traffic is not None:
+                traffic = fmt.decrypt_part(keys.traffic, day, leaf.seq, "traffic", leaf.traffic)
+            out.append(Found(day, leaf.seq, LegalRecord.from_parts(ident, traffic)))
         return out
 
     def lookup(self, day: str, kind: str, value: str) -> tuple[list[int], fmt.DayKeys | None]:
@@ -409,14 +447,18 @@ class LegalStore:
         if not sorted_path.exists():
             od = self._recover(day)
             return sorted(od.index.get(t, [])), keys
-        data = sorted_path.read_bytes()
-        n = len(data) // 20
-        tags = _TagView(data, n)
-        i = bisect.bisect_left(tags, t)
         out = []
-        while i < n and data[i * 20 : i * 20 + 16] == t:
-            out.append(_ENTRY.unpack_from(data, i * 20)[1])
-            i += 1
+        with sorted_path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 20:
+                return [], keys
+            # Binary search in place: a day's index is megabytes, a lookup reads a few pages.
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                n = size // 20
+                i = bisect.bisect_left(_TagView(data, n), t)
+                while i < n and data[i * 20 : i * 20 + 16] == t:
+                    out.append(_ENTRY.unpack_from(data, i * 20)[1])
+                    i += 1
         return out, keys
 
     def proof(self, day: str, seq: int) -> dict[str, Any]:
@@ -573,7 +615,7 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 class _TagView(Sequence[bytes]):
     """The tags of a sorted index file as a sequence, for ``bisect``."""
 
-    def __init__(self, data: bytes, n: int) -> None:
+    def __init__(self, data: bytes | mmap.mmap, n: int) -> None:
         self._data, self._n = data, n
 
     def __len__(self) -> int:
