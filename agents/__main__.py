@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -35,9 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         for path, message in exc.problems:
             print(f"  {path}: {message}", file=sys.stderr)
         return 2
-    gateway: Gateway = (
-        SimulatedGateway() if config.gateway == "simulated" else NdsctlGateway(config.ndsctl)
-    )
+    gateway: Gateway
+    if config.gateway == "simulated":
+        sim = SimulatedGateway(traffic_per_read=1500 if config.simulated_clients else 0)
+        sim.populate(config.simulated_clients, time.time())
+        gateway = sim
+    else:
+        gateway = NdsctlGateway(config.ndsctl)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -4,10 +4,10 @@ It reads the gateway (``ndsctl json``), publishes ``status`` (retained, with a L
 Will), ``health``, ``clients`` and ``acct``, and executes signed ``authorize`` /
 ``deauthorize`` / ``sync`` commands, acknowledging each command id once.
 
-Every message but ``health`` goes through the offline spool (:mod:`agents._spool`):
-sealed (original ``boot``, ``seq``, ``ts``), written durably, then handed to MQTT in
-order, and removed only after the broker's PUBACK. ``health`` is a live reading: it is
-sent only while connected, never back-filled.
+Every message (but the Last Will and the goodbye ``offline`` status) goes through the
+offline spool (:mod:`agents._spool`): sealed with its original ``boot``, ``seq`` and
+``ts``, written durably, handed to MQTT in order, and removed only after the broker's
+PUBACK. ``health`` is a live reading: it is taken only while connected.
 
 Threads: paho's network thread (owned by :class:`MqttLink`) only enqueues incoming
 commands and PUBACKs; everything else runs in the thread that calls :meth:`Agent.run`.
@@ -267,28 +267,27 @@ class Agent:
             self._publish("acct", self.envelope.acct(now, self.config.acct_interval_s, batch))
 
     def publish_health(self) -> None:
-        """Publish the AP's health now if connected (a stale reading is of no use later)."""
+        """Publish the AP's health if connected: a reading taken offline is not back-filled.
+
+        It still goes through the spool, so that every message of a boot is numbered,
+        kept and delivered in one order (the controller can see a hole in ``seq``).
+        """
         now = self.clock()
         self.spool.enforce_age(now)
         if not self.link.connected.is_set():
             self.counters["health_skipped_offline"] += 1
             return
-        self.counters["published_health"] += 1
-        self.link.publish(
-            topic(self.config.ap_id, "health"),
-            seal(
-                self.envelope.health(
-                    now,
-                    **_host_health(
-                        self.config.state_dir,
-                        now - self._started,
-                        self.tracker.count,
-                        self.gateway.is_up(),
-                    ),
+        self._publish(
+            "health",
+            self.envelope.health(
+                now,
+                **_host_health(
+                    self.config.state_dir,
+                    now - self._started,
+                    self.tracker.count,
+                    self.gateway.is_up(),
                 ),
-                self._key,
             ),
-            qos=1,
         )
 
     def handle_command(self, payload: bytes) -> None:
@@ -377,8 +376,16 @@ class Agent:
             self.shutdown()
 
     def shutdown(self) -> None:
-        """Publish the offline status, disconnect cleanly, persist the spool's head."""
+        """Drain the spool (a few seconds at most), say offline, disconnect, persist the head."""
+        deadline = time.monotonic() + 5.0
         self.pump()
+        while (
+            self.link.connected.is_set()
+            and (self.spool.pending or self._inflight)
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+            self.pump()
         if self.link.connected.is_set():
             info = self.link.publish(
                 topic(self.config.ap_id, "status"),

@@ -8,6 +8,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -166,9 +167,19 @@ class SimulatedGateway:
 
     name = "simulated"
 
-    def __init__(self) -> None:
+    def __init__(self, traffic_per_read: int = 0) -> None:
         self._lock = threading.Lock()
         self._clients: dict[str, GatewayClient] = {}
+        # bytes each authorised client downloads between two reads (a tenth uploaded)
+        self._traffic = traffic_per_read
+
+    def populate(self, count: int, now: float) -> None:
+        """Add ``count`` clients already authorised at ``now`` (tests and benchmarks)."""
+        with self._lock:
+            for i in range(count):
+                mac = "02:5b:" + ":".join(f"{i >> sh & 255:02x}" for sh in (24, 16, 8, 0))
+                ip = f"10.{46 + i // 62500}.{i // 250 % 250}.{i % 250 + 2}"
+                self._clients[mac] = GatewayClient(mac, ip, True, now, 0, 0)
 
     def arrive(self, mac: str, ip: str) -> None:
         """A device joins the Wi-Fi and gets a DHCP lease."""
@@ -190,8 +201,16 @@ class SimulatedGateway:
             self._clients.pop(mac, None)
 
     def clients(self) -> list[GatewayClient]:
-        """Every simulated client."""
+        """Every simulated client (authorised ones first move ``traffic_per_read`` bytes)."""
         with self._lock:
+            if self._traffic:
+                for mac, c in self._clients.items():
+                    if c.authenticated:
+                        self._clients[mac] = dataclasses.replace(
+                            c,
+                            up_bytes=c.up_bytes + self._traffic // 10,
+                            down_bytes=c.down_bytes + self._traffic,
+                        )
             return list(self._clients.values())
 
     def authorize(

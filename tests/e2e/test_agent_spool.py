@@ -1,0 +1,200 @@
+"""Broker outage and agent kill -9: every record reaches the real controller once, in order.
+
+Real processes: mosquitto (with persistence, as in production), ``borne controller`` on
+SQLite, and the agent (``python -m agents``) with its simulated gateway, which lists
+authorised clients whose counters grow at every read. The outage is accelerated: the
+agent accounts every second instead of every minute.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents._spool import Spool
+from tests.testbed import MosquittoBroker, free_port, wait_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(300)]
+
+AP = "ap-46201-07"
+BORNE = [sys.executable, "-m", "controller.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def query(db: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
+    """Read the controller's SQLite database (read-only, beside the running controller)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        return list(conn.execute(sql, args))
+    finally:
+        conn.close()
+
+
+def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as fh:
+        return subprocess.Popen(
+            argv,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def seqs_by_boot(db: Path) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in query(
+        db,
+        "SELECT boot, seq, received_at FROM processed_messages WHERE ap_id = ? AND seq > 0 "
+        "ORDER BY boot, seq",
+        AP,
+    ):
+        out.setdefault(r["boot"], []).append((r["seq"], r["received_at"]))
+    return out
+
+
+def test_outage_and_kill_9_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    """Broker down 25 s, agent killed twice: every (boot, seq) once, in order, back-filled."""
+    mq_dir = tmp_path / "mq"
+    broker = MosquittoBroker(
+        mq_dir,
+        # As in production: the broker keeps the controller's session and queued messages
+        # across its restart (root: the test's tmp dir is not the mosquitto user's).
+        extra_conf=[
+            "persistence true",
+            f"persistence_location {mq_dir}/",
+            "autosave_interval 1",
+            "user root",
+        ],
+    )
+    broker.start()
+    db = tmp_path / "state.db"
+    conf = tmp_path / "borne.toml"
+    conf.write_text(f"""
+command_master_key = "spool-master-key-0123456789abcdef"
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+keepalive_s = 5
+[database]
+url = "sqlite+aiosqlite:///{db}"
+[portal]
+listen_port = {free_port()}
+[dashboard]
+listen_port = {free_port()}
+[sessions]
+acct_interval_s = 10
+""")
+    key = subprocess.run(
+        [*BORNE, "ap", "add", AP, "--insee", "46201", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    state = tmp_path / "agent-state"
+    agent_conf = tmp_path / "agent.toml"
+    agent_conf.write_text(f"""
+[agent]
+ap_id = "{AP}"
+command_key = "{key}"
+mqtt_host = "{broker.host}"
+mqtt_port = {broker.port}
+keepalive_s = 5
+poll_interval_s = 0.5
+acct_interval_s = 1
+health_interval_s = 2
+gateway = "simulated"
+simulated_clients = 20
+state_dir = "{state}"
+""")
+    agent_argv = [sys.executable, "-m", "agents", "-c", str(agent_conf)]
+    controller = start([*BORNE, "controller", "-c", str(conf)], tmp_path / "controller.log")
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        # The controller's subscription exists before the agent's first message.
+        wait_for(
+            lambda: "Received SUBSCRIBE from borne-controller" in broker.log_text(),
+            timeout=60,
+            message="controller connected",
+        )
+        time.sleep(0.5)
+        agent = start(agent_argv, tmp_path / "agent.log")
+        online = "SELECT state, boot FROM access_points WHERE ap_id = ?"
+        wait_for(
+            lambda: query(db, online, AP)[0]["state"] == "online",
+            timeout=60,
+            message="AP online at the controller",
+        )
+        acct = "SELECT count(*) AS n FROM processed_messages WHERE ap_id = ?"
+        wait_for(lambda: query(db, acct, AP)[0]["n"] >= 5, timeout=30, message="first records")
+
+        broker.stop()  # outage: the agent spools
+        time.sleep(8)
+        stop(agent, signal.SIGKILL)  # mid-spool: records of this boot wait on disk
+        agent = start(agent_argv, tmp_path / "agent.log")  # a new boot, still offline
+        time.sleep(17)
+        connects = broker.log_text().count(f"as borne-agent-{AP}")
+        broker.start()
+        wait_for(
+            lambda: broker.log_text().count(f"as borne-agent-{AP}") > connects,
+            timeout=60,
+            message="agent reconnected",
+        )
+        time.sleep(0.05)
+        stop(agent, signal.SIGKILL)  # again, while the backlog is being replayed
+        agent = start(agent_argv, tmp_path / "agent.log")
+        wait_for(
+            lambda: len(seqs_by_boot(db)) == 3,
+            timeout=60,
+            message="three boots at the controller",
+        )
+        time.sleep(4)
+        stop(agent)  # clean stop: the spool is drained before goodbye
+        assert agent.returncode == 0
+        assert Spool(state / f"spool-{AP}").pending == 0
+
+        def settled() -> bool:
+            before = seqs_by_boot(db)
+            time.sleep(1.5)
+            return before == seqs_by_boot(db)
+
+        wait_for(settled, timeout=30, message="controller done")
+        boots = seqs_by_boot(db)
+        assert len(boots) == 3
+        for boot, rows in boots.items():
+            seqs = [s for s, _ in rows]
+            # every message of the boot, none missing (a kill can only cut the tail)
+            assert seqs == list(range(1, len(seqs) + 1)), boot
+            received = [t for _, t in rows]
+            assert received == sorted(received), f"out of order in boot {boot}"
+        assert sum(len(r) for r in boots.values()) > 40
+        backfilled = "SELECT count(*) AS n FROM sessions WHERE ap_id = ? AND backfilled"
+        assert query(db, backfilled, AP)[0]["n"] > 0
+    finally:
+        if agent is not None:
+            stop(agent)
+        stop(controller)
+        broker.stop()
