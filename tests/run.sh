@@ -19,14 +19,15 @@ die() { log "error: $*"; exit 1; }
 PACKAGES=(
     opennds iptables nftables dnsmasq busybox mosquitto mosquitto-clients postgresql
     iproute2 freeradius-utils chromium curl procps util-linux python3 python3-venv
-    ca-certificates debootstrap
+    ca-certificates debootstrap influxdb victoria-metrics
 )
 
 # One program (or file) per package, to decide whether apt is needed at all.
 have_everything() {
     local prog
     for prog in opennds ndsctl dnsmasq busybox mosquitto mosquitto_pub mosquitto_sub \
-        pg_ctlcluster psql ip ss radclient chromium curl nft pgrep unshare debootstrap; do
+        pg_ctlcluster psql ip ss radclient chromium curl nft pgrep unshare debootstrap \
+        influxd victoria-metrics; do
         command -v "$prog" >/dev/null 2>&1 || [ -x "/usr/sbin/$prog" ] || { log "missing: $prog"; return 1; }
     done
     [ -x /usr/sbin/iptables-legacy ] || { log "missing: iptables-legacy"; return 1; }
