@@ -66,6 +66,13 @@ class StatsStore(Protocol):
         """Release connections."""
 
 
+def _reraise_cancel() -> None:
+    # A timeout seen while this task is being cancelled is the cancellation: let it go.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 # -------------------------------------------------------------------------- line protocol
 
 
@@ -241,8 +248,9 @@ class _InfluxQLReader:
                     )
                 answer: dict[str, Any] = await resp.json()
                 return answer
-        except aiohttp.ClientError as exc:
-            raise StoreError(f"InfluxQL query failed: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            _reraise_cancel()
+            raise StoreError(f"InfluxQL query failed: {exc!r}") from exc
 
     async def read_day(self, day: str) -> list[Cell]:
         """Every cell of ``day``, read back with InfluxQL."""
@@ -290,8 +298,9 @@ class Influx1Store(_InfluxQLReader):
                     raise StoreError(
                         f"InfluxDB write: HTTP {resp.status}: {(await resp.text())[:200]}"
                     )
-        except aiohttp.ClientError as exc:
-            raise StoreError(f"InfluxDB write failed: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            _reraise_cancel()
+            raise StoreError(f"InfluxDB write failed: {exc!r}") from exc
 
     async def aclose(self) -> None:
         """Close the HTTP session."""
@@ -334,7 +343,8 @@ class Influx2Store(_InfluxQLReader):
                 record=lines,
                 write_precision=WritePrecision.S,  # type: ignore[arg-type]
             )
-        except (InfluxDBError, aiohttp.ClientError, OSError) as exc:
+        except (InfluxDBError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            _reraise_cancel()
             raise StoreError(f"InfluxDB v2 write failed: {exc}") from exc
 
     async def aclose(self) -> None:
