@@ -1,0 +1,206 @@
+"""The borne_mosquitto role: a real mosquitto enforces one login and one ACL per access point.
+
+The role is applied with ansible-playbook (``local`` connection) into a directory of the
+test instead of ``/etc/mosquitto`` (``borne_mosquitto_install`` and
+``borne_mosquitto_manage_service`` off: nothing on the machine is installed or
+restarted); then a real mosquitto runs with what the role wrote, and real MQTT clients
+prove that an AP publishes under its own id only and that a wrong password is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from tests.testbed import free_port, require, wait_for
+
+pytestmark = [pytest.mark.ansible, pytest.mark.broker, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = ROOT / "deploy" / "ansible"
+BIN = Path(sys.executable).parent
+CONTROLLER_PW = "controller-secret-0123"
+APS = {"ap-46201-01": "pw-rocamadour-0123", "ap-46042-01": "pw-cahors-0123"}
+
+
+def playbook(inventory: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_HOME": str(inventory.parent / "ansible-home"),
+        "ANSIBLE_LOCAL_TEMP": str(inventory.parent / "ansible-tmp"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+    }
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inventory), "brokers.yml"],
+        cwd=ANSIBLE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def changed(out: str) -> int:
+    m = re.search(r"^broker\s*:.*\bchanged=(\d+)", out, re.M)
+    assert m, out[-3000:]
+    return int(m.group(1))
+
+
+@pytest.fixture
+def broker_dir(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """Apply the role into tmp_path/etc-mosquitto twice; yield (dir, port)."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        require("mosquitto (Debian package mosquitto)")
+    port = free_port()
+    conf_dir = tmp_path / "etc-mosquitto"
+    hosts: dict[str, Any] = {
+        ap: {"ap_id": ap, "borne_agent_mqtt_password": pw} for ap, pw in APS.items()
+    }
+    hosts["ap-46102-01"] = {"ap_id": "ap-46102-01"}  # not enrolled: no broker password
+    inventory = {
+        "all": {
+            "children": {
+                "access_points": {"hosts": hosts},
+                "brokers": {
+                    "hosts": {
+                        "broker": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": sys.executable,
+                            "borne_mosquitto_dir": str(conf_dir),
+                            "borne_mosquitto_install": False,
+                            "borne_mosquitto_manage_service": False,
+                            "borne_mosquitto_group": "root",
+                            "borne_mosquitto_tls": False,
+                            "borne_mosquitto_port": port,
+                            "borne_mosquitto_listen_address": "127.0.0.1",
+                            "borne_mosquitto_controller_password": CONTROLLER_PW,
+                        }
+                    }
+                },
+            }
+        }
+    }
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(json.dumps(inventory))
+    first = playbook(inv)
+    assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-2000:]
+    assert changed(first.stdout) > 0
+    second = playbook(inv)
+    assert second.returncode == 0, second.stdout[-5000:]
+    assert changed(second.stdout) == 0, second.stdout[-5000:]
+    yield conf_dir, port
+
+
+@pytest.fixture
+def broker(broker_dir: tuple[Path, int], tmp_path: Path) -> Iterator[int]:
+    """A real mosquitto running the role's configuration; yields its port."""
+    conf_dir, port = broker_dir
+    main = tmp_path / "mosquitto.conf"
+    # "user root": the test's files live in a 0700 tmp dir the mosquitto user cannot read.
+    main.write_text(f"user root\nlog_dest stdout\ninclude_dir {conf_dir / 'conf.d'}\n")
+    log = (tmp_path / "mosquitto.log").open("wb")
+    proc = subprocess.Popen(
+        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(main)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: _port_open(port) or proc.poll() is not None, timeout=10)
+        assert proc.poll() is None, (tmp_path / "mosquitto.log").read_text()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Client:
+    """A paho MQTT v5 client with its connect result and received messages."""
+
+    def __init__(self, port: int, username: str, password: str) -> None:
+        self.reason: ReasonCode | None = None
+        self.connected = threading.Event()
+        self.messages: list[tuple[str, bytes]] = []
+        self.puback: dict[int, int] = {}
+        self.subacks: set[int] = set()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c.username_pw_set(username, password)
+        c.on_connect = self._on_connect
+        c.on_message = lambda _c, _u, m: self.messages.append((m.topic, m.payload))
+        c.on_publish = self._on_publish
+        c.on_subscribe = lambda _c, _u, mid, _r, _p: self.subacks.add(mid)
+        self.c = c
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        self.connected.wait(10)
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+        self.reason = reason
+        self.connected.set()
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
+        self.puback[mid] = reason.value
+
+    def subscribe(self, topic: str) -> None:
+        """Subscribe and wait for the broker's SUBACK."""
+        _rc, mid = self.c.subscribe(topic, qos=1)
+        wait_for(lambda: mid in self.subacks, timeout=10, message=f"SUBACK {topic}")
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_each_ap_publishes_only_under_its_own_id_and_bad_logins_fail(broker: int) -> None:
+    """Own topics pass; a foreign AP topic is refused (PUBACK 135); a wrong password is refused."""
+    ctl = Client(broker, "borne-controller", CONTROLLER_PW)
+    ap = Client(broker, "ap-46201-01", APS["ap-46201-01"])
+    intruder = Client(broker, "ap-46201-01", "not-the-password")
+    unenrolled = Client(broker, "ap-46102-01", "anything-at-all")
+    try:
+        assert ctl.reason is not None and not ctl.reason.is_failure
+        assert ap.reason is not None and not ap.reason.is_failure
+        assert intruder.reason is not None and intruder.reason.is_failure
+        assert unenrolled.reason is not None and unenrolled.reason.is_failure
+        ctl.subscribe("borne/v1/#")
+        foreign = ap.c.publish("borne/v1/ap/ap-46042-01/status", b"forged", qos=1)
+        own = ap.c.publish("borne/v1/ap/ap-46201-01/status", b"mine", qos=1)
+        wait_for(lambda: ("borne/v1/ap/ap-46201-01/status", b"mine") in ctl.messages, timeout=10)
+        wait_for(lambda: foreign.mid in ap.puback and own.mid in ap.puback, timeout=10)
+        assert ap.puback[foreign.mid] == 135  # MQTT 5 §3.4.2.1: Not authorized
+        assert ap.puback[own.mid] == 0
+        assert all(payload != b"forged" for _t, payload in ctl.messages)
+        # Commands: the AP reads its own, not another AP's.
+        ap.subscribe("borne/v1/ap/ap-46201-01/cmd")
+        ap.subscribe("borne/v1/ap/ap-46042-01/cmd")
+        ctl.c.publish("borne/v1/ap/ap-46042-01/cmd", b"other", qos=1).wait_for_publish(5)
+        ctl.c.publish("borne/v1/ap/ap-46201-01/cmd", b"yours", qos=1).wait_for_publish(5)
+        wait_for(lambda: ("borne/v1/ap/ap-46201-01/cmd", b"yours") in ap.messages, timeout=10)
+        assert all(payload != b"other" for _t, payload in ap.messages)
+    finally:
+        for client in (ctl, ap, intruder, unenrolled):
+            client.close()
