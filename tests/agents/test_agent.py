@@ -1,0 +1,169 @@
+"""The agent against a real mosquitto: command acks (refused ones too), spool and outage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agents.agent import Agent
+from agents.config import AgentConfig
+from agents.contract import AuthorizeArgs, Command, encode, sign_command, topic
+from agents.gateway import SimulatedGateway
+from tests.testbed import MosquittoBroker, wait_for
+
+pytestmark = [pytest.mark.broker]
+
+AP = "ap-46201-02"
+KEY = "agent-test-key-0123456789abcdef"
+MAC = "02:00:00:00:00:01"
+
+
+class Listener:
+    """A real MQTT subscriber on everything the AP publishes."""
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.messages: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id="test-listener"
+        )
+        self.client.on_message = lambda c, u, m: self.messages.put(
+            (m.topic.rsplit("/", 1)[1], json.loads(m.payload))
+        )
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(f"borne/v1/ap/{AP}/#", qos=1)
+        self.client.loop_start()
+
+    def send_command(self, payload: bytes) -> None:
+        self.client.publish(topic(AP, "cmd"), payload, qos=1).wait_for_publish(5)
+
+    def collect(self, kind: str, seconds: float) -> list[dict[str, Any]]:
+        out = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                k, msg = self.messages.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if k == kind:
+                out.append(msg)
+        return out
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def running(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> Iterator[tuple[Agent, SimulatedGateway, Listener]]:
+    listener = Listener(mosquitto)
+    gw = SimulatedGateway()
+    gw.arrive(MAC, "10.46.1.100")
+    cfg = AgentConfig(
+        ap_id=AP,
+        command_key=KEY,
+        mqtt_host=mosquitto.host,
+        mqtt_port=mosquitto.port,
+        poll_interval_s=0.2,
+        acct_interval_s=1,
+        health_interval_s=60,
+        gateway="simulated",
+        state_dir=str(tmp_path / "state"),
+    )
+    agent = Agent(cfg, gw, backoff_cap_s=1.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), name="agent-under-test")
+    thread.start()
+    wait_for(agent.link.connected.is_set, timeout=10, message="agent connected")
+    try:
+        yield agent, gw, listener
+    finally:
+        stop.set()
+        thread.join(15)
+        listener.close()
+
+
+def command(cmd_id: str, *, iat: float, exp: float, key: str = KEY) -> bytes:
+    cmd = Command(
+        v=1,
+        ap=AP,
+        id=cmd_id,
+        cmd="authorize",
+        args=dataclasses.asdict(AuthorizeArgs(mac=MAC, minutes=60)),
+        iat=iat,
+        exp=exp,
+    )
+    return encode(sign_command(cmd, key.encode()))
+
+
+def test_refused_signed_commands_are_acked_as_refused(
+    running: tuple[Agent, SimulatedGateway, Listener],
+) -> None:
+    """Expired and replayed signed commands get ok=false with the reason; forged ones no ack."""
+    agent, _gw, listener = running
+    now = time.time()
+    listener.send_command(command("good-1", iat=now, exp=now + 60))
+    listener.send_command(command("good-1", iat=now, exp=now + 60))  # replayed
+    listener.send_command(command("old-1", iat=now - 200, exp=now - 100))  # expired
+    listener.send_command(command("forged-1", iat=now, exp=now + 60, key="x" * 32))
+    unsigned = json.loads(command("unsigned-1", iat=now, exp=now + 60))
+    del unsigned["sig"]
+    listener.send_command(json.dumps(unsigned).encode())
+    listener.send_command(command("old-1", iat=now - 200, exp=now - 100))  # answered once
+    acks = listener.collect("ack", 3.0)
+    got = [(a["id"], a["ok"], a["error"]) for a in acks]
+    assert got == [
+        ("good-1", True, None),
+        ("good-1", False, "refused: replayed"),
+        ("old-1", False, "refused: expired"),
+    ]
+    assert agent.counters["command_refused_bad_signature"] == 2
+    assert agent.counters["commands_refused_acked"] == 2
+
+
+def test_a_broker_outage_loses_nothing_and_keeps_the_order(
+    running: tuple[Agent, SimulatedGateway, Listener], mosquitto: MosquittoBroker
+) -> None:
+    """Records made while the broker is down arrive after its restart, in order, seq intact."""
+    agent, gw, listener = running
+    now = time.time()
+    listener.send_command(command("auth-1", iat=now, exp=now + 60))
+    wait_for(lambda: agent.counters["commands_ok"] == 1, timeout=10, message="authorised")
+    listener.close()
+    mosquitto.stop()
+    for i in range(4):
+        gw.browse(MAC, 1000 * i, 10_000 * i)
+        time.sleep(1.0)
+    assert agent.spool.pending >= 3
+    spooled = agent.counters["published_acct"]
+    mosquitto.start()
+    listener = Listener(mosquitto)  # a new subscriber before the agent comes back
+    try:
+        wait_for(lambda: agent.spool.pending == 0, timeout=30, message="spool drained")
+        seen: list[tuple[str, int]] = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                kind, msg = listener.messages.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            seen.append((kind, msg["seq"]))
+        acct = [s for k, s in seen if k == "acct"]
+        assert len(acct) >= 3
+        assert acct == sorted(set(acct))  # in order, once each
+        spooled_seqs = [s for _k, s in seen if s > 0]
+        assert spooled_seqs == sorted(spooled_seqs)
+        assert agent.counters["published_acct"] >= spooled
+    finally:
+        listener.close()
