@@ -17,7 +17,12 @@ __all__ = ["COMMAND_MODULES", "main"]
 
 # Modules that contribute subcommands; each defines ``register(subparsers) -> None`` and
 # imports its heavy dependencies inside its command functions.
-COMMAND_MODULES: list[str] = ["radius.cli", "controller.legal.cli", "controller.inventory"]
+COMMAND_MODULES: list[str] = [
+    "radius.cli",
+    "controller.legal.cli",
+    "controller.inventory",
+    "controller.stats.cli",
+]
 
 
 def _setup_logging(level: str) -> None:
@@ -225,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name", default=None)
     add.add_argument("-c", "--config", help="controller TOML configuration file")
     add.set_defaults(func=_cmd_ap_add)
+    from controller.enroll import add_enroll_parser
+
+    add_enroll_parser(ap_sub)
 
     cl = sub.add_parser("client", help="clients of the hotspots")
     cl_sub = cl.add_subparsers(dest="client_command", required=True)
