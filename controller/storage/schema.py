@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 __all__ = [
     "access_points",
+    "ap_mqtt_logins",
     "commands",
     "communes",
     "consumer_offsets",
@@ -241,5 +242,14 @@ stats_optout = sa.Table(
     "stats_optout",
     metadata,
     sa.Column("mac_hash", sa.String(64), primary_key=True),
+    sa.Column("created_at", Time, nullable=False),
+)
+# MQTT logins of the access points, as mosquitto password-file hashes (controller.enroll).
+ap_mqtt_logins = sa.Table(
+    "ap_mqtt_logins",
+    metadata,
+    sa.Column("ap_id", sa.String(63), primary_key=True),
+    sa.Column("username", sa.String(63), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
     sa.Column("created_at", Time, nullable=False),
 )
