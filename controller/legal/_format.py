@@ -40,6 +40,9 @@ __all__ = [
 MAGIC = b"L1"
 TAG_KINDS = ("mac", "user", "private", "public")
 TAG_LEN = 16
+PORT_BUCKET_BITS = 8
+# A port block wider than 64 buckets (16,384 ports) is indexed by its first 64 only.
+MAX_BUCKETS = 64
 _HEAD = struct.Struct(">2sIQ")
 _NO_TAG = bytes(TAG_LEN)
 # A bound on one frame: a record is a few hundred bytes; anything bigger is damage.
@@ -73,13 +76,35 @@ def tag(index_key: bytes, kind: str, value: str) -> bytes:
     return hashlib.blake2b(msg, key=index_key, digest_size=TAG_LEN).digest()
 
 
+def public_value(ip: str, port: int | None) -> str:
+    """The searchable value of a public IP and a port: the IP and the port's bucket.
+
+    Every session behind one NAT address shares the IP, so the IP alone would select a
+    whole gateway's day; the bucket (256 ports) narrows it to the few sessions whose
+    port block covers it.
+    """
+    return f"{ip}|-" if port is None else f"{ip}|{port >> PORT_BUCKET_BITS}"
+
+
+def public_tags(index_key: bytes, rec: LegalRecord) -> list[bytes]:
+    """The tags of every port bucket a record's public port block covers."""
+    if not rec.public_ip:
+        return []
+    if rec.port_start is None or rec.port_end is None or rec.port_end < rec.port_start:
+        return [tag(index_key, "public", public_value(rec.public_ip, None))]
+    first, last = rec.port_start >> PORT_BUCKET_BITS, rec.port_end >> PORT_BUCKET_BITS
+    last = min(last, first + MAX_BUCKETS - 1)
+    return [tag(index_key, "public", f"{rec.public_ip}|{b}") for b in range(first, last + 1)]
+
+
 def record_tags(index_key: bytes, rec: LegalRecord) -> tuple[bytes, ...]:
-    """The four tags of a record (zeros where the value is unknown)."""
+    """The tags of a record: mac, user, private, then each public port bucket (the leaf
+    keeps the first four, zeros where a value is unknown; the index gets them all)."""
     return (
         tag(index_key, "mac", rec.client_mac),
         tag(index_key, "user", rec.auth_ref) if rec.auth_ref else _NO_TAG,
         tag(index_key, "private", f"{rec.private_ip}|{rec.gateway}"),
-        tag(index_key, "public", rec.public_ip) if rec.public_ip else _NO_TAG,
+        *(public_tags(index_key, rec) or [_NO_TAG]),
     )
 
 
@@ -99,7 +124,7 @@ def build_leaf(
     leaf = b"".join(
         (
             _HEAD.pack(MAGIC, seq, event_id),
-            *tags,
+            *tags[:4],
             n1,
             struct.pack(">I", len(c1)),
             c1,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from controller.legal._format import public_value
 from controller.legal.errors import ApprovalError, KeyError_, LegalError
 from controller.legal.records import LegalRecord
 from controller.legal.store import Found, LegalStore, day_of
@@ -95,7 +96,12 @@ def search(store: LegalStore, q: Query) -> list[Found]:
     Only records whose blind tag matches are decrypted; days already shredded are
     skipped (their data no longer exists).
     """
-    value = f"{q.value}|{q.gateway}" if q.kind == "private" else q.value
+    if q.kind == "private":
+        value = f"{q.value}|{q.gateway}"
+    elif q.kind == "public":
+        value = public_value(q.value, q.port)
+    else:
+        value = q.value
     latest: dict[str, Found] = {}
     for day in _days(store, q):
         seqs, keys = store.lookup(day, q.kind, value)

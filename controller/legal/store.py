@@ -359,7 +359,13 @@ class LegalStore:
         )
 
     def seal(self, day: str, now: float | None = None) -> None:
-        """Sign the final head of ``day`` and write its sorted index (idempotent)."""
+        """Sign the final head of ``day`` and write its sorted index (idempotent).
+
+        Raises:
+            StoreError: there is no such day.
+        """
+        if not (self.directory / day / "keys").is_dir():
+            raise StoreError(f"no day {day} in the legal log")
         if self._final_head(day) is not None:
             return
         if self._open is not None and self._open.day == day:
