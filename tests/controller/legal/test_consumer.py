@@ -120,3 +120,47 @@ def consumer_record(ev: outbox.SessionEvent) -> Any:
     from controller.legal.records import from_session
 
     return from_session(ev.session, ev.kind)
+
+
+async def test_the_controller_runs_the_legal_consumer_when_enabled(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    """open_controller with [legal] enabled writes each session into the legal log."""
+    from controller.config import Settings
+    from controller.legal.keys import generate_signing_key
+    from controller.main import open_controller
+    from controller.registry import Commune
+
+    await asyncio.to_thread(generate_signing_key, tmp_path / "signing.pem")
+    settings = Settings(
+        database={"url": f"sqlite+aiosqlite:///{tmp_path}/borne.db"},
+        mqtt={"host": mosquitto.host, "port": mosquitto.port, "client_id": "legal-test"},
+        command_master_key="legal-test-master-key-0123456789",
+        legal={
+            "enabled": True,
+            "directory": str(tmp_path / "legal"),
+            "master_key_provider": "env",
+            "master_key": MasterKey.new_text(),
+            "signing_key_file": str(tmp_path / "signing.pem"),
+            "poll_s": 0.05,
+        },
+    )
+    async with open_controller(settings) as (ctl, _tg):
+        await ctl.registry.add_communes([Commune("46201", "Rocamadour", 1.6, 44.8)])
+        await ctl.registry.add_access_point(AP, "46201", "Rocamadour")
+        await visit(ctl)
+        async with asyncio.timeout(30):
+            while True:
+                async with ctl.db.connect() as conn:
+                    if not await outbox.pending(conn, CONSUMER):
+                        break
+                await asyncio.sleep(0.05)
+    from controller.legal.consumer import open_store
+
+    store = await asyncio.to_thread(open_store, settings.legal)
+    days = await asyncio.to_thread(store.days)
+    found = await asyncio.to_thread(store.read, days[-1], range(10))
+    assert [(f.record.event, f.record.client_mac) for f in found] == [
+        ("start", MAC),
+        ("stop", MAC),
+    ]
