@@ -1,4 +1,4 @@
-"""A real apply: ansible-playbook deploys the agent into a Debian root made with debootstrap.
+"""A real apply: ansible-playbook deploys an AP (openNDS config, agent) into a Debian root.
 
 The target is a real Debian 12 root file system (debootstrap, minbase, with python3,
 python3-apt and logrotate), reached through the project's ``borne_chroot`` connection
@@ -45,6 +45,7 @@ AP = "ap-46201-01"
 INSEE = "46201"
 SUITE = "bookworm"
 INCLUDE = ("python3", "python3-apt", "logrotate")
+FAS_KEY = "fas-key-shared-with-the-portal-0123"
 CACHE = Path(os.environ.get("BORNE_TEST_CACHE", "/var/cache/borne-tests"))
 
 
@@ -213,6 +214,7 @@ def write_inventory(path: Path, root: Path, ctl: dict[str, Any]) -> None:
                 "borne_mqtt_tls": False,
                 "borne_dashboard_url": ctl["dashboard_url"],
                 "borne_portal_url": ctl["portal_url"],
+                "borne_portal_fas_key": FAS_KEY,
             },
             "children": {
                 "access_points": {
@@ -233,6 +235,15 @@ def write_inventory(path: Path, root: Path, ctl: dict[str, Any]) -> None:
                                             "borne_agent_start_service": False,
                                             "borne_agent_apt_update_cache": False,
                                             "borne_agent_source_dir": str(source),
+                                            "borne_opennds_install": False,
+                                            "borne_opennds_manage_service": False,
+                                            "borne_opennds_fas_remote_ip": "127.0.0.1",
+                                            "borne_opennds_fas_port": int(
+                                                ctl["portal_url"].rsplit(":", 1)[1]
+                                            ),
+                                            "borne_opennds_captive_portal_api_url": (
+                                                "https://portail.example.org/api/captive"
+                                            ),
                                         }
                                     }
                                 }
@@ -348,6 +359,11 @@ def test_agent_role_deploys_a_working_agent_idempotently_and_verify_names_failur
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
     assert recap(first.stdout)["changed"] > 0
 
+    opennds = (debian_root / "etc/opennds/opennds.conf").read_text()
+    assert f"GatewayName {AP}\n" in opennds and f"faskey {FAS_KEY}\n" in opennds
+    assert "FirewallRule allow tcp port" in opennds
+    option_114 = (debian_root / "etc/dnsmasq.d/borne-captive-portal.conf").read_text()
+    assert 'dhcp-option-force=114,"https://portail.example.org/api/captive"' in option_114
     config = (debian_root / "etc/borne/agent.toml").read_text()
     assert f'ap_id = "{AP}"' in config
     assert oct((debian_root / "etc/borne/agent.toml").stat().st_mode & 0o777) == "0o600"
