@@ -24,7 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="borne-agent")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--check", action="store_true", help="diagnose and exit (0: all good)")
     args = p.parse_args(argv)
+    if args.check:
+        from agents._check import format_findings, run_checks
+
+        found = run_checks(Path(args.config))
+        print(format_findings(found))
+        return 0 if all(f.ok for f in found) else 1
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -80,6 +80,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from agents.__main__ import main as agent_main
 
     argv = ["-c", args.config] + (["-v"] if args.verbose else [])
+    argv += ["--check"] if args.check else []
     return agent_main(argv)
 
 
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("agent", help="run the agent of an access point")
     a.add_argument("-c", "--config", required=True, help="agent TOML configuration file")
     a.add_argument("-v", "--verbose", action="store_true")
+    a.add_argument("--check", action="store_true", help="diagnose the agent's setup and exit")
     a.set_defaults(func=_cmd_agent)
 
     d = sub.add_parser("demo", help="run everything embedded on localhost")
