@@ -15,6 +15,9 @@ __all__ = [
     "commands",
     "communes",
     "consumer_offsets",
+    "dashboard_account_communes",
+    "dashboard_accounts",
+    "dashboard_logins",
     "metadata",
     "processed_messages",
     "session_events",
@@ -252,4 +255,44 @@ ap_mqtt_logins = sa.Table(
     sa.Column("username", sa.String(63), nullable=False, unique=True),
     sa.Column("password_hash", sa.String(200), nullable=False),
     sa.Column("created_at", Time, nullable=False),
+)
+# Dashboard accounts (dashboards.accounts): argon2id password hashes, never a password.
+dashboard_accounts = sa.Table(
+    "dashboard_accounts",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("display_name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(24), nullable=False),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("totp_secret", sa.String(64), nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", Time, nullable=False),
+)
+# The communes a commune or EPCI account may see.
+dashboard_account_communes = sa.Table(
+    "dashboard_account_communes",
+    metadata,
+    sa.Column(
+        "username",
+        sa.String(64),
+        sa.ForeignKey("dashboard_accounts.username", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("insee", sa.String(5), primary_key=True),
+)
+# Server-side login sessions: the cookie holds a random token, the table its SHA-256.
+dashboard_logins = sa.Table(
+    "dashboard_logins",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "username",
+        sa.String(64),
+        sa.ForeignKey("dashboard_accounts.username", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("second_factor_ok", sa.Boolean, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
 )
