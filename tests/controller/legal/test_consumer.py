@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agents._core import Envelope
 from agents.contract import AcctEntry, ClientEvent, seal, topic
@@ -16,6 +25,7 @@ from controller.legal.consumer import CONSUMER, LegalConsumer
 from controller.legal.keys import MasterKey
 from controller.legal.store import LegalStore, day_of
 from controller.service import Controller
+from tests.testbed import free_port, wait_for
 
 T0 = 1_790_000_000.0
 AP = "ap-46201-01"
@@ -164,3 +174,118 @@ async def test_the_controller_runs_the_legal_consumer_when_enabled(
         ("start", MAC),
         ("stop", MAC),
     ]
+
+
+def _count(db: Path, sql: str) -> int:
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(conn.execute(sql).fetchone()[0] or 0)
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def _controller(conf: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "controller", "-c", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+@pytest.mark.slow
+def test_kill_9_loses_no_legal_record_and_writes_none_twice(mosquitto: Any, tmp_path: Path) -> None:
+    """A controller killed with SIGKILL while writing the legal log ends, after a restart,
+    with exactly one start record per session and a log that verifies."""
+    n = 150
+    db = tmp_path / "state.db"
+    conf = tmp_path / "borne.toml"
+    conf.write_text(f"""
+command_master_key = "legal-kill9-master-key-0123456789"
+[mqtt]
+host = "{mosquitto.host}"
+port = {mosquitto.port}
+client_id = "ctl-legal-kill9-{time.time_ns()}"
+[database]
+url = "sqlite+aiosqlite:///{db}"
+[portal]
+listen_port = {free_port()}
+[dashboard]
+listen_port = {free_port()}
+[legal]
+enabled = true
+directory = "{tmp_path / "legal"}"
+master_key_file = "{tmp_path / "master.key"}"
+signing_key_file = "{tmp_path / "signing.pem"}"
+poll_s = 0.02
+batch = 5
+""")
+    cli = [sys.executable, "-m", "controller.cli"]
+    run = {"capture_output": True, "text": True, "check": True, "timeout": 60}
+    subprocess.run([*cli, "legal", "init", "-c", str(conf)], **run)  # type: ignore[call-overload]
+    key = subprocess.run(  # type: ignore[call-overload]
+        [*cli, "ap", "add", AP, "--insee", "46201", "-c", str(conf)], **run
+    ).stdout.strip()
+    log = tmp_path / "controller.log"
+    proc = _controller(conf, log)
+    offset = "SELECT last_id FROM consumer_offsets WHERE name = 'legal'"
+    try:
+        wait_for(lambda: "connected to" in log.read_text(), timeout=30, message="controller up")
+        pub = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"agent-legal-kill9-{time.time_ns()}",
+        )
+        pub.connect(mosquitto.host, mosquitto.port)
+        pub.loop_start()
+        env = Envelope(AP)
+        status = env.status(time.time(), "online", agent_version="t", gateway="t", keepalive_s=30)
+        pub.publish(topic(AP, "status"), seal(status, key.encode()), qos=1).wait_for_publish(5)
+        infos = []
+        for i in range(n):
+            now = time.time()
+            ev = ClientEvent("authorized", f"02:00:00:00:01:{i:02x}", f"10.46.1.{i + 2}", now)
+            msg = seal(env.clients(now, [ev]), key.encode())
+            infos.append(pub.publish(topic(AP, "clients"), msg, qos=1))
+            if i == n // 3:
+                wait_for(lambda: _count(db, offset) > 10, timeout=30, message="legal running")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        for info in infos:
+            info.wait_for_publish(10)
+        assert _count(db, offset) < n
+        proc = _controller(conf, log)
+        last = "SELECT max(id) FROM session_events"
+        wait_for(
+            lambda: (
+                _count(db, "SELECT count(*) FROM sessions") >= n
+                and _count(db, offset) >= _count(db, last)
+            ),
+            timeout=60,
+            message="every event in the legal log",
+        )
+        pub.loop_stop()
+        pub.disconnect()
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(20) == 0, log.read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    from controller.config import load_settings
+    from controller.legal.consumer import open_store
+
+    store = open_store(load_settings(conf).legal, read_only=True)
+    records = [f.record for day in store.days() for f in store.read(day, range(10 * n))]
+    starts = [r.session_id for r in records if r.event == "start"]
+    assert len(starts) == n and len(set(starts)) == n
+    assert sorted({r.client_mac for r in records}) == sorted(
+        f"02:00:00:00:01:{i:02x}" for i in range(n)
+    )
+    out = subprocess.run([*cli, "legal", "verify", "-c", str(conf)], **run)  # type: ignore[call-overload]
+    assert "intact" in out.stdout
