@@ -101,6 +101,11 @@ async def open_controller(
                         radius_server.run(r.listen_host, r.auth_port, r.acct_port), name="radius"
                     )
                 )
+            if settings.stats.enabled:
+                from controller.stats import StatsService
+
+                stats = StatsService(settings.stats, db)
+                tasks.append(tg.create_task(stats.run(), name="stats.consumer"))
             try:
                 yield controller, tg
             finally:

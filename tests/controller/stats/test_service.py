@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 
 from controller import outbox
-from controller.config import StatsSettings
+from controller.config import Settings, StatsSettings
+from controller.main import open_controller
 from controller.stats._core import day_bounds
 from controller.stats._pseudo import OptOut
 from controller.stats._service import CONSUMER, StatsService
@@ -43,17 +46,25 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 async def add_session(db: Database, n: int, insee: str, start: float, stop: float) -> None:
     """A session as the ledger records it: row plus start and stop events."""
+    await add_sessions(db, [(n, insee, start, stop)])
+
+
+async def add_sessions(db: Database, rows: list[tuple[int, str, float, float]]) -> None:
+    """Several sessions in one transaction."""
     async with db.begin() as conn:
-        result = await conn.execute(
-            sessions.insert().values(
-                ap_id=f"ap-{insee}-01", insee=insee, mac=f"02:00:00:00:00:{n:02x}",
-                ip="10.0.0.2", started_at=start, updated_at=stop, stopped_at=stop,
-                up_bytes=10, down_bytes=100,
-            )
-        )  # fmt: skip
-        sid = int(result.inserted_primary_key[0])
-        await outbox.emit(conn, [sid], "start", start)
-        await outbox.emit(conn, [sid], "stop", stop)
+        for n, insee, start, stop in rows:
+            result = await conn.execute(
+                sessions.insert().values(
+                    ap_id=f"ap-{insee}-01", insee=insee, mac=f"02:00:00:00:00:{n:02x}",
+                    ip="10.0.0.2", started_at=start, updated_at=stop, stopped_at=stop,
+                    up_bytes=10, down_bytes=100,
+                )
+            )  # fmt: skip
+            key = result.inserted_primary_key
+            assert key is not None
+            sid = int(key[0])
+            await outbox.emit(conn, [sid], "start", start)
+            await outbox.emit(conn, [sid], "stop", stop)
 
 
 async def test_day_is_published_once_over_and_restart_rereads_it(db: Database) -> None:
@@ -124,3 +135,24 @@ async def test_opted_out_device_is_not_counted(db: Database) -> None:
     (report,) = service.reports
     assert report.devices == 6 and report.opted_out == 2
     assert service.pipeline.counters.opted_out == 2
+
+
+async def test_controller_runs_the_consumer_when_enabled(mosquitto: Any, tmp_path: Path) -> None:
+    """open_controller with [stats] enabled publishes yesterday's sessions by itself."""
+    settings = Settings(
+        database={"url": f"sqlite+aiosqlite:///{tmp_path}/borne.db"},
+        mqtt={"host": mosquitto.host, "port": mosquitto.port, "client_id": "stats-test"},
+        stats={"enabled": True, "k": 5, "poll_s": 0.05},
+    )
+    yesterday = (dt.date.today() - dt.timedelta(days=2)).isoformat()
+    y0, _ = day_bounds(yesterday, TZ)
+    async with open_controller(settings, backoff_cap_s=1.0) as (controller, _tg):
+        assert "stats.consumer" in {t.get_name() for t in asyncio.all_tasks()}
+        await add_sessions(
+            controller.db, [(n, "46240", y0 + 36000 + n, y0 + 37000) for n in range(6)]
+        )
+        async with asyncio.timeout(30):
+            while not await SqlStatsStore(controller.db).read_day(yesterday):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        cells = await SqlStatsStore(controller.db).read_day(yesterday)
+    assert {c.visitors for c in cells if c.scope == "commune"} == {6}
