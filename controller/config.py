@@ -115,6 +115,13 @@ class DashboardSettings(_Section):
 
     listen_host: str = "127.0.0.1"
     listen_port: Port = 8081
+    # A login lasts this long; then the password (and TOTP code) are asked again.
+    login_minutes: Annotated[int, Field(ge=5, le=7 * 24 * 60)] = 8 * 60
+    # Failed logins allowed per user name and per address within the window.
+    login_max_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    login_window_s: Annotated[int, Field(ge=10, le=86400)] = 900
+    # Mark the login cookie Secure: set it when the dashboards are served over HTTPS.
+    secure_cookie: bool = False
 
 
 class RadiusSettings(_Section):
