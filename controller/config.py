@@ -95,7 +95,11 @@ class PortalSettings(_Section):
     # Shared with openNDS (faskey); signs the portal's own form state too.
     fas_key: SecretStr = SecretStr("change-me-fas-key")
     terms_version: str = "2026-11-01"
-    default_language: Literal["fr", "en"] = "fr"
+    default_language: Literal["fr", "en", "es", "de", "nl", "it"] = "fr"
+    # RFC 8908: a page about the place, shown by the OS (https), and whether a session
+    # can be extended from the status page.
+    venue_info_url: str | None = None
+    can_extend_session: bool = False
 
 
 class SessionSettings(_Section):
