@@ -18,7 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controller.storage.schema import consumer_offsets, session_events, sessions
 
-__all__ = ["EventKind", "SessionEvent", "advance", "emit", "offset", "pending", "prune"]
+__all__ = [
+    "EventKind",
+    "SessionEvent",
+    "advance",
+    "emit",
+    "emit_many",
+    "offset",
+    "pending",
+    "prune",
+]
 
 EventKind = Literal["start", "update", "stop"]
 
@@ -39,6 +48,14 @@ async def emit(conn: AsyncConnection, session_ids: list[int], kind: EventKind, a
         await conn.execute(
             session_events.insert(),
             [{"session_id": i, "kind": kind, "at": at} for i in session_ids],
+        )
+
+
+async def emit_many(conn: AsyncConnection, events: list[tuple[int, EventKind, float]]) -> None:
+    """Record ``(session_id, kind, at)`` changes in this order, in one statement."""
+    if events:
+        await conn.execute(
+            session_events.insert(), [{"session_id": i, "kind": k, "at": at} for i, k, at in events]
         )
 
 

@@ -306,53 +306,59 @@ class SessionLedger:
         )
 
     # Sessions of RADIUS gateways (radius/_store.py): the NAS's registered id is the
-    # session's ap_id; the (NAS, Acct-Session-Id) key lives in radius_sessions.
-    async def open_gateway_session(
+    # session's ap_id; the (NAS, Acct-Session-Id) key lives in radius_sessions. Written in
+    # batches (one statement per kind of change) so that accounting keeps up with a NAS.
+    async def open_gateway_sessions(
+        self, conn: AsyncConnection, rows: list[dict[str, Any]]
+    ) -> list[int]:
+        """Insert sessions reported by third-party gateways (``sessions`` columns
+        ``ap_id, insee, mac, ip, auth_method, auth_ref, started_at``); return their ids in
+        order. Their ``start`` events are for :meth:`write_gateway_changes`."""
+        if not rows:
+            return []
+        values = [
+            {**r, "gw_session_start": r["started_at"], "updated_at": r["started_at"]} for r in rows
+        ]
+        result = await conn.execute(
+            sessions.insert().returning(sessions.c.id, sort_by_parameter_order=True), values
+        )
+        return [int(r[0]) for r in result.all()]
+
+    async def write_gateway_changes(
         self,
         conn: AsyncConnection,
-        *,
-        ap_id: str,
-        insee: str,
-        mac: str,
-        ip: str,
-        started: float,
-        auth_method: str,
-        auth_ref: str | None,
-    ) -> int:
-        """Open a session reported by a third-party gateway; return its id."""
-        result = await conn.execute(
-            sessions.insert().values(
-                ap_id=ap_id,
-                insee=insee,
-                mac=mac,
-                ip=ip,
-                auth_method=auth_method,
-                auth_ref=auth_ref,
-                gw_session_start=started,
-                started_at=started,
-                updated_at=started,
-            )
-        )
-        key = result.inserted_primary_key
-        assert key is not None and key[0] is not None
-        await outbox.emit(conn, [int(key[0])], "start", started)
-        return int(key[0])
-
-    async def update_gateway_session(
-        self, conn: AsyncConnection, row: sa.Row[Any], up: int, down: int, at: float, ip: str
+        changes: list[dict[str, Any]],
+        events: list[tuple[int, outbox.EventKind, float]],
     ) -> None:
-        """Raise a session's counters (they only grow: replays are harmless)."""
-        await conn.execute(
-            sessions.update()
-            .where(sessions.c.id == row.id)
-            .values(
-                up_bytes=max(row.up_bytes, up),
-                down_bytes=max(row.down_bytes, down),
-                updated_at=max(row.updated_at, at),
-                ip=ip,
+        """Write the final state of changed gateway sessions (keys ``id, up_bytes,
+        down_bytes, updated_at, ip, stopped_at, terminate_cause``; counters only grow, the
+        caller applied ``max()``) and their events, in order, to the outbox."""
+        if changes:
+            await conn.execute(
+                sessions.update()
+                .where(sessions.c.id == sa.bindparam("b_id"))
+                .values(
+                    up_bytes=sa.bindparam("b_up"),
+                    down_bytes=sa.bindparam("b_down"),
+                    updated_at=sa.bindparam("b_updated"),
+                    ip=sa.bindparam("b_ip"),
+                    stopped_at=sa.bindparam("b_stopped"),
+                    terminate_cause=sa.bindparam("b_cause"),
+                ),
+                [
+                    {
+                        "b_id": c["id"],
+                        "b_up": c["up_bytes"],
+                        "b_down": c["down_bytes"],
+                        "b_updated": c["updated_at"],
+                        "b_ip": c["ip"],
+                        "b_stopped": c["stopped_at"],
+                        "b_cause": c["terminate_cause"],
+                    }
+                    for c in changes
+                ],
             )
-        )
-        await outbox.emit(conn, [row.id], "update", at)
+        await outbox.emit_many(conn, events)
 
     async def close_sessions(self, conn: AsyncConnection, where: Any, at: float, cause: str) -> int:
         """Close the open sessions matching ``where``; return how many."""
