@@ -167,10 +167,10 @@ class RadiusServer:
                 batch.append(self._acct.get_nowait())
             try:
                 async with self.db.begin() as conn:
-                    outcomes = [
-                        await self.store.apply(conn, p.event.nas, p.event.record)  # type: ignore[union-attr]
-                        for p in batch
-                    ]
+                    outcomes = await self.store.apply_batch(
+                        conn,
+                        [(p.event.nas, p.event.record) for p in batch],  # type: ignore[union-attr]
+                    )
             except _STORAGE_ERRORS as exc:
                 # Not stored: no response (RFC 2866 §4.1); the NAS retransmits.
                 self._abandon(batch)
@@ -186,6 +186,7 @@ class RadiusServer:
                 logger.error("accounting batch crashed", exc_info=True)
                 continue
             attempt = 0
+            self.core.counters["accounting_batches"] += 1
             for p, outcome in zip(batch, outcomes, strict=True):
                 self.outcomes[outcome.split(":")[0]] += 1
                 assert isinstance(p.event, AccountingRequestReceived)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from controller.outbox import EventKind
 from controller.sessions import SessionLedger
 from controller.storage import Database
 from controller.storage.schema import access_points, nas_clients, radius_sessions, sessions
@@ -93,93 +95,212 @@ class NasRegistry:
         return out
 
 
+@dataclass
+class _S:
+    """A session as the batch sees it (loaded or created in this batch)."""
+
+    nas_id: str
+    mac: str
+    ip: str
+    up: int
+    down: int
+    updated_at: float
+    stopped_at: float | None
+    cause: str | None
+    id: int | None = None
+    new: dict[str, Any] | None = None  # insert values of a session opened in this batch
+    key: tuple[str, str] | None = None
+    dirty: bool = False
+
+
+def _from_row(r: sa.Row[Any]) -> _S:
+    return _S(
+        r.ap_id,
+        r.mac,
+        r.ip,
+        r.up_bytes,
+        r.down_bytes,
+        r.updated_at,
+        r.stopped_at,
+        r.terminate_cause,
+        id=r.id,
+    )
+
+
 class AccountingStore:
-    """Applies Accounting-Requests to the sessions, inside the caller's transaction."""
+    """Applies Accounting-Requests to the sessions, inside the caller's transaction.
+
+    A batch is read with two queries, decided in memory record by record (in arrival
+    order, so the rules are those of one-by-one processing), then written with one
+    statement per kind of change.
+    """
 
     def __init__(self, ledger: SessionLedger) -> None:
         self.ledger = ledger
 
     async def apply(self, conn: AsyncConnection, nas: NasClient, rec: AcctRecord) -> str:
         """Apply one record; return what happened (for counters and tests)."""
-        if rec.status in (AcctStatus.ACCOUNTING_ON, AcctStatus.ACCOUNTING_OFF):
-            # RFC 2866 §5.1: the NAS (re)started or stops: none of its sessions survive.
-            n = await self.ledger.close_sessions(
-                conn, sessions.c.ap_id == nas.nas_id, rec.event_time, "nas-reboot"
-            )
-            return f"closed:{n}"
-        row = (
+        return (await self.apply_batch(conn, [(nas, rec)]))[0]
+
+    async def apply_batch(
+        self, conn: AsyncConnection, items: list[tuple[NasClient, AcctRecord]]
+    ) -> list[str]:
+        """Apply records in order; return what happened to each."""
+        outcomes: list[str] = []
+        chunk: list[tuple[NasClient, AcctRecord]] = []
+        for nas, rec in items:
+            if rec.status in (AcctStatus.ACCOUNTING_ON, AcctStatus.ACCOUNTING_OFF):
+                outcomes += await self._sessions_batch(conn, chunk)
+                chunk = []
+                # RFC 2866 §5.1: the NAS (re)started or stops: none of its sessions survive.
+                n = await self.ledger.close_sessions(
+                    conn, sessions.c.ap_id == nas.nas_id, rec.event_time, "nas-reboot"
+                )
+                outcomes.append(f"closed:{n}")
+            else:
+                chunk.append((nas, rec))
+        outcomes += await self._sessions_batch(conn, chunk)
+        return outcomes
+
+    async def _sessions_batch(
+        self, conn: AsyncConnection, items: list[tuple[NasClient, AcctRecord]]
+    ) -> list[str]:
+        if not items:
+            return []
+        keys = sorted({(nas.nas_id, rec.session_id) for nas, rec in items})
+        rows = (
             await conn.execute(
-                sa.select(sessions)
+                sa.select(sessions, radius_sessions.c.nas_id, radius_sessions.c.acct_session_id)
                 .join(radius_sessions, radius_sessions.c.session_id == sessions.c.id)
                 .where(
-                    radius_sessions.c.nas_id == nas.nas_id,
-                    radius_sessions.c.acct_session_id == rec.session_id,
+                    sa.tuple_(radius_sessions.c.nas_id, radius_sessions.c.acct_session_id).in_(keys)
                 )
             )
-        ).first()
-        if row is None:
+        ).all()
+        by_id: dict[int, _S] = {}
+        by_key: dict[tuple[str, str], _S] = {}
+        for r in rows:
+            by_key[(r.nas_id, r.acct_session_id)] = by_id.setdefault(r.id, _from_row(r))
+        # Open sessions of the devices about to open a new session on the same NAS.
+        macs = sorted(
+            {
+                (nas.nas_id, rec.mac)
+                for nas, rec in items
+                if rec.mac and (nas.nas_id, rec.session_id) not in by_key
+            }
+        )
+        if macs:
+            others = (
+                await conn.execute(
+                    sa.select(sessions).where(
+                        sessions.c.stopped_at.is_(None),
+                        sa.tuple_(sessions.c.ap_id, sessions.c.mac).in_(macs),
+                    )
+                )
+            ).all()
+            for r in others:
+                by_id.setdefault(r.id, _from_row(r))
+        open_by_mac: dict[tuple[str, str], list[_S]] = {}
+        for st in by_id.values():
+            if st.stopped_at is None:
+                open_by_mac.setdefault((st.nas_id, st.mac), []).append(st)
+        created: list[_S] = []
+        events: list[tuple[_S, EventKind, float]] = []
+        outcomes = [
+            self._decide(nas, rec, by_key, open_by_mac, created, events) for nas, rec in items
+        ]
+        ids = await self.ledger.open_gateway_sessions(conn, [st.new or {} for st in created])
+        for st, new_id in zip(created, ids, strict=True):
+            st.id = new_id
+        if created:
+            await conn.execute(
+                radius_sessions.insert(),
+                [
+                    {
+                        "nas_id": st.nas_id,
+                        "acct_session_id": st.key[1],
+                        "session_id": st.id,
+                        "user_name": (st.new or {}).get("auth_ref"),
+                    }
+                    for st in created
+                    if st.key is not None
+                ],
+            )
+        touched = {id(st): st for st, _, _ in events if st.dirty}
+        await self.ledger.write_gateway_changes(
+            conn,
+            [
+                {
+                    "id": st.id,
+                    "up_bytes": st.up,
+                    "down_bytes": st.down,
+                    "updated_at": st.updated_at,
+                    "ip": st.ip,
+                    "stopped_at": st.stopped_at,
+                    "terminate_cause": st.cause,
+                }
+                for st in touched.values()
+            ],
+            [(int(st.id or 0), kind, at) for st, kind, at in events],
+        )
+        return outcomes
+
+    @staticmethod
+    def _decide(
+        nas: NasClient,
+        rec: AcctRecord,
+        by_key: dict[tuple[str, str], _S],
+        open_by_mac: dict[tuple[str, str], list[_S]],
+        created: list[_S],
+        events: list[tuple[_S, EventKind, float]],
+    ) -> str:
+        key = (nas.nas_id, rec.session_id)
+        st = by_key.get(key)
+        if st is None:
             if rec.status == AcctStatus.START:
                 started = rec.event_time
             else:
                 # A lost Start: the session began Acct-Session-Time before this event
                 # (as FreeRADIUS's SQL queries do).
                 started = rec.event_time - (rec.session_time or 0)
-            await self._open(conn, nas, rec, started)
-            row = (
-                await conn.execute(
-                    sa.select(sessions)
-                    .join(radius_sessions, radius_sessions.c.session_id == sessions.c.id)
-                    .where(
-                        radius_sessions.c.nas_id == nas.nas_id,
-                        radius_sessions.c.acct_session_id == rec.session_id,
-                    )
-                )
-            ).one()
+            mac = rec.mac or _NO_MAC
+            if rec.mac is not None:
+                # A new session of the same device on the same NAS ends the previous one.
+                for old in open_by_mac.pop((nas.nas_id, mac), []):
+                    if old.stopped_at is None:
+                        old.stopped_at, old.cause, old.dirty = started, "new-session", True
+                        events.append((old, "stop", started))
+            ip = rec.ip or _NO_IP
+            st = _S(nas.nas_id, mac, ip, 0, 0, started, None, None, key=key)
+            st.new = {
+                "ap_id": nas.nas_id,
+                "insee": nas.insee,
+                "mac": mac,
+                "ip": ip,
+                "auth_method": "radius",
+                "auth_ref": rec.user_name,
+                "started_at": started,
+            }
+            by_key[key] = st
+            open_by_mac.setdefault((nas.nas_id, mac), []).append(st)
+            created.append(st)
+            events.append((st, "start", started))
             outcome = "opened"
         elif rec.status == AcctStatus.START:
             return "duplicate"
         else:
             outcome = "updated"
-        if row.stopped_at is not None:
+        if st.stopped_at is not None:
             return "already-stopped"  # idempotent Stop; a late Interim changes nothing
         if rec.status != AcctStatus.START:
-            await self.ledger.update_gateway_session(
-                conn, row, rec.input_octets, rec.output_octets, rec.event_time, rec.ip or row.ip
-            )
+            # Counters only grow: replays and reordered Interims are harmless.
+            st.up, st.down = max(st.up, rec.input_octets), max(st.down, rec.output_octets)
+            st.updated_at = max(st.updated_at, rec.event_time)
+            st.ip = rec.ip or st.ip
+            st.dirty = True
+            events.append((st, "update", rec.event_time))
         if rec.status == AcctStatus.STOP:
-            await self.ledger.close_sessions(
-                conn, sessions.c.id == row.id, rec.event_time, rec.terminate_cause or "stop"
-            )
+            st.stopped_at, st.cause = rec.event_time, rec.terminate_cause or "stop"
+            events.append((st, "stop", rec.event_time))
             outcome = "stopped" if outcome == "updated" else "opened-stopped"
         return outcome
-
-    async def _open(
-        self, conn: AsyncConnection, nas: NasClient, rec: AcctRecord, started: float
-    ) -> None:
-        mac = rec.mac or _NO_MAC
-        if rec.mac is not None:
-            # A new session of the same device on the same NAS ends the previous one.
-            await self.ledger.close_sessions(
-                conn,
-                (sessions.c.ap_id == nas.nas_id) & (sessions.c.mac == mac),
-                started,
-                "new-session",
-            )
-        session_id = await self.ledger.open_gateway_session(
-            conn,
-            ap_id=nas.nas_id,
-            insee=nas.insee,
-            mac=mac,
-            ip=rec.ip or _NO_IP,
-            started=started,
-            auth_method="radius",
-            auth_ref=rec.user_name,
-        )
-        await conn.execute(
-            radius_sessions.insert().values(
-                nas_id=nas.nas_id,
-                acct_session_id=rec.session_id,
-                session_id=session_id,
-                user_name=rec.user_name,
-            )
-        )
