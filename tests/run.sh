@@ -18,7 +18,7 @@ die() { log "error: $*"; exit 1; }
 
 PACKAGES=(
     opennds iptables nftables dnsmasq busybox mosquitto mosquitto-clients postgresql
-    iproute2 freeradius-utils chromium curl procps util-linux python3 python3-venv
+    iproute2 freeradius-utils freeradius chromium curl procps util-linux python3 python3-venv
     ca-certificates debootstrap influxdb victoria-metrics
 )
 
@@ -26,7 +26,7 @@ PACKAGES=(
 have_everything() {
     local prog
     for prog in opennds ndsctl dnsmasq busybox mosquitto mosquitto_pub mosquitto_sub \
-        pg_ctlcluster psql ip ss radclient chromium curl nft pgrep unshare debootstrap \
+        pg_ctlcluster psql ip ss radclient freeradius chromium curl nft pgrep unshare debootstrap \
         influxd victoria-metrics; do
         command -v "$prog" >/dev/null 2>&1 || [ -x "/usr/sbin/$prog" ] || { log "missing: $prog"; return 1; }
     done
