@@ -21,7 +21,9 @@ import json
 import logging
 import os
 import queue
+import shlex
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from agents._core import ClientTracker, CommandGuard, CommandRefused, Envelope
+from agents._health import read_interfaces, read_temperature
 from agents._mqtt_io import LinkOptions, MqttLink
 from agents._spool import Position, Spool
 from agents.config import AgentConfig
@@ -85,11 +88,15 @@ class Agent:
         self._connected_again = threading.Event()
         self._pubacks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._waking = threading.Event()
-        # [mid, end position in the spool, acknowledged] in the order handed to paho
+        # [mid, end position in the spool, acknowledged, sent at (monotonic)], in order
         self._inflight: collections.deque[list[Any]] = collections.deque()
         self._refused_acked: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._started = clock()
         self._spool: Spool | None = None
+        self.broker_rtt_ms: float | None = None
+        self.clock_offset_s: float | None = None
+        self._gw_failures = 0
+        self._last_restart = float("-inf")
         will = self.envelope.status(
             clock(),
             "offline",
@@ -224,6 +231,8 @@ class Agent:
                 if not entry[2] and entry[0] in acked:
                     entry[2] = True
                     acked.discard(entry[0])
+                    # PUBLISH → PUBACK: the uplink's round trip to the broker
+                    self.broker_rtt_ms = (time.monotonic() - entry[3]) * 1000.0
             # Every record handed out is registered before PUBACKs are read, so a mid
             # left over belongs to a message outside the spool (the offline status).
             end: Position | None = None
@@ -235,7 +244,7 @@ class Agent:
             return
         for rec in self.spool.next_batch(SEND_WINDOW - len(self._inflight)):
             info = self.link.publish(rec.topic, rec.payload, qos=1, retain=rec.retain)
-            self._inflight.append([info.mid, rec.end, False])
+            self._inflight.append([info.mid, rec.end, False, time.monotonic()])
             self.counters["sent_from_spool"] += 1
 
     # the work ------------------------------------------------------------------------
@@ -247,7 +256,10 @@ class Agent:
         except GatewayError as exc:
             self.counters["gateway_errors"] += 1
             logger.warning("gateway unreadable: %s", exc)
+            self._gw_failures += 1
+            self._watchdog()
             return
+        self._gw_failures = 0
         events = self.tracker.update(snapshot, now)
         full = self._resync.is_set()
         if full:
@@ -256,6 +268,30 @@ class Agent:
         if events or full:
             for batch in ClientTracker.batches(events):
                 self._publish("clients", self.envelope.clients(now, batch, full=full))
+
+    def _watchdog(self) -> None:
+        """Restart a gateway daemon that stopped answering, and say so (log, counter)."""
+        cmd = self.config.gateway_restart_cmd
+        if not cmd or self._gw_failures < self.config.watchdog_failures:
+            return
+        if time.monotonic() - self._last_restart < self.config.watchdog_cooldown_s:
+            return
+        self._last_restart = time.monotonic()
+        self.counters["gateway_restarts"] += 1
+        logger.warning("gateway daemon stuck (%d failed reads): running %r", self._gw_failures, cmd)
+        try:
+            proc = subprocess.run(
+                shlex.split(cmd), capture_output=True, text=True, timeout=120, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.counters["gateway_restart_failed"] += 1
+            logger.error("gateway restart failed: %s", exc)
+            return
+        if proc.returncode != 0:
+            self.counters["gateway_restart_failed"] += 1
+            logger.error(
+                "gateway restart exited %d: %s", proc.returncode, proc.stderr.strip()[:200]
+            )
 
     def publish_acct(self) -> None:
         """Publish every authorised client's counters."""
@@ -287,6 +323,14 @@ class Agent:
                     self.tracker.count,
                     self.gateway.is_up(),
                 ),
+                broker_rtt_ms=self.broker_rtt_ms,
+                clock_offset_s=self.clock_offset_s,
+                temperature_c=read_temperature(),
+                interfaces=read_interfaces(),
+                spool_pending=self.spool.pending,
+                spool_dropped=self.spool.counters["spool_dropped_size"]
+                + self.spool.counters["spool_dropped_age"],
+                gateway_restarts=self.counters["gateway_restarts"],
             ),
         )
 
@@ -300,6 +344,8 @@ class Agent:
             logger.warning("command refused: %s", exc)
             self._ack_refused(exc, now)
             return
+        # The controller's clock, as the command's issue time says (plus transit time).
+        self.clock_offset_s = now - cmd.iat
         self._save_remembered()
         error = self._execute(cmd, args)
         self.counters["commands_ok" if error is None else "commands_failed"] += 1

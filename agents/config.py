@@ -48,6 +48,11 @@ class AgentConfig:
     spool_max_bytes: int = 8 * 1024 * 1024
     spool_max_age_s: int = 7 * 86400
     simulated_clients: int = 0
+    # Watchdog: after this many failed reads in a row, run gateway_restart_cmd (if set),
+    # at most once per watchdog_cooldown_s. OpenWrt: "/etc/init.d/opennds restart".
+    gateway_restart_cmd: str = ""
+    watchdog_failures: int = 3
+    watchdog_cooldown_s: int = 300
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -69,6 +74,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "spool_max_bytes": (int,),
     "spool_max_age_s": (int,),
     "simulated_clients": (int,),
+    "gateway_restart_cmd": (str,),
+    "watchdog_failures": (int,),
+    "watchdog_cooldown_s": (int,),
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "mqtt_port": (1, 65535),
@@ -80,6 +88,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "spool_max_bytes": (64 * 1024, 1024**3),
     "spool_max_age_s": (60, 90 * 86400),
     "simulated_clients": (0, 5000),
+    "watchdog_failures": (1, 1000),
+    "watchdog_cooldown_s": (0, 86400),
 }
 _GATEWAYS = ("opennds", "simulated")
 

@@ -159,6 +159,14 @@ class HealthMsg:
     clients: int
     gateway_up: bool
     agent_version: str
+    # Added in agent 0.2 (optional: older agents omit them; None when unknown).
+    broker_rtt_ms: float | None = None
+    clock_offset_s: float | None = None
+    temperature_c: float | None = None
+    interfaces: dict[str, list[int]] | None = None
+    spool_pending: int | None = None
+    spool_dropped: int | None = None
+    gateway_restarts: int | None = None
     sig: str = ""
 
 

@@ -167,3 +167,42 @@ def test_a_broker_outage_loses_nothing_and_keeps_the_order(
         assert agent.counters["published_acct"] >= spooled
     finally:
         listener.close()
+
+
+FAKE_NDSCTL = """#!/bin/sh
+# Stands in for a stuck openNDS (no openNDS runs outside the testbed): every call fails
+# until the restart command has created the flag file.
+[ -f "{flag}" ] || exit 1
+echo '{{"client_list_length":"0","clients":{{}}}}'
+"""
+
+
+def test_the_watchdog_restarts_a_stuck_gateway_once_and_says_so(tmp_path: Path) -> None:
+    """After N failed reads the restart command runs (counted); reads then work again."""
+    from agents.gateway import NdsctlGateway
+
+    flag = tmp_path / "restarted"
+    ndsctl = tmp_path / "ndsctl"
+    ndsctl.write_text(FAKE_NDSCTL.format(flag=flag))
+    ndsctl.chmod(0o755)
+    cfg = AgentConfig(
+        ap_id=AP,
+        command_key=KEY,
+        state_dir=str(tmp_path / "state"),
+        gateway_restart_cmd=f"touch {flag}",
+        watchdog_failures=3,
+        watchdog_cooldown_s=300,
+    )
+    agent = Agent(cfg, NdsctlGateway(str(ndsctl)))
+    agent.poll()
+    agent.poll()
+    assert agent.counters["gateway_restarts"] == 0 and not flag.exists()
+    agent.poll()  # third failure in a row: restart
+    assert agent.counters["gateway_restarts"] == 1 and flag.exists()
+    errors = agent.counters["gateway_errors"]
+    agent.poll()
+    assert agent.counters["gateway_errors"] == errors  # the daemon answers again
+    flag.unlink()
+    for _ in range(5):
+        agent.poll()
+    assert agent.counters["gateway_restarts"] == 1  # cooldown: not again within 300 s
