@@ -1,0 +1,199 @@
+"""Accounting rules in the database, on SQLite and on PostgreSQL, one by one and batched."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from controller.config import SessionSettings
+from controller.outbox import pending
+from controller.registry import Commune, Registry
+from controller.sessions import SessionLedger
+from controller.storage import Database, open_database
+from controller.storage.schema import sessions
+from radius._core import AcctRecord, AcctStatus, NasClient
+from radius._store import AccountingStore, NasRegistry, NasRegistryError
+
+NAS = NasClient("nas-a", b"secret-secret-secret", "192.0.2.1", "46201")
+OTHER = NasClient("nas-b", b"secret-secret-secret", "192.0.2.2", "46201")
+T0 = 1_790_000_000.0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database (SQLite file or the test PostgreSQL) with two NAS."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            await conn.execute(sa.text("CREATE SCHEMA public"))
+        await engine.dispose()
+    db = await open_database(url)
+    reg = Registry(db, "master-key-for-tests")
+    await reg.add_communes([Commune("46201", "Rocamadour", 1.6, 44.8)])
+    for nas in (NAS, OTHER):
+        await reg.add_access_point(nas.nas_id, "46201", nas.nas_id)
+        await NasRegistry(db).add(nas.nas_id, nas.address, nas.secret.decode())
+    yield db
+    await db.aclose()
+
+
+def rec(
+    status: AcctStatus,
+    sid: str = "s1",
+    mac: str | None = "02:00:00:00:00:01",
+    at: float = T0,
+    **kw: Any,
+) -> AcctRecord:
+    values: dict[str, Any] = dict(
+        status=status,
+        session_id=sid,
+        mac=mac,
+        ip="10.0.0.2",
+        user_name="u",
+        event_time=at,
+        session_time=None,
+        input_octets=0,
+        output_octets=0,
+        terminate_cause=None,
+    )
+    values.update(kw)
+    return AcctRecord(**values)
+
+
+async def apply(db: Database, *items: tuple[NasClient, AcctRecord]) -> list[str]:
+    store = AccountingStore(SessionLedger(SessionSettings()))
+    async with db.begin() as conn:
+        return await store.apply_batch(conn, list(items))
+
+
+async def rows(db: Database) -> list[sa.Row[Any]]:
+    async with db.connect() as conn:
+        return list((await conn.execute(sa.select(sessions).order_by(sessions.c.id))).all())
+
+
+async def events(db: Database) -> list[tuple[int, str]]:
+    async with db.connect() as conn:
+        return [(e.session.id, e.kind) for e in await pending(conn, "t")]
+
+
+async def test_start_interim_stop_in_one_batch(store_db: Database) -> None:
+    """Start, Interim and Stop of one session in one batch: one session, ordered events."""
+    out = await apply(
+        store_db,
+        (NAS, rec(AcctStatus.START)),
+        (NAS, rec(AcctStatus.INTERIM, at=T0 + 60, input_octets=2**33, output_octets=5)),
+        (
+            NAS,
+            rec(
+                AcctStatus.STOP,
+                at=T0 + 90,
+                input_octets=2**33 + 1,
+                output_octets=4,
+                terminate_cause="user-request",
+            ),
+        ),
+    )
+    assert out == ["opened", "updated", "stopped"]
+    (s,) = await rows(store_db)
+    assert (s.up_bytes, s.down_bytes, s.stopped_at, s.terminate_cause) == (
+        2**33 + 1,
+        5,
+        T0 + 90,
+        "user-request",
+    )
+    assert await events(store_db) == [
+        (s.id, "start"),
+        (s.id, "update"),
+        (s.id, "update"),
+        (s.id, "stop"),
+    ]
+
+
+async def test_replays_change_nothing(store_db: Database) -> None:
+    """A second Start, an older Interim and a second Stop leave the session as it was."""
+    await apply(store_db, (NAS, rec(AcctStatus.START)))
+    await apply(store_db, (NAS, rec(AcctStatus.INTERIM, at=T0 + 60, input_octets=100)))
+    out = await apply(
+        store_db,
+        (NAS, rec(AcctStatus.START)),
+        (NAS, rec(AcctStatus.INTERIM, at=T0 + 30, input_octets=50)),
+        (NAS, rec(AcctStatus.STOP, at=T0 + 90, input_octets=120)),
+        (NAS, rec(AcctStatus.STOP, at=T0 + 95, input_octets=999)),
+    )
+    assert out == ["duplicate", "updated", "stopped", "already-stopped"]
+    (s,) = await rows(store_db)
+    assert (s.up_bytes, s.updated_at, s.stopped_at) == (120, T0 + 90, T0 + 90)
+
+
+async def test_a_new_session_of_the_same_device_closes_the_old_one(store_db: Database) -> None:
+    """Same MAC, same NAS, new Acct-Session-Id: the old session closes (new-session), across
+    batches and inside one batch; another NAS is not affected."""
+    await apply(store_db, (NAS, rec(AcctStatus.START, "s1")), (OTHER, rec(AcctStatus.START, "s1")))
+    await apply(
+        store_db,
+        (NAS, rec(AcctStatus.START, "s2", at=T0 + 10)),
+        (NAS, rec(AcctStatus.START, "s3", at=T0 + 20)),
+    )
+    r = await rows(store_db)
+    assert [(x.ap_id, x.stopped_at, x.terminate_cause) for x in r] == [
+        ("nas-a", T0 + 10, "new-session"),
+        ("nas-b", None, None),
+        ("nas-a", T0 + 20, "new-session"),
+        ("nas-a", None, None),
+    ]
+
+
+async def test_interim_and_stop_for_unknown_sessions_open_them(store_db: Database) -> None:
+    """A lost Start: Interim opens the session Acct-Session-Time earlier; a lone Stop
+    records the whole stay."""
+    out = await apply(
+        store_db,
+        (NAS, rec(AcctStatus.INTERIM, "i1", at=T0, session_time=300, input_octets=7)),
+        (NAS, rec(AcctStatus.STOP, "i2", mac="02:00:00:00:00:02", at=T0, session_time=60)),
+    )
+    assert out == ["opened", "opened-stopped"]
+    a, b = await rows(store_db)
+    assert (a.started_at, a.stopped_at, a.up_bytes) == (T0 - 300, None, 7)
+    assert (b.started_at, b.stopped_at, b.terminate_cause) == (T0 - 60, T0, "stop")
+
+
+async def test_accounting_on_in_a_batch_closes_only_earlier_sessions_of_its_nas(
+    store_db: Database,
+) -> None:
+    """Start a, Accounting-On, Start b: a closes (nas-reboot), b stays open, other NAS too."""
+    out = await apply(
+        store_db,
+        (NAS, rec(AcctStatus.START, "a")),
+        (OTHER, rec(AcctStatus.START, "o")),
+        (NAS, rec(AcctStatus.ACCOUNTING_ON, "", mac=None, at=T0 + 5)),
+        (NAS, rec(AcctStatus.START, "b", mac="02:00:00:00:00:09", at=T0 + 6)),
+    )
+    assert out == ["opened", "opened", "closed:1", "opened"]
+    r = await rows(store_db)
+    assert [(x.ap_id, x.terminate_cause) for x in r] == [
+        ("nas-a", "nas-reboot"),
+        ("nas-b", None),
+        ("nas-a", None),
+    ]
+
+
+async def test_nas_registry_checks_and_lists(store_db: Database) -> None:
+    """A NAS needs a registered AP, an IP address and a 16+ character secret."""
+    reg = NasRegistry(store_db)
+    with pytest.raises(NasRegistryError, match="unknown access point"):
+        await reg.add("nas-zz", "192.0.2.9", "x" * 16)
+    with pytest.raises(NasRegistryError, match="not an IP"):
+        await reg.add("nas-a", "host.example", "x" * 16)
+    with pytest.raises(NasRegistryError, match="16"):
+        await reg.add("nas-a", "192.0.2.1", "short")
+    clients = await reg.clients()
+    assert clients["192.0.2.1"] == [NAS] and clients["192.0.2.2"] == [OTHER]
