@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "controller.legal.cli",
     "controller.inventory",
     "controller.stats.cli",
+    "dashboards.cli",
 ]
 
 
