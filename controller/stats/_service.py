@@ -107,28 +107,46 @@ class StatsService:
     ) -> None:
         self.settings = settings
         self.db = db
-        self.store = store or make_store(settings, db)
-        self.pipeline = make_pipeline(settings)
-        self.writer = BatchWriter(self.store, settings.batch_size, settings.buffer_cells)
+        self._store = store
         self.clock = clock
         self.cursor = 0
         self.reports: list[DayReport] = []
         self._optout_at = -_OPTOUT_REFRESH_S
+        self._pipeline: Pipeline | None = None
+        self._writer: BatchWriter | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline (built by :meth:`start`)."""
+        assert self._pipeline is not None, "start() first"
+        return self._pipeline
+
+    @property
+    def writer(self) -> BatchWriter:
+        """The batching writer (built by :meth:`start`)."""
+        assert self._writer is not None, "start() first"
+        return self._writer
 
     async def run(self) -> None:
         """Consume until cancelled (the writer runs beside, in the same TaskGroup)."""
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.writer.run(), name="stats.writer")
                 await self.start()
+                tg.create_task(self.writer.run(), name="stats.writer")
                 while True:
                     await self.step()
                     await asyncio.sleep(self.settings.poll_s)
         finally:
-            await self.store.aclose()
+            if self._writer is not None:
+                await self._writer.store.aclose()
 
     async def start(self) -> None:
-        """Load the cursor and the finalised days."""
+        """Build the pipeline and the store; load the cursor and the finalised days."""
+        # Reading the time zone database is file IO: once, off the loop (then cached).
+        await asyncio.to_thread(ZoneInfo, self.settings.timezone)
+        store = self._store or make_store(self.settings, self.db)
+        self._writer = BatchWriter(store, self.settings.batch_size, self.settings.buffer_cells)
+        self._pipeline = make_pipeline(self.settings)
         async with self.db.connect() as conn:
             self.cursor = await outbox.offset(conn, CONSUMER)
             days = (await conn.execute(sa.select(stats_days.c.day))).scalars().all()

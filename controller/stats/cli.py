@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 __all__ = ["register"]
 
@@ -42,6 +43,7 @@ async def _simulate(args: argparse.Namespace) -> int:
     from controller.storage import open_database
 
     settings = _settings(args.config)
+    await asyncio.to_thread(ZoneInfo, settings.stats.timezone)  # file IO, off the loop
     db = await open_database(settings.database.url.get_secret_value())
     store = make_store(settings.stats, db)
     writer = BatchWriter(store, settings.stats.batch_size, settings.stats.buffer_cells)
@@ -101,6 +103,7 @@ async def _export(args: argparse.Namespace) -> int:
     from controller.storage import open_database
 
     settings = _settings(args.config)
+    await asyncio.to_thread(ZoneInfo, settings.stats.timezone)  # file IO, off the loop
     db = await open_database(settings.database.url.get_secret_value())
     store = make_store(settings.stats, db)
     try:

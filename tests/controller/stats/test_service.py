@@ -15,7 +15,6 @@ import sqlalchemy as sa
 
 from controller import outbox
 from controller.config import Settings, StatsSettings
-from controller.main import open_controller
 from controller.stats._core import day_bounds
 from controller.stats._pseudo import OptOut
 from controller.stats._service import CONSUMER, StatsService
@@ -139,6 +138,8 @@ async def test_opted_out_device_is_not_counted(db: Database) -> None:
 
 async def test_controller_runs_the_consumer_when_enabled(mosquitto: Any, tmp_path: Path) -> None:
     """open_controller with [stats] enabled publishes yesterday's sessions by itself."""
+    from controller.main import open_controller
+
     settings = Settings(
         database={"url": f"sqlite+aiosqlite:///{tmp_path}/borne.db"},
         mqtt={"host": mosquitto.host, "port": mosquitto.port, "client_id": "stats-test"},
