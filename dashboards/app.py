@@ -4,11 +4,16 @@
 script then polls ``GET /api/fleet`` and ``GET /api/sessions`` every few seconds and
 updates the tables in place. ``GET /healthz`` is the liveness probe.
 
-Access: there are no accounts nor roles yet (a later issue: communes will see their own
-hotspots only). Until then this page shows the whole territory to whoever reaches it,
-so it is served on the loopback address only by default
-(``settings.dashboard.listen_host = "127.0.0.1"``); an operator who binds it elsewhere
-gets a warning at start.
+Access: every page but ``/login`` and ``/healthz`` needs a login (``dashboards._auth``
+for the rights, ``dashboards.accounts`` for the store): a server-side session whose
+random token is an HttpOnly, SameSite=Strict cookie; every POST carries the session's
+CSRF token; failed logins are limited per user name and per address; admins and the
+legal officer give a TOTP code after their password. Commune accounts see only their
+communes' hotspots and sessions (pages, API and URLs alike: another commune is 403).
+Until the first account exists (``borne account add``), the dashboards of a controller
+listening on loopback stay open as they were before accounts existed, so that
+``borne demo`` needs no login; once an account exists, or on any other address, a
+login is required.
 
 Privacy: no MAC address, IP address or other device identifier leaves this module. A
 session row is turned into a ``SessionRecord`` holding a short tag
@@ -20,6 +25,9 @@ This module only adapts HTTP: views and French formatting live in
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import ipaddress
 import logging
 import secrets
@@ -38,6 +46,23 @@ from pydantic import BaseModel
 
 from controller.registry import lot_communes
 from controller.service import Controller, mac_tag
+from dashboards._auth import (
+    ROLE_LABELS,
+    Account,
+    LoginLimiter,
+    Role,
+    csrf_token,
+    csrf_valid,
+    dummy_verify,
+    hash_password,
+    new_login_token,
+    new_totp_secret,
+    password_problem,
+    token_hash,
+    totp_uri,
+    totp_valid,
+    verify_password,
+)
 from dashboards._core import (
     HotspotRecord,
     SessionRecord,
@@ -45,9 +70,10 @@ from dashboards._core import (
     iso_utc,
     sessions_view,
 )
+from dashboards.accounts import AccountError, AccountStore, Login
 from dashboards.models import FleetResponse, SessionsResponse
 
-__all__ = ["CONTROLLER", "REFRESH_S", "create_app"]
+__all__ = ["ACCOUNTS", "CONTROLLER", "COOKIE", "REFRESH_S", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +87,15 @@ TIME_ZONE: Final = "Europe/Paris"
 _API_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 
 CONTROLLER: Final = web.AppKey("dashboards.controller", Controller)
+ACCOUNTS: Final = web.AppKey("dashboards.accounts", AccountStore)
+# The login cookie. Its value is a random token; the database keeps only its SHA-256.
+COOKIE: Final = "borne_login"
+# Reachable without a login.
+_PUBLIC: Final = frozenset({"/healthz", "/login"})
+# Reachable between the password and the TOTP code.
+_SECOND_STEP: Final = frozenset({"/login/totp", "/logout"})
+_LOGIN: Final = web.RequestKey("dashboards.login", Login)
+_TOKEN: Final = web.RequestKey("dashboards.token", str)
 
 
 def _time_zone() -> tzinfo:
@@ -88,7 +123,7 @@ def create_app(
 ) -> web.Application:
     """Build the dashboards application.
 
-    Reads the template and the list of the territory's communes once, here, so that no
+    Reads the templates and the list of the territory's communes once, here, so that no
     request handler touches the disk.
 
     Args:
@@ -96,21 +131,26 @@ def create_app(
         clock: returns the current Unix time; tests pass a fake one.
 
     Returns:
-        The application; the controller is at ``app[CONTROLLER]``.
+        The application; the controller is at ``app[CONTROLLER]``, the account store at
+        ``app[ACCOUNTS]``.
     """
-    host = controller.settings.dashboard.listen_host
-    if not _is_loopback(host):
-        logger.warning(
-            "the dashboards listen on %s: they have no login yet and show every commune",
-            host,
-        )
     dashboard = _Dashboard(controller, clock)
-    app = web.Application(middlewares=[_guard])
+    app = web.Application(middlewares=[_guard, dashboard.gate])
     app[CONTROLLER] = controller
+    app[ACCOUNTS] = dashboard.accounts
     app.on_response_prepare.append(_headers)
     app.router.add_get("/", dashboard.index, name="index")
+    app.router.add_get("/commune/{insee}", dashboard.commune, name="commune")
     app.router.add_get("/api/fleet", dashboard.fleet, name="api-fleet")
     app.router.add_get("/api/sessions", dashboard.sessions, name="api-sessions")
+    app.router.add_get("/login", dashboard.login_form, name="login")
+    app.router.add_post("/login", dashboard.login_submit)
+    app.router.add_get("/login/totp", dashboard.totp_form, name="login-totp")
+    app.router.add_post("/login/totp", dashboard.totp_submit)
+    app.router.add_post("/logout", dashboard.logout, name="logout")
+    app.router.add_get("/admin/accounts", dashboard.accounts_page, name="accounts")
+    app.router.add_post("/admin/accounts", dashboard.accounts_create)
+    app.router.add_post("/admin/accounts/{username}/active", dashboard.accounts_active)
     app.router.add_get("/healthz", _healthz, name="healthz")
     return app
 
@@ -159,6 +199,22 @@ def _json(model: BaseModel) -> web.Response:
     )
 
 
+def _same_origin(request: web.Request) -> bool:
+    """A POST from a page of ours: no ``Origin`` (old browsers, curl) or our own host."""
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return origin.split("://", 1)[-1] == request.host
+
+
+def _page_csp(nonce: str) -> str:
+    # Only our own inline style and script (by nonce) run; requests and forms go to us.
+    return (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
 class _Dashboard:
     """The request handlers and what they share."""
 
@@ -166,6 +222,20 @@ class _Dashboard:
         self.controller = controller
         self.clock = clock
         self.tz = _time_zone()
+        self.accounts = AccountStore(controller.db)
+        d = controller.settings.dashboard
+        self.loopback = _is_loopback(d.listen_host)
+        self.limiter = LoginLimiter(d.login_max_failures, float(d.login_window_s))
+        self.login_ttl_s = d.login_minutes * 60.0
+        # The CSRF key is derived from the controller's master key, so that forms stay
+        # valid across a restart and between controllers sharing one database.
+        self.csrf_key = hmac.new(
+            controller.settings.command_master_key.get_secret_value().encode(),
+            b"borne dashboards csrf",
+            hashlib.sha256,
+        ).digest()
+        # Once an account exists, the open bootstrap mode never comes back in this process.
+        self.accounts_seen = False
         communes = lot_communes()
         self.communes_total = len(communes)
         self.commune_names = {c.insee: c.name for c in communes}
@@ -180,11 +250,76 @@ class _Dashboard:
         # Load every template (included ones too) now: no file access while serving.
         for name in env.list_templates(extensions=["html", "css", "js"]):
             env.get_template(name)
+        self.env = env
         self.template = env.get_template("index.html")
+
+    # -- access -------------------------------------------------------------------------
+
+    async def _open_mode(self) -> bool:
+        """Bootstrap: loopback and no account yet, the page stays open as before."""
+        if self.accounts_seen or not self.loopback:
+            return False
+        self.accounts_seen = await self.accounts.has_accounts()
+        return not self.accounts_seen
+
+    @web.middleware
+    async def gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Let a request through only with a live login (and its CSRF token on POST)."""
+        if request.method == "POST" and not _same_origin(request):
+            return _error(request, 403, "origine refusée / cross-origin request refused")
+        if request.path in _PUBLIC:
+            return await handler(request)
+        token = request.cookies.get(COOKIE, "")
+        login = await self.accounts.login(token_hash(token), self.clock()) if token else None
+        if login is None:
+            if await self._open_mode() and request.path not in _SECOND_STEP:
+                if request.path.startswith("/admin/"):
+                    return _error(request, 403, "aucun compte / no account yet")
+                return await handler(request)
+            if _is_api(request):
+                return _error(request, 401, "connexion requise / login required")
+            raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
+        if not login.second_factor_ok and request.path not in _SECOND_STEP:
+            if _is_api(request):
+                return _error(request, 401, "code TOTP requis / TOTP code required")
+            raise web.HTTPSeeOther(str(request.app.router["login-totp"].url_for()))
+        if request.method == "POST":
+            form = await request.post()
+            given = str(form.get("csrf", "")) or request.headers.get("X-CSRF-Token", "")
+            if not csrf_valid(self.csrf_key, token, given):
+                return _error(request, 403, "jeton CSRF invalide / bad CSRF token")
+        request[_LOGIN] = login
+        request[_TOKEN] = token
+        return await handler(request)
+
+    def _account(self, request: web.Request) -> Account | None:
+        """The logged-in account, or None in the open bootstrap mode (sees everything)."""
+        login = request.get(_LOGIN)
+        return login.account if login is not None else None
+
+    def _csrf(self, request: web.Request) -> str:
+        token = request.get(_TOKEN)
+        return csrf_token(self.csrf_key, token) if token else ""
+
+    def _render(
+        self, name: str, request: web.Request, status: int = 200, **values: Any
+    ) -> web.Response:
+        nonce = secrets.token_urlsafe(18)
+        html = self.env.get_template(name).render(
+            network_name=self.controller.settings.name,
+            nonce=nonce,
+            account=self._account(request),
+            role_labels=ROLE_LABELS,
+            csrf=self._csrf(request),
+            **values,
+        )
+        response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+        response.headers["Content-Security-Policy"] = _page_csp(nonce)
+        return response
 
     # -- reads --------------------------------------------------------------------------
 
-    async def _hotspots(self) -> list[HotspotRecord]:
+    async def _hotspots(self, account: Account | None) -> list[HotspotRecord]:
         rows = await self.controller.registry.access_points()
         return [
             HotspotRecord(
@@ -197,9 +332,10 @@ class _Dashboard:
                 agent_version=r.agent_version,
             )
             for r in rows
+            if account is None or account.may_see_commune(r.insee)
         ]
 
-    async def _sessions(self) -> list[SessionRecord]:
+    async def _sessions(self, visible: set[str]) -> list[SessionRecord]:
         rows: list[sa.Row[Any]] = await self.controller.open_sessions()
         # The MAC becomes a tag here and goes no further.
         return [
@@ -212,53 +348,279 @@ class _Dashboard:
                 down_bytes=int(r.down_bytes or 0),
             )
             for r in rows
+            if r.ap_id in visible
         ]
 
-    async def _fleet(self, now: float) -> tuple[FleetResponse, dict[str, HotspotRecord]]:
-        hotspots = await self._hotspots()
-        return fleet_view(hotspots, self.communes_total, now), {h.ap_id: h for h in hotspots}
+    def _communes_total(self, account: Account | None) -> int:
+        if account is None or account.sees_territory:
+            return self.communes_total
+        return len(account.communes)
+
+    async def _fleet(
+        self, now: float, account: Account | None, insee: str | None = None
+    ) -> tuple[FleetResponse, dict[str, HotspotRecord]]:
+        if account is not None and not account.sees_fleet:
+            raise web.HTTPForbidden(text="accès refusé / forbidden")
+        hotspots = await self._hotspots(account)
+        total = self._communes_total(account)
+        if insee is not None:
+            hotspots = [h for h in hotspots if h.insee == insee]
+            total = 1
+        return fleet_view(hotspots, total, now), {h.ap_id: h for h in hotspots}
 
     async def _open(self, now: float, hotspots: dict[str, HotspotRecord]) -> SessionsResponse:
         names = dict(self.commune_names)
         names.update({h.insee: h.commune for h in hotspots.values()})
-        return sessions_view(await self._sessions(), hotspots, names, now, self.tz)
+        return sessions_view(await self._sessions(set(hotspots)), hotspots, names, now, self.tz)
 
-    # -- handlers -----------------------------------------------------------------------
+    def _commune_param(self, request: web.Request, raw: str | None) -> str | None:
+        """A commune asked for in the URL, checked against the account's scope.
 
-    async def index(self, request: web.Request) -> web.Response:
-        """``GET /``: the page, complete without JavaScript."""
+        Raises:
+            HTTPNotFound: not a commune of the territory.
+            HTTPForbidden: a commune the account may not see.
+        """
+        if raw is None:
+            return None
+        insee = raw.upper()
+        if insee not in self.commune_names:
+            raise web.HTTPNotFound(text="commune inconnue / unknown commune")
+        account = self._account(request)
+        if account is not None and not account.may_see_commune(insee):
+            raise web.HTTPForbidden(text="accès refusé / forbidden")
+        return insee
+
+    # -- pages --------------------------------------------------------------------------
+
+    async def _page(self, request: web.Request, insee: str | None) -> web.Response:
         now = self.clock()
-        fleet, by_id = await self._fleet(now)
+        account = self._account(request)
+        if account is not None and not account.sees_fleet:
+            return self._render("home.html", request)
+        fleet, by_id = await self._fleet(now, account, insee)
         open_sessions = await self._open(now, by_id)
-        nonce = secrets.token_urlsafe(18)
         router = request.app.router
-        html = self.template.render(
-            network_name=self.controller.settings.name,
+        query = {"commune": insee} if insee else {}
+        communes = sorted(
+            (self.commune_names[i], i)
+            for i in (account.communes if account is not None else ())
+            if i in self.commune_names
+        )
+        return self._render(
+            "index.html",
+            request,
             fleet=fleet,
             sessions=open_sessions,
-            nonce=nonce,
+            commune_name=self.commune_names[insee] if insee else None,
+            communes=communes,
             refresh_s=REFRESH_S,
             time_zone=TIME_ZONE if self.tz is not UTC else "UTC",
             generated_iso=iso_utc(now),
             generated_text=datetime.fromtimestamp(now, self.tz).strftime("%H:%M:%S"),
-            fleet_url=str(router["api-fleet"].url_for()),
-            sessions_url=str(router["api-sessions"].url_for()),
+            fleet_url=str(router["api-fleet"].url_for().with_query(query)),
+            sessions_url=str(router["api-sessions"].url_for().with_query(query)),
         )
-        response = web.Response(text=html, content_type="text/html", charset="utf-8")
-        # Only our own inline style and script (by nonce) run; requests go to us only.
-        response.headers["Content-Security-Policy"] = (
-            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-        )
-        return response
+
+    async def index(self, request: web.Request) -> web.Response:
+        """``GET /``: the page of everything the account may see, without JavaScript too."""
+        return await self._page(request, None)
+
+    async def commune(self, request: web.Request) -> web.Response:
+        """``GET /commune/{insee}``: one commune's page (403 outside the account's scope)."""
+        return await self._page(request, self._commune_param(request, request.match_info["insee"]))
 
     async def fleet(self, request: web.Request) -> web.Response:
-        """``GET /api/fleet``: every hotspot and the fleet counters."""
-        fleet, _ = await self._fleet(self.clock())
+        """``GET /api/fleet[?commune=INSEE]``: the hotspots the account may see."""
+        insee = self._commune_param(request, request.query.get("commune"))
+        fleet, _ = await self._fleet(self.clock(), self._account(request), insee)
         return _json(fleet)
 
     async def sessions(self, request: web.Request) -> web.Response:
-        """``GET /api/sessions``: the open sessions, newest first (no device identifier)."""
+        """``GET /api/sessions[?commune=INSEE]``: open sessions at those hotspots, by tag."""
         now = self.clock()
-        _, by_id = await self._fleet(now)
+        insee = self._commune_param(request, request.query.get("commune"))
+        _, by_id = await self._fleet(now, self._account(request), insee)
         return _json(await self._open(now, by_id))
+
+    # -- login --------------------------------------------------------------------------
+
+    async def login_form(self, request: web.Request) -> web.Response:
+        """``GET /login``: the login form."""
+        return self._render("login.html", request, error=None, username="")
+
+    def _limit_keys(self, request: web.Request, username: str) -> list[str]:
+        return [f"user:{username}", f"addr:{request.remote or '?'}"]
+
+    def _too_many(self, request: web.Request, wait: float, template: str) -> web.Response:
+        response = self._render(
+            template,
+            request,
+            status=429,
+            error="Trop d'essais : réessayez dans quelques minutes. / Too many attempts.",
+            username="",
+        )
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
+
+    async def _start(self, request: web.Request, account: Account) -> web.Response:
+        token = new_login_token()
+        now = self.clock()
+        second_ok = not account.needs_second_factor
+        await self.accounts.start_login(
+            token_hash(token), account.username, second_ok, now, self.login_ttl_s
+        )
+        target = "index" if second_ok else "login-totp"
+        response = web.HTTPSeeOther(str(request.app.router[target].url_for()))
+        response.set_cookie(
+            COOKIE,
+            token,
+            max_age=int(self.login_ttl_s),
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=self.controller.settings.dashboard.secure_cookie,
+        )
+        return response
+
+    async def login_submit(self, request: web.Request) -> web.StreamResponse:
+        """``POST /login``: check the password (rate-limited), then start a session."""
+        form = await request.post()
+        username = str(form.get("username", "")).strip().lower()[:64]
+        password = str(form.get("password", ""))[:1024]
+        keys = self._limit_keys(request, username)
+        wait = self.limiter.retry_after(keys, self.clock())
+        if wait > 0:
+            logger.warning("dashboard login refused: rate limit", extra={"user": username})
+            return self._too_many(request, wait, "login.html")
+        creds = await self.accounts.credentials(username) if username else None
+        if creds is None:
+            ok = await asyncio.to_thread(dummy_verify, password)
+        else:
+            ok = await asyncio.to_thread(verify_password, creds.password_hash, password)
+        if creds is None or not ok:
+            self.limiter.failed(keys, self.clock())
+            logger.info("dashboard login failed", extra={"user": username})
+            return self._render(
+                "login.html",
+                request,
+                status=401,
+                error="Identifiant ou mot de passe incorrect. / Wrong username or password.",
+                username=username,
+            )
+        self.limiter.succeeded(keys[0])
+        logger.info("dashboard login", extra={"user": username})
+        return await self._start(request, creds.account)
+
+    async def totp_form(self, request: web.Request) -> web.Response:
+        """``GET /login/totp``: the second step for admins and the legal officer."""
+        return self._render("totp.html", request, error=None)
+
+    async def totp_submit(self, request: web.Request) -> web.StreamResponse:
+        """``POST /login/totp``: check the code (rate-limited with the password)."""
+        login = request[_LOGIN]
+        keys = self._limit_keys(request, login.account.username)
+        now = self.clock()
+        wait = self.limiter.retry_after(keys, now)
+        if wait > 0:
+            return self._too_many(request, wait, "totp.html")
+        code = str((await request.post()).get("code", ""))
+        if login.totp_secret is None or not totp_valid(login.totp_secret, code, now):
+            self.limiter.failed(keys, now)
+            return self._render(
+                "totp.html", request, status=401, error="Code incorrect. / Wrong code."
+            )
+        self.limiter.succeeded(keys[0])
+        await self.accounts.confirm_second_factor(token_hash(request[_TOKEN]))
+        raise web.HTTPSeeOther(str(request.app.router["index"].url_for()))
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        """``POST /logout``: end the session server-side and drop the cookie."""
+        await self.accounts.end_login(token_hash(request[_TOKEN]))
+        response = web.HTTPSeeOther(str(request.app.router["login"].url_for()))
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    # -- account management (syndicate admin) -------------------------------------------
+
+    def _admin(self, request: web.Request) -> Account:
+        account = self._account(request)
+        if account is None or not account.manages_accounts:
+            raise web.HTTPForbidden(text="réservé aux administrateurs / admins only")
+        return account
+
+    async def _accounts_render(
+        self, request: web.Request, status: int = 200, **values: Any
+    ) -> web.Response:
+        rows = await self.accounts.accounts()
+        values.setdefault("error", None)
+        values.setdefault("created", None)
+        return self._render(
+            "accounts.html",
+            request,
+            status=status,
+            rows=rows,
+            roles=list(Role),
+            commune_names=self.commune_names,
+            **values,
+        )
+
+    async def accounts_page(self, request: web.Request) -> web.Response:
+        """``GET /admin/accounts``: every account, and the form to add one."""
+        self._admin(request)
+        return await self._accounts_render(request)
+
+    async def accounts_create(self, request: web.Request) -> web.Response:
+        """``POST /admin/accounts``: add an account; shows a TOTP secret once if any."""
+        admin = self._admin(request)
+        form = await request.post()
+        username = str(form.get("username", "")).strip().lower()
+        password = str(form.get("password", ""))
+        try:
+            role = Role(str(form.get("role", "")))
+        except ValueError:
+            return await self._accounts_render(request, 400, error="Rôle inconnu. / Unknown role.")
+        problem = password_problem(password)
+        if problem is not None:
+            return await self._accounts_render(request, 400, error=f"Mot de passe : {problem}")
+        communes = str(form.get("communes", "")).replace(";", ",").split(",")
+        unknown = [c for c in communes if c.strip() and c.strip().upper() not in self.commune_names]
+        if unknown:
+            return await self._accounts_render(
+                request, 400, error=f"Commune inconnue / unknown: {', '.join(unknown)}"
+            )
+        secret = new_totp_secret() if role in (Role.ADMIN, Role.LEGAL_OFFICER) else None
+        pw_hash = await asyncio.to_thread(hash_password, password)
+        try:
+            account = await self.accounts.create(
+                username,
+                str(form.get("display_name", "")).strip()[:200],
+                role,
+                pw_hash,
+                communes=communes,
+                totp_secret=secret,
+                now=self.clock(),
+            )
+        except AccountError as exc:
+            return await self._accounts_render(request, 400, error=str(exc))
+        logger.info(
+            "dashboard account created", extra={"user": account.username, "by": admin.username}
+        )
+        uri = totp_uri(secret, account.username, self.controller.settings.name) if secret else None
+        return await self._accounts_render(
+            request, 201, created={"account": account, "totp_uri": uri, "totp_secret": secret}
+        )
+
+    async def accounts_active(self, request: web.Request) -> web.StreamResponse:
+        """``POST /admin/accounts/{username}/active``: enable or disable an account."""
+        admin = self._admin(request)
+        username = request.match_info["username"]
+        active = str((await request.post()).get("active", "")) == "1"
+        if username == admin.username and not active:
+            return await self._accounts_render(
+                request, 400, error="Vous ne pouvez pas vous désactiver. / Cannot disable yourself."
+            )
+        try:
+            await self.accounts.set_active(username, active)
+        except AccountError as exc:
+            return await self._accounts_render(request, 404, error=str(exc))
+        raise web.HTTPSeeOther(str(request.app.router["accounts"].url_for()))

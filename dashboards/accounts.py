@@ -1,0 +1,292 @@
+"""Dashboard accounts and login sessions in the state database (SQLite or PostgreSQL).
+
+Stores argon2id hashes (made by ``dashboards._auth``), never a password; login sessions
+by the SHA-256 of their token, never the token. It decides nothing about rights: that is
+``dashboards._auth.Account``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from controller.storage import Database
+from controller.storage.schema import (
+    dashboard_account_communes,
+    dashboard_accounts,
+    dashboard_logins,
+)
+from dashboards._auth import SECOND_FACTOR_ROLES, Account, Role
+
+__all__ = ["AccountError", "AccountStore", "Credentials", "Login"]
+
+# Lower-case letters, digits, dots, dashes and underscores: safe in URLs, logs and forms.
+_USERNAME: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+_INSEE: Final = re.compile(r"^[0-9][0-9AB][0-9]{3}$")
+_SCOPED: Final = frozenset({Role.COMMUNE_VIEWER, Role.COMMUNE_MANAGER})
+
+
+class AccountError(Exception):
+    """An account cannot be created or changed as asked (message in French / English)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a login checks: the account, its password hash, its TOTP secret if any."""
+
+    account: Account
+    password_hash: str
+    totp_secret: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Login:
+    """A live login session.
+
+    Attributes:
+        account: whose session it is.
+        second_factor_ok: the TOTP code was given (or the role needs none).
+        totp_secret: the account's TOTP secret (to check the code), if it has one.
+        expires_at: when it ends (Unix time).
+    """
+
+    account: Account
+    second_factor_ok: bool
+    totp_secret: str | None
+    expires_at: float
+
+
+def check_new_account(username: str, role: Role, communes: Iterable[str]) -> frozenset[str]:
+    """Validate a new account's name, role and communes; return the communes.
+
+    Raises:
+        AccountError: bad name, a commune role without commune, or communes given to a
+            role that sees the whole territory or none.
+    """
+    if not _USERNAME.match(username):
+        raise AccountError(
+            "identifiant : 2 à 64 caractères a-z, 0-9, . _ - / "
+            f"username: 2 to 64 of a-z, 0-9, . _ - ({username!r})"
+        )
+    codes = frozenset(c.strip().upper() for c in communes if c.strip())
+    bad = sorted(c for c in codes if not _INSEE.match(c))
+    if bad:
+        raise AccountError(f"code INSEE invalide / bad INSEE code: {', '.join(bad)}")
+    if role in _SCOPED and not codes:
+        raise AccountError(
+            "un compte de commune doit nommer au moins une commune / "
+            "a commune account needs at least one commune"
+        )
+    if role not in _SCOPED and codes:
+        raise AccountError(
+            "seuls les comptes de commune sont limités à des communes / "
+            "only commune accounts are limited to communes"
+        )
+    return codes
+
+
+class AccountStore:
+    """Accounts, their communes and their login sessions."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def has_accounts(self) -> bool:
+        """Whether at least one account exists (active or not)."""
+        async with self.db.connect() as conn:
+            row = await conn.execute(sa.select(dashboard_accounts.c.username).limit(1))
+            return row.first() is not None
+
+    async def create(
+        self,
+        username: str,
+        display_name: str,
+        role: Role,
+        password_hash: str,
+        *,
+        communes: Iterable[str] = (),
+        totp_secret: str | None = None,
+        now: float,
+    ) -> Account:
+        """Create an account.
+
+        Raises:
+            AccountError: invalid name or communes, missing TOTP secret for a role that
+                needs one, or the name is taken.
+        """
+        codes = check_new_account(username, role, communes)
+        if role in SECOND_FACTOR_ROLES and not totp_secret:
+            raise AccountError("ce rôle demande un secret TOTP / this role needs a TOTP secret")
+        try:
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    dashboard_accounts.insert().values(
+                        username=username,
+                        display_name=display_name or username,
+                        role=role.value,
+                        password_hash=password_hash,
+                        totp_secret=totp_secret,
+                        active=True,
+                        created_at=now,
+                    )
+                )
+                if codes:
+                    await conn.execute(
+                        dashboard_account_communes.insert(),
+                        [{"username": username, "insee": c} for c in sorted(codes)],
+                    )
+        except sa.exc.IntegrityError as exc:
+            raise AccountError(
+                f"l'identifiant {username!r} existe déjà / username already taken"
+            ) from exc
+        return Account(username, display_name or username, role, codes)
+
+    async def _communes(self, conn: AsyncConnection, username: str) -> frozenset[str]:
+        rows = await conn.execute(
+            sa.select(dashboard_account_communes.c.insee).where(
+                dashboard_account_communes.c.username == username
+            )
+        )
+        return frozenset(r.insee for r in rows)
+
+    async def credentials(self, username: str) -> Credentials | None:
+        """The credentials of an active account, or None."""
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(dashboard_accounts).where(
+                        dashboard_accounts.c.username == username,
+                        dashboard_accounts.c.active.is_(True),
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            communes = await self._communes(conn, username)
+        account = Account(row.username, row.display_name, Role(row.role), communes)
+        return Credentials(account, row.password_hash, row.totp_secret)
+
+    async def accounts(self) -> list[tuple[Account, bool]]:
+        """Every account with its active flag, by user name."""
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(sa.select(dashboard_accounts).order_by("username"))).all()
+            links = (await conn.execute(sa.select(dashboard_account_communes))).all()
+        by_user: dict[str, set[str]] = {}
+        for link in links:
+            by_user.setdefault(link.username, set()).add(link.insee)
+        return [
+            (
+                Account(
+                    r.username,
+                    r.display_name,
+                    Role(r.role),
+                    frozenset(by_user.get(r.username, ())),
+                ),
+                bool(r.active),
+            )
+            for r in rows
+        ]
+
+    async def set_password(self, username: str, password_hash: str) -> None:
+        """Replace an account's password hash and end its login sessions.
+
+        Raises:
+            AccountError: no such account.
+        """
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                dashboard_accounts.update()
+                .where(dashboard_accounts.c.username == username)
+                .values(password_hash=password_hash)
+            )
+            if result.rowcount != 1:
+                raise AccountError(f"compte inconnu / unknown account: {username!r}")
+            await conn.execute(
+                dashboard_logins.delete().where(dashboard_logins.c.username == username)
+            )
+
+    async def set_active(self, username: str, active: bool) -> None:
+        """Enable or disable an account; disabling ends its login sessions.
+
+        Raises:
+            AccountError: no such account.
+        """
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                dashboard_accounts.update()
+                .where(dashboard_accounts.c.username == username)
+                .values(active=active)
+            )
+            if result.rowcount != 1:
+                raise AccountError(f"compte inconnu / unknown account: {username!r}")
+            if not active:
+                await conn.execute(
+                    dashboard_logins.delete().where(dashboard_logins.c.username == username)
+                )
+
+    # -- login sessions -------------------------------------------------------------------
+
+    async def start_login(
+        self, token_hash: str, username: str, second_factor_ok: bool, now: float, ttl_s: float
+    ) -> None:
+        """Record a new login session (and drop the expired ones)."""
+        async with self.db.begin() as conn:
+            expired = dashboard_logins.c.expires_at <= now
+            await conn.execute(dashboard_logins.delete().where(expired))
+            await conn.execute(
+                dashboard_logins.insert().values(
+                    token_hash=token_hash,
+                    username=username,
+                    second_factor_ok=second_factor_ok,
+                    created_at=now,
+                    expires_at=now + ttl_s,
+                )
+            )
+
+    async def login(self, token_hash: str, now: float) -> Login | None:
+        """The live login session of a token hash, or None (unknown, expired, disabled)."""
+        j = dashboard_logins.join(
+            dashboard_accounts, dashboard_logins.c.username == dashboard_accounts.c.username
+        )
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(
+                        dashboard_accounts,
+                        dashboard_logins.c.second_factor_ok,
+                        dashboard_logins.c.expires_at,
+                    )
+                    .select_from(j)
+                    .where(
+                        dashboard_logins.c.token_hash == token_hash,
+                        dashboard_logins.c.expires_at > now,
+                        dashboard_accounts.c.active.is_(True),
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            communes = await self._communes(conn, row.username)
+        account = Account(row.username, row.display_name, Role(row.role), communes)
+        return Login(account, bool(row.second_factor_ok), row.totp_secret, float(row.expires_at))
+
+    async def confirm_second_factor(self, token_hash: str) -> None:
+        """Mark a login session's TOTP code as given."""
+        async with self.db.begin() as conn:
+            await conn.execute(
+                dashboard_logins.update()
+                .where(dashboard_logins.c.token_hash == token_hash)
+                .values(second_factor_ok=True)
+            )
+
+    async def end_login(self, token_hash: str) -> None:
+        """End a login session (logout)."""
+        async with self.db.begin() as conn:
+            await conn.execute(
+                dashboard_logins.delete().where(dashboard_logins.c.token_hash == token_hash)
+            )
