@@ -81,7 +81,8 @@ async def build_server(settings: Settings, db: Database) -> RadiusServer:
     from radius._policy import AccessPolicy
     from radius._store import AccountingStore, NasRegistry
 
-    clients = await NasRegistry(db).clients()
+    registry = NasRegistry(db)
+    clients = await registry.clients()
     r = settings.radius
     return RadiusServer(
         ServerCore(clients),
@@ -90,4 +91,5 @@ async def build_server(settings: Settings, db: Database) -> RadiusServer:
         AccessPolicy(db, settings),
         queue_size=r.queue_size,
         batch_max=r.batch_max,
+        clients_loader=registry.clients,
     )

@@ -18,7 +18,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -31,6 +31,7 @@ from radius._core import (
     AccessRequestReceived,
     AccountingRequestReceived,
     Address,
+    NasClient,
     PacketDropped,
     Port,
     ReplyReady,
@@ -96,8 +97,12 @@ class RadiusServer:
         queue_size: int = 10_000,
         batch_max: int = 256,
         clock: Callable[[], float] = time.time,
+        clients_loader: Callable[[], Awaitable[Mapping[str, Sequence[NasClient]]]] | None = None,
+        reload_s: float = 30.0,
     ) -> None:
         self.core = core
+        self.clients_loader = clients_loader
+        self.reload_s = reload_s
         self.db = db
         self.store = store
         self.policy = policy
@@ -154,10 +159,26 @@ class RadiusServer:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._write_accounting(), name="radius.acct-writer")
                 tg.create_task(self._decide_access(), name="radius.auth")
+                if self.clients_loader is not None:
+                    tg.create_task(self._reload_forever(), name="radius.nas-reload")
         finally:
             for t in self._transports:
                 t.close()
             self._transports.clear()
+
+    async def reload_clients(self) -> None:
+        """Read the NAS registry again (a NAS added or changed since the start)."""
+        if self.clients_loader is not None:
+            self.core.clients = await self.clients_loader()
+
+    async def _reload_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_s)
+            try:
+                await self.reload_clients()
+            except _STORAGE_ERRORS as exc:
+                self.core.counters["storage_errors"] += 1
+                logger.error("cannot reload the NAS clients: %s", exc)
 
     async def _write_accounting(self) -> None:
         attempt = 0

@@ -15,7 +15,7 @@ from controller.config import Settings
 from controller.outbox import pending
 from controller.storage import Database
 from controller.storage.schema import radius_dynauth, sessions
-from radius import AccessPolicy, DynAuthClient
+from radius import AccessPolicy, DynAuthClient, NasRegistry
 from tests.radius.conftest import NAS_ID, SECRET, Running, radclient
 
 # The shipped dictionary, parsed by pyrad (read once, at import).
@@ -298,3 +298,16 @@ async def test_disconnect_without_answer_is_recorded_unanswered(radius_db: Datab
     finally:
         transport.close()
     assert (res.ok, res.attempts, das.received) == (None, 3, 3)
+
+
+async def test_nas_changes_apply_after_a_reload(
+    radius_server: Running, radius_db: Database
+) -> None:
+    """A NAS's new secret is used once the registry is read again; the old one is refused."""
+    new = "a-brand-new-secret-4567"
+    await NasRegistry(radius_db).add(NAS_ID, "127.0.0.1", new)
+    await radius_server.server.reload_clients()
+    ok = await radclient(radius_server.acct_port, "acct", _acct("Start", "r1"), secret=new)
+    assert "Received Accounting-Response" in ok.out, ok.out
+    old = await radclient(radius_server.acct_port, "acct", _acct("Start", "r2"))
+    assert "Received" not in old.out
