@@ -103,13 +103,31 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from controller.legal.requisitions import Journal
 
     journal = Journal(store.directory / "journal.jsonl").verify()
+    stamps = []
+    if args.tsa_ca:
+        from controller.legal.timestamps import verify_token
+
+        for day in days:
+            why = verify_token(store, day, Path(args.tsa_ca))
+            if why is not None and why != "no time-stamp":
+                stamps.append(f"{day}: {why}")
     for p in problems:
         print(f"ALTÉRÉ / TAMPERED {p}")
+    for st in stamps:
+        print(f"ALTÉRÉ / TAMPERED {st}")
     for j in journal:
         print(f"ALTÉRÉ / TAMPERED journal {j}")
-    if problems or journal:
+    if problems or journal or stamps:
         return 1
     print(f"intègre / intact: {len(days)} jour(s)/day(s), journal OK")
+    return 0
+
+
+def _cmd_timestamp(args: argparse.Namespace) -> int:
+    from controller.legal.timestamps import timestamp_days
+
+    for day in timestamp_days(_store(args, read_only=True), args.tsa):
+        print(f"horodaté / time-stamped {day}")
     return 0
 
 
@@ -228,7 +246,13 @@ def register(subparsers: Any) -> None:
     _config(p)
     p.add_argument("--day", help="YYYY-MM-DD (défaut : tous / default: all)")
     p.add_argument("--public-key", help="clé publique Ed25519 en hexadécimal / hex public key")
+    p.add_argument("--tsa-ca", help="certificat de l'AC de l'horodatage / TSA CA certificate")
     p.set_defaults(func=_run(_cmd_verify))
+
+    p = sub.add_parser("timestamp", help="horodater les jours scellés (RFC 3161) / time-stamp")
+    _config(p)
+    p.add_argument("--tsa", required=True, help="URL de l'autorité d'horodatage / TSA URL")
+    p.set_defaults(func=_run(_cmd_timestamp))
 
     p = sub.add_parser("seal", help="sceller les jours passés / seal past days")
     _config(p)
