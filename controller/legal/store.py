@@ -157,6 +157,8 @@ class LegalStore:
         self.signing_key = signing_key
         self.checkpoint_s = checkpoint_s
         self._open: _OpenDay | None = None
+        # Days known to be sealed, so that each batch does not re-read every day's heads.
+        self._sealed: set[str] = set()
         self._files: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ days and keys
@@ -297,7 +299,10 @@ class LegalStore:
             raise StoreError("the store is open read-only (no signing key)")
         if not items:
             return 0
-        day = day_of(now)
+        # A clock stepping back over midnight must not aim at a sealed day: stay on the
+        # latest one (its records are then kept a few hours longer, never shorter).
+        days = self.days()
+        day = max(day_of(now), days[-1]) if days else day_of(now)
         try:
             self.seal_before(day)
             od = self._open_day(day)
@@ -390,9 +395,12 @@ class LegalStore:
         """Seal every unsealed day before ``day``; return them."""
         done = []
         for d in self.days():
-            if d < day and self._final_head(d) is None:
+            if d >= day or d in self._sealed:
+                continue
+            if self._final_head(d) is None:
                 self.seal(d, now)
                 done.append(d)
+            self._sealed.add(d)
         return done
 
     # ------------------------------------------------------------------ reading

@@ -99,13 +99,18 @@ def test_a_forged_head_or_a_removed_day_is_detected(
 
 
 def test_a_new_day_seals_the_previous_one(store: LegalStore, signing: Ed25519PrivateKey) -> None:
-    """Writing into day D+1 signs D's final head; D then refuses records."""
+    """Writing into day D+1 signs D's final head; a clock stepping back to D afterwards
+    writes into D+1, never into the sealed D."""
     fill(store, 4, T0)
     fill(store, 2, T0 + 86400, first_event=50)
     heads = (store.directory / DAY / "heads.jsonl").read_text().splitlines()
     assert '"final":true' in heads[-1]
+    again = LegalStore(store.directory, store.provider, signing, checkpoint_s=0)
+    again.append([(99, record(1))], T0)
+    assert [f.seq for f in again.read(day_of(T0 + 86400), range(5))] == [0, 1, 2]
+    assert again.verify(signing.public_key()) == []
     with pytest.raises(StoreError):
-        LegalStore(store.directory, store.provider, signing).append([(99, record(1))], T0)
+        again.seal("2020-01-01")
 
 
 def test_a_torn_tail_is_dropped_and_last_event_is_kept(
