@@ -5,6 +5,8 @@ test instead of ``/etc/mosquitto`` (``borne_mosquitto_install`` and
 ``borne_mosquitto_manage_service`` off: nothing on the machine is installed or
 restarted); then a real mosquitto runs with what the role wrote, and real MQTT clients
 prove that an AP publishes under its own id only and that a wrong password is refused.
+Both sources of logins are covered: the inventory (vaulted passwords) and the registry
+(``borne ap enroll`` writes the files, the role leaves them as they are).
 """
 
 from __future__ import annotations
@@ -62,17 +64,51 @@ def changed(out: str) -> int:
     return int(m.group(1))
 
 
-@pytest.fixture
-def broker_dir(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    """Apply the role into tmp_path/etc-mosquitto twice; yield (dir, port)."""
+def enroll(tmp_path: Path, conf_dir: Path) -> dict[str, str]:
+    """``borne ap enroll`` each AP (controller login included); their new passwords."""
+    conf = tmp_path / "borne.toml"
+    conf.write_text(
+        'command_master_key = "mosquitto-role-test-master-key-0123"\n'
+        f'[mqtt]\nusername = "borne-controller"\npassword = "{CONTROLLER_PW}"\n'
+        f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "state.db"}"\n'
+    )
+    passwords = {}
+    for ap in APS:
+        out = subprocess.run(
+            [str(BIN / "borne"), "ap", "enroll", ap, "--insee", ap[3:8], "-c", str(conf),
+             "--passwd-file", str(conf_dir / "borne.passwd"),
+             "--acl-file", str(conf_dir / "borne.acl")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        m = re.search(r'^mqtt_password = "(.+)"$', out.stdout, re.M)
+        assert m, out.stdout
+        passwords[ap] = m.group(1)
+    return passwords
+
+
+@pytest.fixture(params=["inventory", "registry"])
+def broker_dir(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Path, int, dict[str, str]]]:
+    """Apply the role into tmp_path/etc-mosquitto twice; yield (dir, port, AP passwords).
+
+    ``inventory``: the role writes logins and ACL from the inventory's vaulted passwords;
+    ``registry``: ``borne ap enroll`` wrote them and the role must leave them alone.
+    """
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
         require("mosquitto (Debian package mosquitto)")
     port = free_port()
     conf_dir = tmp_path / "etc-mosquitto"
-    hosts: dict[str, Any] = {
-        ap: {"ap_id": ap, "borne_agent_mqtt_password": pw} for ap, pw in APS.items()
-    }
+    source = str(request.param)
+    if source == "registry":
+        passwords = enroll(tmp_path, conf_dir)
+        enrolled = {p: (conf_dir / p).read_text() for p in ("borne.passwd", "borne.acl")}
+        hosts: dict[str, Any] = {ap: {"ap_id": ap} for ap in APS}
+    else:
+        passwords = dict(APS)
+        hosts = {ap: {"ap_id": ap, "borne_agent_mqtt_password": pw} for ap, pw in APS.items()}
     hosts["ap-46102-01"] = {"ap_id": "ap-46102-01"}  # not enrolled: no broker password
     inventory = {
         "all": {
@@ -91,6 +127,7 @@ def broker_dir(tmp_path: Path) -> Iterator[tuple[Path, int]]:
                             "borne_mosquitto_port": port,
                             "borne_mosquitto_listen_address": "127.0.0.1",
                             "borne_mosquitto_controller_password": CONTROLLER_PW,
+                            "borne_mosquitto_logins_source": source,
                         }
                     }
                 },
@@ -105,13 +142,18 @@ def broker_dir(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     second = playbook(inv)
     assert second.returncode == 0, second.stdout[-5000:]
     assert changed(second.stdout) == 0, second.stdout[-5000:]
-    yield conf_dir, port
+    if source == "registry":
+        for name, text in enrolled.items():
+            assert (conf_dir / name).read_text() == text, f"the role rewrote {name}"
+    yield conf_dir, port, passwords
 
 
 @pytest.fixture
-def broker(broker_dir: tuple[Path, int], tmp_path: Path) -> Iterator[int]:
-    """A real mosquitto running the role's configuration; yields its port."""
-    conf_dir, port = broker_dir
+def broker(
+    broker_dir: tuple[Path, int, dict[str, str]], tmp_path: Path
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """A real mosquitto running the role's configuration; yields its port and AP passwords."""
+    conf_dir, port, passwords = broker_dir
     main = tmp_path / "mosquitto.conf"
     # "user root": the test's files live in a 0700 tmp dir the mosquitto user cannot read.
     main.write_text(f"user root\nlog_dest stdout\ninclude_dir {conf_dir / 'conf.d'}\n")
@@ -124,7 +166,7 @@ def broker(broker_dir: tuple[Path, int], tmp_path: Path) -> Iterator[int]:
     try:
         wait_for(lambda: _port_open(port) or proc.poll() is not None, timeout=10)
         assert proc.poll() is None, (tmp_path / "mosquitto.log").read_text()
-        yield port
+        yield port, passwords
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -175,12 +217,15 @@ class Client:
         self.c.loop_stop()
 
 
-def test_each_ap_publishes_only_under_its_own_id_and_bad_logins_fail(broker: int) -> None:
+def test_each_ap_publishes_only_under_its_own_id_and_bad_logins_fail(
+    broker: tuple[int, dict[str, str]],
+) -> None:
     """Own topics pass; a foreign AP topic is refused (PUBACK 135); a wrong password is refused."""
-    ctl = Client(broker, "borne-controller", CONTROLLER_PW)
-    ap = Client(broker, "ap-46201-01", APS["ap-46201-01"])
-    intruder = Client(broker, "ap-46201-01", "not-the-password")
-    unenrolled = Client(broker, "ap-46102-01", "anything-at-all")
+    port, passwords = broker
+    ctl = Client(port, "borne-controller", CONTROLLER_PW)
+    ap = Client(port, "ap-46201-01", passwords["ap-46201-01"])
+    intruder = Client(port, "ap-46201-01", "not-the-password")
+    unenrolled = Client(port, "ap-46102-01", "anything-at-all")
     try:
         assert ctl.reason is not None and not ctl.reason.is_failure
         assert ap.reason is not None and not ap.reason.is_failure
