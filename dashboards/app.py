@@ -199,6 +199,11 @@ def _json(model: BaseModel) -> web.Response:
     )
 
 
+def _see_other(location: str) -> web.Response:
+    # A response, not a raised HTTPSeeOther: it carries a Set-Cookie header.
+    return web.Response(status=303, headers={"Location": location})
+
+
 def _same_origin(request: web.Request) -> bool:
     """A POST from a page of ours: no ``Origin`` (old browsers, curl) or our own host."""
     origin = request.headers.get("Origin")
@@ -470,7 +475,7 @@ class _Dashboard:
             token_hash(token), account.username, second_ok, now, self.login_ttl_s
         )
         target = "index" if second_ok else "login-totp"
-        response = web.HTTPSeeOther(str(request.app.router[target].url_for()))
+        response = _see_other(str(request.app.router[target].url_for()))
         response.set_cookie(
             COOKIE,
             token,
@@ -536,7 +541,7 @@ class _Dashboard:
     async def logout(self, request: web.Request) -> web.StreamResponse:
         """``POST /logout``: end the session server-side and drop the cookie."""
         await self.accounts.end_login(token_hash(request[_TOKEN]))
-        response = web.HTTPSeeOther(str(request.app.router["login"].url_for()))
+        response = _see_other(str(request.app.router["login"].url_for()))
         response.del_cookie(COOKIE, path="/")
         return response
 

@@ -6,12 +6,14 @@ controller's real ingest path (``Controller.handle``) with sealed agent messages
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 import sqlalchemy as sa
 from aiohttp import web
@@ -23,7 +25,9 @@ from controller.config import load_settings
 from controller.registry import Registry, lot_communes
 from controller.service import Controller, mac_tag
 from controller.storage import open_database
-from dashboards.app import create_app
+from dashboards._auth import Role, hash_password
+from dashboards.accounts import AccountStore
+from dashboards.app import COOKIE, create_app
 
 NOW = 1_780_000_000.0  # a fixed moment: the page's relative times are deterministic
 INSEE = {c.name: c.insee for c in lot_communes()}
@@ -280,3 +284,254 @@ async def test_database_failure_gives_503_and_keeps_serving(
     assert (await client.get("/")).status == 503
     assert (await client.get("/api/fleet")).status == 200
     assert (await client.get("/healthz")).status == 200
+
+
+# -- accounts, roles and access ---------------------------------------------------------
+
+PASSWORD = "un mot de passe assez long"
+ADMIN_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+
+@pytest.fixture
+async def accounts(populated: Controller) -> Controller:
+    """A Rocamadour viewer, a Rocamadour+Cahors (EPCI-like) manager, admin, technician, legal."""
+    store = AccountStore(populated.db)
+    pw = await asyncio.to_thread(hash_password, PASSWORD)
+    roc, cah = INSEE["Rocamadour"], INSEE["Cahors"]
+    await store.create(
+        "roc", "Mairie de Rocamadour", Role.COMMUNE_VIEWER, pw, communes=[roc], now=NOW
+    )
+    await store.create("epci", "Causses", Role.COMMUNE_MANAGER, pw, communes=[roc, cah], now=NOW)
+    await store.create("admin", "Syndicat", Role.ADMIN, pw, totp_secret=ADMIN_SECRET, now=NOW)
+    await store.create("tech", "Technicien", Role.TECHNICIAN, pw, now=NOW)
+    await store.create(
+        "legal", "Juriste", Role.LEGAL_OFFICER, pw, totp_secret=ADMIN_SECRET, now=NOW
+    )
+    return populated
+
+
+async def _client(controller: Controller, aiohttp_client: ClientFactory) -> Client:
+    return await aiohttp_client(create_app(controller, clock=lambda: NOW))
+
+
+async def _login(client: Client, username: str, password: str = PASSWORD) -> Any:
+    return await client.post(
+        "/login", data={"username": username, "password": password}, allow_redirects=False
+    )
+
+
+async def _logged_in(controller: Controller, aiohttp_client: ClientFactory, user: str) -> Client:
+    client = await _client(controller, aiohttp_client)
+    resp = await _login(client, user)
+    assert resp.status == 303, await resp.text()
+    if resp.headers["Location"].endswith("/login/totp"):
+        code = pyotp.TOTP(ADMIN_SECRET).at(NOW)
+        csrf = await _csrf_of(client, "/login/totp")
+        resp = await client.post(
+            "/login/totp", data={"code": code, "csrf": csrf}, allow_redirects=False
+        )
+        assert resp.status == 303
+    return client
+
+
+async def _csrf_of(client: Client, path: str) -> str:
+    html = await (await client.get(path)).text()
+    match = re.search(r'name="csrf" value="([0-9a-f]{64})"', html)
+    assert match is not None, html
+    return match.group(1)
+
+
+async def test_once_an_account_exists_everything_needs_a_login(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """Pages redirect to /login and the API answers 401 without a login; healthz stays open."""
+    client = await _client(accounts, aiohttp_client)
+    resp = await client.get("/", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/login"
+    for path in ("/api/fleet", "/api/sessions", "/api/fleet?commune=46240"):
+        assert (await client.get(path)).status == 401
+    assert (await client.get("/admin/accounts", allow_redirects=False)).status == 303
+    assert (await client.get("/healthz")).status == 200
+    login_page = await (await client.get("/login")).text()
+    assert 'autocomplete="current-password"' in login_page
+
+
+async def test_without_accounts_a_non_loopback_dashboard_is_closed(
+    populated: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """The open bootstrap mode exists on loopback only: elsewhere, no account means no entry."""
+    settings = populated.settings.model_copy(
+        update={
+            "dashboard": populated.settings.dashboard.model_copy(update={"listen_host": "0.0.0.0"})
+        }
+    )
+    exposed = Controller(settings, populated.db, populated.registry)
+    client = await _client(exposed, aiohttp_client)
+    assert (await client.get("/api/fleet")).status == 401
+    assert (await client.get("/", allow_redirects=False)).status == 303
+
+
+async def test_login_cookie_is_httponly_strict_and_token_random(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """The login cookie is HttpOnly and SameSite=Strict; the page redirects home."""
+    client = await _client(accounts, aiohttp_client)
+    resp = await _login(client, "tech")
+    assert resp.status == 303 and resp.headers["Location"] == "/"
+    cookie = resp.headers["Set-Cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert (await client.get("/api/fleet")).status == 200
+
+
+async def test_commune_viewer_sees_only_its_commune_everywhere(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """A Rocamadour viewer sees Rocamadour's hotspots and sessions; Cahors is 403 by URL or API."""
+    client = await _logged_in(accounts, aiohttp_client, "roc")
+    html = await (await client.get("/")).text()
+    assert "rocamadour-01" in html and "rocamadour-02" in html
+    assert "cahors-01" not in html and "Cahors" not in html and "padirac-01" not in html
+    assert mac_tag(MAC_A) in html and mac_tag(MAC_B) not in html
+    fleet = await (await client.get("/api/fleet")).json()
+    assert {h["ap_id"] for h in fleet["hotspots"]} == {"rocamadour-01", "rocamadour-02"}
+    assert fleet["summary"]["communes_total"] == 1
+    sessions = await (await client.get("/api/sessions")).json()
+    assert [s["tag"] for s in sessions["sessions"]] == [mac_tag(MAC_A)]
+    cahors = INSEE["Cahors"]
+    assert (await client.get(f"/commune/{cahors}")).status == 403
+    assert (await client.get(f"/api/fleet?commune={cahors}")).status == 403
+    assert (await client.get(f"/api/sessions?commune={cahors}")).status == 403
+    assert (await client.get("/api/fleet?commune=99999")).status == 404
+    assert (await client.get(f"/commune/{INSEE['Rocamadour']}")).status == 200
+    assert (await client.get("/admin/accounts")).status == 403
+
+
+async def test_grouping_account_sees_its_members_and_one_at_a_time(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """An account over Rocamadour and Cahors sees both, links each, and not Padirac."""
+    client = await _logged_in(accounts, aiohttp_client, "epci")
+    fleet = await (await client.get("/api/fleet")).json()
+    assert {h["ap_id"] for h in fleet["hotspots"]} == {
+        "rocamadour-01",
+        "rocamadour-02",
+        "cahors-01",
+    }
+    html = await (await client.get("/")).text()
+    assert f'href="/commune/{INSEE["Cahors"]}"' in html
+    one = await (await client.get(f"/api/sessions?commune={INSEE['Cahors']}")).json()
+    assert [s["tag"] for s in one["sessions"]] == [mac_tag(MAC_B)]
+    assert (await client.get(f"/commune/{INSEE['Padirac']}")).status == 403
+
+
+async def test_technician_sees_the_whole_territory(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """A technician sees every hotspot and every commune's page."""
+    client = await _logged_in(accounts, aiohttp_client, "tech")
+    fleet = await (await client.get("/api/fleet")).json()
+    assert len(fleet["hotspots"]) == 4 and fleet["summary"]["communes_total"] == 320
+    assert (await client.get(f"/commune/{INSEE['Padirac']}")).status == 200
+    assert (await client.get("/admin/accounts")).status == 403
+
+
+async def test_legal_officer_sees_no_fleet(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """The legal officer (after TOTP) gets no hotspot nor session, by page or API."""
+    client = await _logged_in(accounts, aiohttp_client, "legal")
+    html = await (await client.get("/")).text()
+    assert "borne legal" in html and "rocamadour-01" not in html
+    assert (await client.get("/api/fleet")).status == 403
+    assert (await client.get("/api/sessions")).status == 403
+
+
+async def test_admin_needs_a_totp_code_after_the_password(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """After the admin's password only the TOTP step is open; a wrong code does not pass."""
+    client = await _client(accounts, aiohttp_client)
+    resp = await _login(client, "admin")
+    assert resp.status == 303 and resp.headers["Location"] == "/login/totp"
+    assert (await client.get("/api/fleet")).status == 401
+    assert (await client.get("/", allow_redirects=False)).headers["Location"] == "/login/totp"
+    csrf = await _csrf_of(client, "/login/totp")
+    wrong = pyotp.TOTP(ADMIN_SECRET).at(NOW - 300)
+    resp = await client.post("/login/totp", data={"code": wrong, "csrf": csrf})
+    assert resp.status == 401
+    assert (await client.get("/api/fleet")).status == 401
+    good = pyotp.TOTP(ADMIN_SECRET).at(NOW)
+    resp = await client.post(
+        "/login/totp", data={"code": good, "csrf": csrf}, allow_redirects=False
+    )
+    assert resp.status == 303
+    assert (await client.get("/api/fleet")).status == 200
+
+
+async def test_wrong_passwords_are_rate_limited(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """Wrong passwords answer 401; after five, even the right one gets 429 with Retry-After."""
+    client = await _client(accounts, aiohttp_client)
+    assert (await _login(client, "roc", "wrong password!")).status == 401
+    assert (await _login(client, "nobody", PASSWORD)).status == 401
+    for _ in range(3):
+        assert (await _login(client, "roc", "wrong password!")).status == 401
+    resp = await _login(client, "roc")
+    assert resp.status == 429
+    assert int(resp.headers["Retry-After"]) > 0
+    assert COOKIE not in resp.cookies
+
+
+async def test_posts_need_the_csrf_token_and_a_same_origin(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """Logout without the CSRF token or from another origin is refused; with it, it works."""
+    client = await _logged_in(accounts, aiohttp_client, "roc")
+    assert (await client.post("/logout", data={})).status == 403
+    assert (await client.post("/logout", data={"csrf": "0" * 64})).status == 403
+    csrf = await _csrf_of(client, "/")
+    foreign = await client.post(
+        "/logout", data={"csrf": csrf}, headers={"Origin": "https://evil.example"}
+    )
+    assert foreign.status == 403
+    assert (await client.get("/api/fleet")).status == 200
+    resp = await client.post("/logout", data={"csrf": csrf}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/login"
+    assert (await client.get("/api/fleet")).status == 401
+
+
+async def test_admin_creates_a_commune_account_that_can_log_in(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """An admin adds a Padirac viewer through the form; it logs in and sees Padirac only."""
+    admin = await _logged_in(accounts, aiohttp_client, "admin")
+    csrf = await _csrf_of(admin, "/admin/accounts")
+    form = {
+        "csrf": csrf,
+        "username": "padirac",
+        "display_name": "Mairie de Padirac",
+        "role": "commune_viewer",
+        "communes": INSEE["Padirac"],
+        "password": PASSWORD,
+    }
+    resp = await admin.post("/admin/accounts", data=form)
+    assert resp.status == 201
+    assert "Mairie de Padirac" in await resp.text()
+    again = await admin.post("/admin/accounts", data=form)
+    assert again.status == 400 and "existe déjà" in await again.text()
+    short = await admin.post(
+        "/admin/accounts", data={**form, "username": "x2", "password": "court"}
+    )
+    assert short.status == 400
+    new_admin = await admin.post(
+        "/admin/accounts", data={**form, "username": "admin2", "role": "admin", "communes": ""}
+    )
+    assert new_admin.status == 201 and 'id="totp-secret"' in await new_admin.text()
+    padirac = await _logged_in(accounts, aiohttp_client, "padirac")
+    fleet = await (await padirac.get("/api/fleet")).json()
+    assert [h["ap_id"] for h in fleet["hotspots"]] == ["padirac-01"]
+    disable = await admin.post("/admin/accounts/padirac/active", data={"csrf": csrf, "active": "0"})
+    assert disable.status == 200
+    assert (await padirac.get("/api/fleet")).status == 401
