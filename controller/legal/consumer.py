@@ -80,18 +80,30 @@ class LegalConsumer:
         self._last_id: int | None = None
         self._seen: collections.OrderedDict[str, tuple[str, str | None]] = collections.OrderedDict()
 
-    def _wanted(self, kind: str, rec: LegalRecord) -> bool:
+    def _wanted(
+        self, kind: str, rec: LegalRecord, batch: dict[str, tuple[str, str | None] | None]
+    ) -> bool:
+        """Whether to write this event; what it changes goes to ``batch`` and reaches
+        the remembered addresses only once the batch is durable."""
         addr = (rec.private_ip, rec.public_ip)
         if kind == "stop":
-            self._seen.pop(rec.session_id, None)
+            batch[rec.session_id] = None
             return True
-        if kind == "update" and self._seen.get(rec.session_id) == addr:
+        known = batch[rec.session_id] if rec.session_id in batch else self._seen.get(rec.session_id)
+        if kind == "update" and known == addr:
             return False
-        self._seen[rec.session_id] = addr
-        self._seen.move_to_end(rec.session_id)
+        batch[rec.session_id] = addr
+        return True
+
+    def _remember(self, batch: dict[str, tuple[str, str | None] | None]) -> None:
+        for sid, addr in batch.items():
+            if addr is None:
+                self._seen.pop(sid, None)
+            else:
+                self._seen[sid] = addr
+                self._seen.move_to_end(sid)
         while len(self._seen) > _SEEN_MAX:
             self._seen.popitem(last=False)
-        return True
 
     async def step(self) -> int:
         """Handle one batch; return the number of events consumed."""
@@ -102,15 +114,22 @@ class LegalConsumer:
         if not events:
             return 0
         items = []
+        batch: dict[str, tuple[str, str | None] | None] = {}
         for ev in events:
             rec = from_session(ev.session, ev.kind)
             # An event at or before the last written one was written before a crash that
             # came before the offset moved: it only refreshes what we remember.
-            if self._wanted(ev.kind, rec) and ev.id > self._last_id:
+            if self._wanted(ev.kind, rec, batch) and ev.id > self._last_id:
                 items.append((ev.id, rec))
         if items:
-            await asyncio.to_thread(self.store.append, items, self.clock())
+            try:
+                await asyncio.to_thread(self.store.append, items, self.clock())
+            except (LegalError, OSError):
+                # Part of the batch may be durable: ask the store again what it holds.
+                self._last_id = None
+                raise
             self.written += len(items)
+        self._remember(batch)
         self._last_id = max(self._last_id, events[-1].id)
         async with self.db.begin() as conn:
             await outbox.advance(conn, CONSUMER, events[-1].id)

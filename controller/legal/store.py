@@ -170,7 +170,12 @@ class LegalStore:
         return sorted(p.name for p in self.directory.iterdir() if p.is_dir() and len(p.name) == 10)
 
     def _new_keys(self, path: Path, day: str) -> None:
-        kdir = path / "keys"
+        # All three keys appear at once (rename), or none: a crash or a full disk
+        # half-way leaves only a "keys.tmp" that the next attempt starts again.
+        kdir = path / "keys.tmp"
+        if kdir.exists():
+            for f in kdir.iterdir():
+                f.unlink()
         kdir.mkdir(parents=True, exist_ok=True)
         for purpose in PURPOSES:
             blob = wrap(self.provider, day, purpose, secrets.token_bytes(32))
@@ -180,6 +185,7 @@ class LegalStore:
                 fh.flush()
                 os.fsync(fh.fileno())
         _fsync_dir(kdir)
+        kdir.rename(path / "keys")
         _fsync_dir(path)
         _fsync_dir(self.directory)
 
@@ -267,7 +273,7 @@ class LegalStore:
         path = self.directory / day
         if self._final_head(day) is not None:
             raise StoreError(f"day {day} is sealed; records cannot be added to it")
-        if not (path / "keys" / "identity.key").exists():
+        if not (path / "keys").is_dir():
             path.mkdir(parents=True, exist_ok=True)
             self._new_keys(path, day)
         self._open = self._recover(day)
@@ -281,9 +287,10 @@ class LegalStore:
         for day in reversed(self.days()):
             if self._open is not None and self._open.day == day:
                 return self._open.last_event_id
-            frames, _ = fmt.iter_frames((self.directory / day / "records.log").read_bytes())
-            if frames:
-                return fmt.parse_leaf(frames[-1]).event_id
+            # The records every file of the day agrees on (a torn batch does not count).
+            od = self._recover(day)
+            if od.hashes:
+                return od.last_event_id
         return 0
 
     def append(self, items: Sequence[tuple[int, LegalRecord]], now: float) -> int:
@@ -341,7 +348,11 @@ class LegalStore:
         od.end = end
         od.last_event_id = items[-1][0]
         if now - od.last_head_at >= self.checkpoint_s:
-            self._write_head(od.day, od.hashes, final=False, now=now)
+            try:
+                self._write_head(od.day, od.hashes, final=False, now=now)
+            except OSError as exc:
+                # The records are durable; the checkpoint comes with a later batch.
+                raise StoreError(f"records written, checkpoint head not: {exc}") from exc
             od.last_head_at = now
         return len(items)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import sqlite3
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -22,6 +24,7 @@ from agents.contract import AcctEntry, ClientEvent, seal, topic
 from controller import outbox
 from controller.config import LegalSettings
 from controller.legal.consumer import CONSUMER, LegalConsumer
+from controller.legal.errors import LegalError
 from controller.legal.keys import MasterKey
 from controller.legal.store import LegalStore, day_of
 from controller.service import Controller
@@ -289,3 +292,37 @@ batch = 5
     )
     out = subprocess.run([*cli, "legal", "verify", "-c", str(conf)], **run)  # type: ignore[call-overload]
     assert "intact" in out.stdout
+
+
+@pytest.mark.parametrize("failing_call", range(1, 13))
+async def test_a_full_disk_loses_nothing(
+    controller: Controller, tmp_path: Path, failing_call: int
+) -> None:
+    """An fsync failing with ENOSPC at any point of a batch (fault injected: a real full
+    disk needs a mount) leaves the offset where it was; once space is back every record
+    is written exactly once and the day verifies."""
+    consumer, store = make(controller, tmp_path)
+    await visit(controller)
+    real_fsync = os.fsync
+    calls = 0
+
+    def fsync(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls >= failing_call:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    with mock.patch("os.fsync", autospec=True, side_effect=fsync), pytest.raises(LegalError):
+        while await consumer.step():
+            pass
+    async with controller.db.connect() as conn:
+        assert len(await outbox.pending(conn, CONSUMER)) >= 1
+    while await consumer.step():
+        pass
+    day = day_of(T0 + 200)
+    found = await asyncio.to_thread(store.read, day, range(10))
+    assert [f.record.event for f in found] == ["start", "stop"]
+    assert store.signing_key is not None
+    problems = await asyncio.to_thread(store.verify, store.signing_key.public_key())
+    assert problems == []
