@@ -20,13 +20,15 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from controller import outbox
 from controller.config import LegalSettings
 from controller.legal.errors import LegalError
 from controller.legal.keys import MasterKey, MasterKeyProvider, load_signing_key, parse_master_key
 from controller.legal.records import LegalRecord, from_session
-from controller.legal.store import LegalStore
+from controller.legal.retention import purge
+from controller.legal.store import LegalStore, day_of
 from controller.storage import Database
 
 __all__ = ["CONSUMER", "LegalConsumer", "open_store", "provider_from"]
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 CONSUMER = "legal"
 # How many sessions' last written address we remember to skip unchanged updates.
 _SEEN_MAX = 200_000
+# Sealing and purging run this often: a day is purged at most an hour after it is due.
+MAINTENANCE_S = 3600.0
 
 
 def provider_from(settings: LegalSettings) -> MasterKeyProvider:
@@ -135,12 +139,30 @@ class LegalConsumer:
             await outbox.advance(conn, CONSUMER, events[-1].id)
         return len(events)
 
+    async def maintain(self) -> list[dict[str, Any]]:
+        """Seal the days before today and purge what is past retention (CPCE L34-1 II:
+        keeping too long is an offence, so the controller does not wait for a cron job).
+        Returns the shredding statements."""
+        now = self.clock()
+        await asyncio.to_thread(self.store.seal_before, day_of(now), now)
+        statements = await asyncio.to_thread(purge, self.store, self.settings, now)
+        for st in statements:
+            logger.info(
+                "legal log: keys of %s destroyed (%s)", st["day"], ", ".join(st["destroyed"])
+            )
+        return statements
+
     async def run(self) -> None:
-        """Consume forever; a failing batch is retried with jittered backoff."""
+        """Consume forever, sealing and purging every hour; a failing batch is retried
+        with jittered backoff."""
         attempt = 0
+        next_maintenance = 0.0
         try:
             while True:
                 try:
+                    if time.monotonic() >= next_maintenance:
+                        await self.maintain()
+                        next_maintenance = time.monotonic() + MAINTENANCE_S
                     n = await self.step()
                     attempt = 0
                 except (LegalError, OSError) as exc:

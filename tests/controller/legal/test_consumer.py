@@ -326,3 +326,24 @@ async def test_a_full_disk_loses_nothing(
     assert store.signing_key is not None
     problems = await asyncio.to_thread(store.verify, store.signing_key.public_key())
     assert problems == []
+
+
+async def test_maintenance_seals_idle_days_and_purges_on_time(
+    controller: Controller, tmp_path: Path
+) -> None:
+    """Without new traffic, yesterday still gets its final head, and a year later the
+    consumer itself destroys the day's keys."""
+    consumer, store = make(controller, tmp_path)
+    await visit(controller)
+    while await consumer.step():
+        pass
+    day = day_of(T0 + 200)
+    consumer.clock = lambda: T0 + 86400
+    assert await consumer.maintain() == []
+    heads = await asyncio.to_thread((store.directory / day / "heads.jsonl").read_text)
+    assert '"final":true' in heads.splitlines()[-1]
+    consumer.clock = lambda: T0 + 367 * 86400
+    statements = await consumer.maintain()
+    assert [s["day"] for s in statements] == [day]
+    with pytest.raises(LegalError):
+        await asyncio.to_thread(store.read, day, [0])
