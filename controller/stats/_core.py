@@ -11,6 +11,7 @@ aggregator with the day's key: nothing here outlives the day.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import itertools
 from collections import defaultdict
@@ -29,7 +30,8 @@ _SESSIONS = _F["sessions"]
 _REPEAT = _F["repeat_visitors"]
 _UP = _F["bytes_up"]
 _DOWN = _F["bytes_down"]
-_DWELL = [(_F[name], bound) for name, bound in DWELL_BUCKETS]
+_DWELL_FIELDS = [_F[name] for name, _ in DWELL_BUCKETS]
+_DWELL_BOUNDS = [bound for _, bound in DWELL_BUCKETS]
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,20 @@ class Visit:
     down: int
 
 
+_LAST_DAY: list[tuple[float, float, str, ZoneInfo]] = []
+
+
 def local_day(t: float, tz: ZoneInfo) -> str:
     """The local date (``YYYY-MM-DD``) of UTC time ``t``."""
-    return dt.datetime.fromtimestamp(t, tz).date().isoformat()
+    # Consecutive sessions mostly fall on the same day: remember its bounds.
+    if _LAST_DAY:
+        start, end, day, zone = _LAST_DAY[0]
+        if zone is tz and start <= t < end:
+            return day
+    day = dt.datetime.fromtimestamp(t, tz).date().isoformat()
+    start, end = day_bounds(day, tz)
+    _LAST_DAY[:] = [(start, end, day, tz)]
+    return day
 
 
 def day_bounds(day: str, tz: ZoneInfo) -> tuple[float, float]:
@@ -146,7 +159,7 @@ class DayAggregator:
                     present.add(("presence", "commune", "hour", hour, v.insee, "", ""))
                     present.add(("presence", "hotspot", "hour", hour, v.insee, v.ap_id, ""))
                 dwell = max(0.0, v.stop - v.start)
-                bucket = next(i for i, bound in _DWELL if dwell < bound)
+                bucket = _DWELL_FIELDS[bisect.bisect_right(_DWELL_BOUNDS, dwell)]
                 up = min(max(v.up, 0), lim.bytes_clip)
                 down = min(max(v.down, 0), lim.bytes_clip)
                 for key in (t_day, c_day, h_day, c_h0, h_h0):

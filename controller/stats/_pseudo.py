@@ -12,7 +12,6 @@ This module must not store a MAC or a pseudonym anywhere but in memory.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import re
@@ -29,6 +28,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MAC_RE = re.compile(r"[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
+_CANONICAL_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
 def normalise_mac(mac: str) -> str:
@@ -37,6 +37,8 @@ def normalise_mac(mac: str) -> str:
     Raises:
         ValueError: not a 48-bit MAC address.
     """
+    if _CANONICAL_RE.fullmatch(mac):
+        return mac  # the usual case: already as the sessions table stores it
     m = mac.strip().lower()
     if not _MAC_RE.fullmatch(m):
         raise ValueError("not a MAC address")
@@ -70,7 +72,8 @@ class DailyKeys:
             self._keys[day] = key
             self.created += 1
             logger.info("statistics: new random pseudonymisation key for %s (memory only)", day)
-        return hmac.new(bytes(key), mac.encode("ascii"), hashlib.sha256).digest()
+        # One-shot C HMAC straight from the bytearray: no immutable copy of the key.
+        return hmac.digest(key, mac.encode("ascii"), "sha256")
 
     def destroy(self, day: str) -> None:
         """Zeroise and forget ``day``'s key: its pseudonyms can no longer be recomputed."""
@@ -95,9 +98,8 @@ class OptOut:
 
     def hash(self, mac: str) -> str:
         """The opt-out hash of a MAC (hex), as stored in the ``stats_optout`` table."""
-        return hmac.new(
-            self._key, b"borne/stats-optout/" + normalise_mac(mac).encode(), hashlib.sha256
-        ).hexdigest()
+        msg = b"borne/stats-optout/" + normalise_mac(mac).encode()
+        return hmac.digest(self._key, msg, "sha256").hex()
 
     def replace(self, hashes: Iterable[str]) -> None:
         """Use this set of hashes from now on."""
@@ -110,7 +112,8 @@ class OptOut:
         return h
 
     def __contains__(self, mac: object) -> bool:
-        return isinstance(mac, str) and self.hash(mac) in self._hashes
+        # An empty list (the usual case) needs no hashing at all.
+        return bool(self._hashes) and isinstance(mac, str) and self.hash(mac) in self._hashes
 
     def __len__(self) -> int:
         return len(self._hashes)
