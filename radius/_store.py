@@ -172,15 +172,20 @@ class AccountingStore:
             await conn.execute(
                 sa.select(sessions, radius_sessions.c.nas_id, radius_sessions.c.acct_session_id)
                 .join(radius_sessions, radius_sessions.c.session_id == sessions.c.id)
+                # Two IN lists, not a row-value IN: SQLite uses the primary key index only
+                # for the former; rows of other combinations are filtered out below.
                 .where(
-                    sa.tuple_(radius_sessions.c.nas_id, radius_sessions.c.acct_session_id).in_(keys)
+                    radius_sessions.c.nas_id.in_(sorted({k[0] for k in keys})),
+                    radius_sessions.c.acct_session_id.in_(sorted({k[1] for k in keys})),
                 )
             )
         ).all()
         by_id: dict[int, _S] = {}
         by_key: dict[tuple[str, str], _S] = {}
+        wanted = set(keys)
         for r in rows:
-            by_key[(r.nas_id, r.acct_session_id)] = by_id.setdefault(r.id, _from_row(r))
+            if (r.nas_id, r.acct_session_id) in wanted:
+                by_key[(r.nas_id, r.acct_session_id)] = by_id.setdefault(r.id, _from_row(r))
         # Open sessions of the devices about to open a new session on the same NAS.
         macs = sorted(
             {
@@ -193,13 +198,16 @@ class AccountingStore:
             others = (
                 await conn.execute(
                     sa.select(sessions).where(
+                        sessions.c.ap_id.in_(sorted({m[0] for m in macs})),
+                        sessions.c.mac.in_(sorted({m[1] for m in macs})),
                         sessions.c.stopped_at.is_(None),
-                        sa.tuple_(sessions.c.ap_id, sessions.c.mac).in_(macs),
                     )
                 )
             ).all()
+            wanted_macs = set(macs)
             for r in others:
-                by_id.setdefault(r.id, _from_row(r))
+                if (r.ap_id, r.mac) in wanted_macs:
+                    by_id.setdefault(r.id, _from_row(r))
         open_by_mac: dict[tuple[str, str], list[_S]] = {}
         for st in by_id.values():
             if st.stopped_at is None:
