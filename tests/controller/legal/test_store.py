@@ -189,3 +189,18 @@ def test_a_wrong_master_key_cannot_open_a_day(
     other = LegalStore(store.directory, MasterKey.from_text(MasterKey.new_text()), signing)
     with pytest.raises(KeyError_):
         other.read(DAY, [0])
+
+
+def test_nothing_else_in_borne_reads_the_legal_log() -> None:
+    """Only the controller's startup (main.py) and the CLI registry name the legal package:
+    no dashboard, statistics or portal code can import it (purpose limitation, L34-1)."""
+    root = Path(__file__).resolve().parents[3]
+    allowed = {root / "controller" / "main.py", root / "controller" / "cli.py"}
+    offenders = []
+    for pkg in ("agents", "controller", "captive_portal", "radius", "dashboards"):
+        for path in (root / pkg).rglob("*.py"):
+            if (root / "controller" / "legal") in path.parents or path in allowed:
+                continue
+            if "controller.legal" in path.read_text(encoding="utf-8"):
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []
