@@ -135,12 +135,12 @@ async def test_retransmission_is_stored_once(
         finally:
             conn.close()
 
-    holder = asyncio.create_task(asyncio.to_thread(hold_lock, 2.0))  # noqa: TID251
-    await asyncio.sleep(0.2)
-    res = await radclient(
-        radius_server.acct_port, "acct", _acct("Start", "dup1"), retries=5, wait_s=0.5
-    )
-    await holder
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(asyncio.to_thread(hold_lock, 2.0))
+        await asyncio.sleep(0.2)
+        res = await radclient(
+            radius_server.acct_port, "acct", _acct("Start", "dup1"), retries=5, wait_s=0.5
+        )
     assert "Received Accounting-Response" in res.out, res.out
     assert res.out.count("Sent Accounting-Request") >= 2, res.out
     assert radius_server.server.counters["dropped_duplicate_in_progress"] >= 1
@@ -311,3 +311,36 @@ async def test_nas_changes_apply_after_a_reload(
     assert "Received Accounting-Response" in ok.out, ok.out
     old = await radclient(radius_server.acct_port, "acct", _acct("Start", "r2"))
     assert "Received" not in old.out
+
+
+async def test_no_response_until_the_record_is_stored(
+    radius_server: Running, radius_db: Database, radius_settings: Settings
+) -> None:
+    """While the database refuses the write, no Accounting-Response goes out; radclient's
+    retransmission after the repair is stored once and answered."""
+    path = radius_settings.database.url.get_secret_value().removeprefix("sqlite+aiosqlite:///")
+
+    def sql(statement: str) -> None:
+        conn = sqlite3.connect(path, timeout=10)
+        try:
+            conn.execute(statement)
+            conn.commit()
+        finally:
+            conn.close()
+
+    # A real storage failure: the table the write needs is missing for a while.
+    await asyncio.to_thread(sql, "ALTER TABLE radius_sessions RENAME TO radius_sessions_away")
+
+    async def repair() -> None:
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(sql, "ALTER TABLE radius_sessions_away RENAME TO radius_sessions")
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(repair())
+        res = await radclient(
+            radius_server.acct_port, "acct", _acct("Start", "f1"), retries=6, wait_s=0.7
+        )
+    assert "Received Accounting-Response" in res.out, res.out
+    assert res.out.count("Sent Accounting-Request") >= 2, res.out
+    assert radius_server.server.counters["storage_errors"] >= 1
+    assert len(await _sessions(radius_db)) == 1
