@@ -25,14 +25,25 @@ from babel.support import Translations
 __all__ = [
     "DOMAIN",
     "LANGUAGES",
+    "LANGUAGE_NAMES",
     "LOCALE_DIR",
+    "format_bytes",
     "format_duration",
     "load_translations",
     "negotiate",
     "parse_accept_language",
 ]
 
-LANGUAGES: Final[tuple[str, ...]] = ("fr", "en")
+LANGUAGES: Final[tuple[str, ...]] = ("fr", "en", "es", "de", "nl", "it")
+# Each language's name in itself, for the language switch.
+LANGUAGE_NAMES: Final = {
+    "fr": "Français",
+    "en": "English",
+    "es": "Español",
+    "de": "Deutsch",
+    "nl": "Nederlands",
+    "it": "Italiano",
+}
 DOMAIN: Final = "portal"
 LOCALE_DIR: Final = Path(__file__).parent / "locale"
 # A browser sends a handful of languages; a longer header is not worth parsing.
@@ -141,3 +152,24 @@ def format_duration(minutes: int, translations: Translations) -> str:
     if mins or not parts:
         parts.append(ngettext("%(num)d minute", "%(num)d minutes", mins) % {"num": mins})
     return " ".join(parts)
+
+
+def format_bytes(count: int, translations: Translations) -> str:
+    """Say a data volume in words with SI units: "850 kB", "1.5 GB" (decimal comma in
+    the languages that write one).
+
+    Args:
+        count: the volume in bytes.
+        translations: the visitor's catalog (its language picks the decimal mark).
+    """
+    count = max(0, count)
+    text, unit = str(count), "B"
+    for size, name in ((10**9, "GB"), (10**6, "MB"), (10**3, "kB")):
+        if count >= size:
+            value = count / size
+            text, unit = (f"{value:.1f}" if value < 10 else f"{value:.0f}"), name
+            break
+    lang = translations.info().get("language", "en")
+    if lang != "en":
+        text = text.replace(".", ",")
+    return f"{text}\u00a0{unit}"

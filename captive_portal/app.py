@@ -11,14 +11,21 @@ external resource, one short page sequence in a single window, ``Cache-Control:
 no-store`` and ``Connection: close`` on every response (so that the OS's next probe
 opens a new connection and sees the real Internet, protocols.md §2.2).
 
+It also answers the OS connectivity probes that reach it (a request for another host,
+``captive_portal._probes``), the RFC 8908 API (``/capport/api``, ``captive_portal._capport``)
+and a logged-in visitor's status page (time and data left, log out). These identify the
+visitor by the source address of the request: the portal must see the clients' own
+addresses (a routed or VPN link to the access points, as in the testbed), otherwise they
+only ever say "log in" (docs/PORTAL.md).
+
 This module only adapts HTTP: decoding and signing live in ``captive_portal._fas``,
-languages in ``captive_portal._i18n``. It does not answer OS probe URLs nor the RFC 8908
-API.
+languages in ``captive_portal._i18n``, probe answers in ``captive_portal._probes``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +39,8 @@ from aiohttp.typedefs import Handler, Middleware
 from babel.support import Translations
 from yarl import URL
 
+from captive_portal._capport import CAPTIVE_JSON, capport_body
+from captive_portal._csrf import check_token, make_token
 from captive_portal._fas import (
     FasRequest,
     LoginState,
@@ -40,9 +49,29 @@ from captive_portal._fas import (
     sign_state,
     verify_state,
 )
-from captive_portal._i18n import LANGUAGES, format_duration, load_translations, negotiate
+from captive_portal._i18n import (
+    LANGUAGE_NAMES,
+    LANGUAGES,
+    format_bytes,
+    format_duration,
+    load_translations,
+    negotiate,
+)
+from captive_portal._probes import (
+    answer_foreign,
+    answer_probe,
+    find_probe,
+    is_probe_host,
+    wants_html,
+)
 from captive_portal.errors import FasError, StateExpired, StateInvalid
-from captive_portal.models import LoginRequest, LoginResult, PortalBackend, PortalCounters
+from captive_portal.models import (
+    ClientStatus,
+    LoginRequest,
+    LoginResult,
+    PortalBackend,
+    PortalCounters,
+)
 from controller.config import Settings
 
 __all__ = ["COUNTERS", "PortalRoutes", "create_app", "portal_routes"]
@@ -57,7 +86,6 @@ CONTENT_SECURITY_POLICY: Final = (
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-_LANGUAGE_NAMES: Final = {"fr": "Français", "en": "English"}
 # Hosts that OS connectivity checks use (protocols.md §2.1): the page a phone "asked
 # for" is often one of them, and sending the visitor back there shows a blank page.
 _PROBE_HOSTS: Final = frozenset(
@@ -94,6 +122,10 @@ class PortalRoutes:
         terms: the terms of use.
         privacy: the privacy notice.
         health: the liveness probe.
+        home: the landing page of a visitor who reached the portal directly.
+        status: a logged-in visitor's status page.
+        logout: where the status page's log-out form is posted.
+        capport: the RFC 8908 API (also ``{capport}/{ap_id}``).
     """
 
     fas: str
@@ -101,6 +133,10 @@ class PortalRoutes:
     terms: str = "/terms"
     privacy: str = "/privacy"
     health: str = "/healthz"
+    home: str = "/"
+    status: str = "/status"
+    logout: str = "/logout"
+    capport: str = "/capport/api"
 
 
 def portal_routes(public_url: str) -> PortalRoutes:
@@ -134,7 +170,9 @@ def create_app(
         The application; its counters are at ``app[COUNTERS]``.
     """
     portal = _Portal(settings, backend, clock)
-    app = web.Application(middlewares=[_guard(portal)], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[_guard(portal), _probes(portal)], client_max_size=MAX_BODY_BYTES
+    )
     app[COUNTERS] = portal.counters
     app.on_response_prepare.append(_portal_headers)
     routes = portal.routes
@@ -143,6 +181,12 @@ def create_app(
     app.router.add_get(routes.terms, portal.terms_page)
     app.router.add_get(routes.privacy, portal.privacy_page)
     app.router.add_get(routes.health, _healthz)
+    if routes.home != routes.fas:
+        app.router.add_get(routes.home, portal.home_page)
+    app.router.add_get(routes.status, portal.status_page)
+    app.router.add_post(routes.logout, portal.logout)
+    app.router.add_get(routes.capport, portal.capport)
+    app.router.add_get(routes.capport + "/{ap_id}", portal.capport)
     return app
 
 
@@ -178,6 +222,19 @@ def _guard(portal: _Portal) -> Middleware:
             return portal.error_page(request, 500)
 
     return guard
+
+
+def _probes(portal: _Portal) -> Middleware:
+    """Answer requests for other hosts: OS connectivity probes, intercepted pages."""
+
+    @web.middleware
+    async def probes(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = (request.url.host or "").lower()
+        if not portal.is_foreign(host):
+            return await handler(request)
+        return await portal.foreign(request, host)
+
+    return probes
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -223,6 +280,13 @@ class _Portal:
         self.key = settings.portal.fas_key.get_secret_value()
         self.translations = load_translations()
         self.envs = _build_environments(self.translations)
+        # The portal's own names: requests for any other host name are probes or pages
+        # the gateway intercepted. IP literals and "localhost" are always the portal's.
+        self.own_hosts = frozenset(
+            h.lower()
+            for h in (urlsplit(settings.portal.public_url).hostname, "localhost")
+            if h is not None
+        )
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -243,7 +307,7 @@ class _Portal:
             {
                 "code": code,
                 "label": code.upper(),
-                "name": _LANGUAGE_NAMES[code],
+                "name": LANGUAGE_NAMES[code],
                 "href": str(target.update_query(lang=code)),
                 "current": code == lang,
             }
@@ -345,7 +409,208 @@ class _Portal:
     def check_state(self, token: str) -> LoginState:
         return verify_state(token, self.key, now=self.clock())
 
+    def absolute(self, path: str) -> str:
+        """``path`` on the portal's public origin (a probe asked another host)."""
+        parts = urlsplit(self.settings.portal.public_url)
+        return f"{parts.scheme}://{parts.netloc}{path}"
+
+    def is_foreign(self, host: str) -> bool:
+        """True if ``host`` is not the portal's: a probe, or a page the gateway sent here."""
+        if not host:
+            return False
+        if is_probe_host(host):
+            return True
+        if host in self.own_hosts:
+            return False
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return True
+        return False
+
+    async def lookup(self, request: web.Request, ap_id: str | None) -> ClientStatus | None:
+        """The requester's open session, by its source address."""
+        remote = request.remote
+        if remote is None:
+            return None
+        try:
+            return await self.backend.client_status(remote, ap_id)
+        except Exception:
+            # The backend reports "unknown" as None; a crash is a bug: say "captive".
+            logger.error("backend crashed looking up a client", exc_info=True)
+            return None
+
+    async def foreign(self, request: web.Request, host: str) -> web.Response:
+        """A request for another host: an OS probe, or a page the gateway intercepted."""
+        status = await self.lookup(request, None)
+        captive = status is None
+        login_url = self.absolute(self.routes.home)
+        probe = find_probe(host, request.path)
+        if probe is not None:
+            answer = answer_probe(probe, captive=captive, login_url=login_url)
+        else:
+            answer = answer_foreign(
+                captive=captive,
+                wants_html=wants_html(request.headers.get("Accept")),
+                login_url=login_url,
+                status_url=self.absolute(self.routes.status),
+            )
+        if captive:
+            self.counters.probes_captive += 1
+        else:
+            self.counters.probes_online += 1
+        response = web.Response(
+            status=answer.status,
+            body=answer.body.encode("utf-8") if answer.body else None,
+            content_type=answer.content_type,
+            charset="utf-8" if answer.body else None,
+        )
+        if answer.location is not None:
+            response.headers["Location"] = answer.location
+        return response
+
+    def status_subject(self, status: ClientStatus) -> tuple[str, str, str]:
+        return (status.ap_id, status.client_mac, status.client_ip)
+
+    def render_status(
+        self, request: web.Request, lang: str, status: ClientStatus | None
+    ) -> web.Response:
+        _ = self.translations[lang].gettext
+        catalog = self.translations[lang]
+        if status is None:
+            return self.message(
+                lang,
+                title=_("You are not connected"),
+                text=_("This device has no open session on this network."),
+                hint=_("Open any web page: the login page will appear."),
+                status=200,
+                alert=False,
+                switch_to=request.rel_url,
+            )
+        time_left = (
+            None
+            if status.seconds_remaining is None
+            else format_duration(max(0, status.seconds_remaining) // 60, catalog)
+        )
+        data_left = (
+            None
+            if status.bytes_remaining is None
+            else format_bytes(max(0, status.bytes_remaining), catalog)
+        )
+        token = make_token(self.key, "logout", self.status_subject(status), now=self.clock())
+        return self.render(
+            "status.html",
+            lang,
+            title=_("Your connection"),
+            switch_to=request.rel_url,
+            time_left=time_left,
+            data_left=data_left,
+            data_used=format_bytes(status.bytes_used, catalog),
+            ap_id=status.ap_id,
+            logout_url=self.routes.logout,
+            csrf=token,
+        )
+
     # -- handlers -------------------------------------------------------------------------
+
+    async def home_page(self, request: web.Request) -> web.Response:
+        """``GET /``: a visitor who reached the portal directly (or after a probe)."""
+        lang = self.language(request)
+        status = await self.lookup(request, None)
+        if status is not None:
+            raise web.HTTPFound(self.routes.status)
+        _ = self.translations[lang].gettext
+        return self.message(
+            lang,
+            title=_("Log in to the Wi-Fi"),
+            text=_("This network asks you to accept its terms before you use it."),
+            hint=_("Open any web page starting with http:// and the login page will appear."),
+            status=200,
+            alert=False,
+            switch_to=request.rel_url,
+        )
+
+    async def status_page(self, request: web.Request) -> web.Response:
+        """``GET /status``: time and data left, and a log-out button."""
+        lang = self.language(request)
+        ap_id = request.query.get("ap")
+        status = await self.lookup(request, ap_id if ap_id else None)
+        return self.render_status(request, lang, status)
+
+    async def logout(self, request: web.Request) -> web.Response:
+        """``POST /logout``: cut the requester off (anti-forgery token required)."""
+        form = await request.post()
+        lang = self.language(request, _field(form, "lang"))
+        _ = self.translations[lang].gettext
+        ap_id = _field(form, "ap") or None
+        status = await self.lookup(request, ap_id)
+        if status is None:
+            return self.render_status(request, lang, None)
+        try:
+            check_token(
+                _field(form, "csrf"),
+                self.key,
+                "logout",
+                self.status_subject(status),
+                now=self.clock(),
+            )
+        except (StateInvalid, StateExpired) as exc:
+            self.counters.bad_csrf += 1
+            logger.warning("refused a logout form: %s", exc)
+            return self.message(
+                lang,
+                title=_("Please start again"),
+                text=_("This page has expired."),
+                status=403,
+                back_url=self.routes.status,
+            )
+        try:
+            result = await self.backend.deauthorize(status.ap_id, status.client_mac)
+        except Exception:
+            logger.error("backend crashed logging a client out", exc_info=True)
+            result = None
+        if result is None or not result.ok:
+            self.counters.logout_refused += 1
+            return self.message(
+                lang,
+                title=_("Log-out failed"),
+                text=_("The hotspot could not log your device out."),
+                hint=_("This is usually temporary. Please try again in a few seconds."),
+                status=503,
+                back_url=self.routes.status,
+            )
+        self.counters.logouts += 1
+        logger.info(
+            "client logged out on ap=%s client=%s",
+            status.ap_id,
+            mac_tag(status.client_mac, self.key),
+        )
+        return self.message(
+            lang,
+            title=_("You are logged out"),
+            text=_("This device no longer has Internet access through this network."),
+            hint=_("Open any web page to log in again."),
+            status=200,
+            alert=False,
+        )
+
+    async def capport(self, request: web.Request) -> web.Response:
+        """``GET /capport/api[/{ap_id}]``: RFC 8908 state of the requester."""
+        self.counters.capport_queries += 1
+        ap_id = request.match_info.get("ap_id")
+        status = await self.lookup(request, ap_id)
+        portal = self.settings.portal
+        body = capport_body(
+            status,
+            user_portal_url=self.absolute(
+                self.routes.home if status is None else self.routes.status
+            ),
+            venue_info_url=portal.venue_info_url,
+            can_extend_session=portal.can_extend_session,
+        )
+        # §5: the media type is exactly application/captive+json (JSON is UTF-8 by
+        # definition, RFC 8259 §8.1: no charset parameter); no-store is set for all.
+        return web.Response(body=body.encode("utf-8"), headers={"Content-Type": CAPTIVE_JSON})
 
     def error_page(self, request: web.Request, status: int) -> web.Response:
         lang = self.language(request)
@@ -391,6 +656,10 @@ class _Portal:
             return self.login_form(lang, token, login.fas)
         if query.get("status") == "authenticated":
             # openNDS sends an already authenticated client back here with this query.
+            ap = query.get("gatewayname")
+            status = await self.lookup(request, ap if ap else None)
+            if status is not None:
+                return self.render_status(request, lang, status)
             return self.message(
                 lang,
                 title=_("You are connected"),
@@ -487,6 +756,7 @@ class _Portal:
             duration=format_duration(result.session_minutes, self.translations[lang]),
             continue_url=_continue_url(fas.origin_url),
             ap_id=fas.gateway_name,
+            status_url=f"{self.routes.status}?{urlencode({'lang': lang, 'ap': fas.gateway_name})}",
         )
 
     async def terms_page(self, request: web.Request) -> web.Response:

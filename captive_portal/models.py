@@ -10,7 +10,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Protocol
 
-__all__ = ["LoginMethod", "LoginRequest", "LoginResult", "PortalBackend", "PortalCounters"]
+__all__ = [
+    "ClientStatus",
+    "LoginMethod",
+    "LoginRequest",
+    "LoginResult",
+    "LogoutResult",
+    "PortalBackend",
+    "PortalCounters",
+]
 
 LoginMethod = Literal["click-through"]
 
@@ -51,11 +59,64 @@ class LoginResult:
     error: str | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientStatus:
+    """What the session store says about a logged-in client.
+
+    Attributes:
+        ap_id: the access point the client is on.
+        client_mac: the client's MAC address (never shown on a page).
+        client_ip: the client's IP address on the access point's network.
+        method: how the client logged in, if known.
+        started_at: when its session started (Unix time).
+        seconds_remaining: seconds before the session ends, None without a time limit.
+        bytes_remaining: bytes left (up + down), None without a data quota.
+        bytes_used: bytes counted so far (up + down).
+    """
+
+    ap_id: str
+    client_mac: str
+    client_ip: str
+    method: str | None
+    started_at: float
+    seconds_remaining: int | None
+    bytes_remaining: int | None
+    bytes_used: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogoutResult:
+    """The controller's answer to a logout.
+
+    Attributes:
+        ok: the access point has cut the client off.
+        error: a short reason when not ``ok``, for logs (never shown verbatim).
+    """
+
+    ok: bool
+    error: str | None = None
+
+
 class PortalBackend(Protocol):
-    """Authorises clients on behalf of the portal."""
+    """Authorises clients on behalf of the portal and tells their state."""
 
     async def authorize(self, request: LoginRequest) -> LoginResult:
         """Let the client in and wait for the access point to confirm.
+
+        Reports every failure in the result (``ok=False``) rather than raising.
+        """
+        ...
+
+    async def client_status(self, client_ip: str, ap_id: str | None) -> ClientStatus | None:
+        """The open session of the client at ``client_ip`` (on ``ap_id`` if given).
+
+        None when the client is not logged in, or when the address is ambiguous
+        (several access points have an open session for it and none was named).
+        """
+        ...
+
+    async def deauthorize(self, ap_id: str, client_mac: str) -> LogoutResult:
+        """Cut the client off and wait for the access point to confirm.
 
         Reports every failure in the result (``ok=False``) rather than raising.
         """
@@ -74,6 +135,12 @@ class PortalCounters:
         authorize_refused: the backend answered ``ok=False``.
         authorize_crashed: the backend raised (it should not).
         logins: clients let in.
+        probes_captive: OS probes answered "log in first".
+        probes_online: OS probes answered "online".
+        capport_queries: RFC 8908 API queries.
+        logouts: clients cut off at their request.
+        logout_refused: logouts the access point did not confirm.
+        bad_csrf: forms whose anti-forgery token was missing, wrong or expired.
     """
 
     bad_fas: int = 0
@@ -83,6 +150,12 @@ class PortalCounters:
     authorize_refused: int = 0
     authorize_crashed: int = 0
     logins: int = 0
+    probes_captive: int = 0
+    probes_online: int = 0
+    capport_queries: int = 0
+    logouts: int = 0
+    logout_refused: int = 0
+    bad_csrf: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """Return a copy of the counters, by name."""

@@ -1,19 +1,27 @@
-"""The controller's side of the captive portal: turn a login into an ``authorize`` command.
+"""The controller's side of the captive portal: logins, logouts and a client's state.
 
-The portal hands over a ``LoginRequest``; this sends the signed command to the access
-point's agent over MQTT and waits for the agent's ack, so that the page says
-"connected" only once the gateway has really let the client in.
+The portal hands over a ``LoginRequest``; this sends the signed ``authorize`` command to
+the access point's agent over MQTT and waits for the agent's ack, so that the page says
+"connected" only once the gateway has really let the client in. A logout sends
+``deauthorize`` the same way. ``client_status`` reads the session store (the sessions
+the agents report, with the limits of the command that opened them) for the status page,
+the OS probes and the RFC 8908 API.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
-from agents.contract import AuthorizeArgs
-from captive_portal.models import LoginRequest, LoginResult
+import sqlalchemy as sa
+
+from agents.contract import AuthorizeArgs, DeauthorizeArgs
+from captive_portal.models import ClientStatus, LoginRequest, LoginResult, LogoutResult
 from controller.service import Controller, mac_tag
+from controller.storage.schema import commands, sessions
 
-__all__ = ["ControllerPortalBackend"]
+__all__ = ["ControllerPortalBackend", "remaining"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +30,39 @@ logger = logging.getLogger(__name__)
 ACK_WAIT_S = 10.0
 
 
+def remaining(
+    session: Any, args: dict[str, Any] | None, default_minutes: int, now: float
+) -> tuple[int | None, int | None]:
+    """Seconds and bytes left in a session, from the limits of the command that opened it.
+
+    Args:
+        session: a ``sessions`` row (``started_at``, ``up_bytes``, ``down_bytes``).
+        args: the ``authorize`` arguments (``minutes``, ``up_quota_kb``,
+            ``down_quota_kb``; 0 means unlimited), None if the session has no command.
+        default_minutes: the session length when the command is unknown.
+        now: the current Unix time.
+
+    Returns:
+        ``(seconds, bytes)``; None where there is no limit. Quotas are per direction at
+        the gateway; the bytes left are those of the direction closest to its limit
+        (the client is cut off when either is reached).
+    """
+    minutes = int(args.get("minutes", 0)) if args else default_minutes
+    seconds = None if minutes <= 0 else max(0, int(session.started_at + minutes * 60 - now))
+    left: list[int] = []
+    if args:
+        for quota_key, used in (
+            ("up_quota_kb", session.up_bytes),
+            ("down_quota_kb", session.down_bytes),
+        ):
+            quota = int(args.get(quota_key, 0)) * 1024
+            if quota > 0:
+                left.append(max(0, quota - int(used)))
+    return seconds, (min(left) if left else None)
+
+
 class ControllerPortalBackend:
-    """Authorises portal logins through the agents."""
+    """Authorises portal logins through the agents and reads the clients' state."""
 
     def __init__(self, controller: Controller, ack_wait_s: float = ACK_WAIT_S) -> None:
         self._c = controller
@@ -49,3 +88,65 @@ class ControllerPortalBackend:
             return LoginResult(ok=False, session_minutes=0, error=ack.error or "refused")
         self._c.counters["portal_logins"] += 1
         return LoginResult(ok=True, session_minutes=minutes)
+
+    async def deauthorize(self, ap_id: str, client_mac: str) -> LogoutResult:
+        """Send ``deauthorize`` to the AP and wait for its ack; failures give ``ok=False``."""
+        if self._c.registry.key_for(ap_id) is None:
+            return LogoutResult(ok=False, error="unknown access point")
+        cmd_id = await self._c.send_command(
+            ap_id, DeauthorizeArgs(mac=client_mac), purpose="logout"
+        )
+        ack = await self._c.wait_ack(cmd_id, self._wait)
+        if ack is None:
+            self._c.forget_ack(cmd_id)
+            logger.warning("no logout ack from %s for %s", ap_id, mac_tag(client_mac))
+            return LogoutResult(ok=False, error="access point did not answer")
+        if not ack.ok:
+            return LogoutResult(ok=False, error=ack.error or "refused")
+        self._c.counters["portal_logouts"] += 1
+        return LogoutResult(ok=True)
+
+    async def client_status(self, client_ip: str, ap_id: str | None) -> ClientStatus | None:
+        """The open session at ``client_ip`` (on ``ap_id`` if given), with what is left.
+
+        Addresses of different access points may overlap: without ``ap_id``, an address
+        with open sessions on several access points is ambiguous and gives None.
+        """
+        query = (
+            sa.select(sessions, commands.c.args.label("cmd_args"))
+            .select_from(
+                sessions.outerjoin(
+                    commands,
+                    (commands.c.id == sessions.c.auth_ref) & (commands.c.cmd == "authorize"),
+                )
+            )
+            .where(sessions.c.ip == client_ip, sessions.c.stopped_at.is_(None))
+            .order_by(sessions.c.started_at.desc())
+            .limit(8)
+        )
+        if ap_id is not None:
+            query = query.where(sessions.c.ap_id == ap_id)
+        async with self._c.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        if not rows or len({r.ap_id for r in rows}) > 1:
+            return None
+        row = rows[0]
+        try:
+            args = json.loads(row.cmd_args) if row.cmd_args else None
+        except ValueError:
+            args = None
+        seconds, left = remaining(
+            row, args, self._c.settings.sessions.session_minutes, self._c.clock()
+        )
+        if seconds == 0 or left == 0:
+            return None  # over: the gateway cuts the client off at its next check
+        return ClientStatus(
+            ap_id=row.ap_id,
+            client_mac=row.mac,
+            client_ip=row.ip,
+            method=row.auth_method,
+            started_at=row.started_at,
+            seconds_remaining=seconds,
+            bytes_remaining=left,
+            bytes_used=int(row.up_bytes) + int(row.down_bytes),
+        )

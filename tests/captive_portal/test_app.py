@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from captive_portal._fas import STATE_TTL_S
 from captive_portal.app import COUNTERS, create_app, portal_routes
-from captive_portal.models import LoginRequest, LoginResult
+from captive_portal.models import ClientStatus, LoginRequest, LoginResult, LogoutResult
 from controller.config import PortalSettings, SessionSettings, Settings
 
 FAS_KEY = "test-fas-key"
@@ -27,12 +27,35 @@ MakeClient = Callable[..., Awaitable[Client]]
 
 
 class FakeBackend:
-    """Stands in for the controller: records each request, answers as configured."""
+    """Stands in for the controller: records each request, answers as configured.
+
+    ``statuses`` maps a client IP to its open session (the controller's own lookup is
+    tested against a real database in tests/controller/test_portal_backend.py).
+    """
 
     def __init__(self) -> None:
         self.calls: list[LoginRequest] = []
         self.result = LoginResult(ok=True, session_minutes=24 * 60, error=None)
         self.crash: Exception | None = None
+        self.statuses: dict[str, ClientStatus] = {}
+        self.logouts: list[tuple[str, str]] = []
+        self.logout_result = LogoutResult(ok=True)
+
+    async def client_status(self, client_ip: str, ap_id: str | None) -> ClientStatus | None:
+        status = self.statuses.get(client_ip)
+        if status is None or (ap_id is not None and status.ap_id != ap_id):
+            return None
+        return status
+
+    async def deauthorize(self, ap_id: str, client_mac: str) -> LogoutResult:
+        self.logouts.append((ap_id, client_mac))
+        if self.logout_result.ok:
+            self.statuses = {
+                ip: s
+                for ip, s in self.statuses.items()
+                if (s.ap_id, s.client_mac) != (ap_id, client_mac)
+            }
+        return self.logout_result
 
     async def authorize(self, request: LoginRequest) -> LoginResult:
         self.calls.append(request)
@@ -51,16 +74,20 @@ class FakeClock:
         return self.now
 
 
+def settings_for(**portal: Any) -> Settings:
+    """Settings of a portal at ``http://10.46.0.2:8080/fas/`` (``portal`` overrides)."""
+    values: dict[str, Any] = {
+        "public_url": "http://10.46.0.2:8080/fas/",
+        "fas_key": SecretStr(FAS_KEY),
+        "terms_version": TERMS_VERSION,
+        **portal,
+    }
+    return Settings(portal=PortalSettings(**values), sessions=SessionSettings())
+
+
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(
-        portal=PortalSettings(
-            public_url="http://10.46.0.2:8080/fas/",
-            fas_key=SecretStr(FAS_KEY),
-            terms_version=TERMS_VERSION,
-        ),
-        sessions=SessionSettings(),
-    )
+    return settings_for()
 
 
 @pytest.fixture
@@ -162,7 +189,7 @@ async def test_language_switch_keeps_the_state(
     _, body = await login_page(client, make_fas())
     state = state_of(body)
     links = re.findall(r'<a href="([^"]+)" hreflang="(\w+)"', body)
-    assert {code for _, code in links} == {"fr", "en"}
+    assert {code for _, code in links} == {"fr", "en", "es", "de", "nl", "it"}
     english = html.unescape(next(href for href, code in links if code == "en"))
     response = await client.get(english)
     body_en = await response.text()

@@ -13,6 +13,7 @@ from babel.support import Translations
 from captive_portal._i18n import (
     LANGUAGES,
     LOCALE_DIR,
+    format_bytes,
     format_duration,
     load_translations,
     negotiate,
@@ -38,10 +39,12 @@ def _source_messages() -> set[str | tuple[str, str]]:
     return found
 
 
-def test_every_source_string_has_a_french_translation() -> None:
-    """Each string of the code and templates is in fr/portal.po, translated, not fuzzy."""
-    with (LOCALE_DIR / "fr" / "LC_MESSAGES" / "portal.po").open("rb") as fh:
-        catalog = read_po(fh, locale="fr")
+@pytest.mark.parametrize("lang", [lang for lang in LANGUAGES if lang != "en"])
+def test_every_source_string_is_translated(lang: str) -> None:
+    """Each string of the code and templates is in <lang>/portal.po, translated, not fuzzy,
+    with the same placeholders."""
+    with (LOCALE_DIR / lang / "LC_MESSAGES" / "portal.po").open("rb") as fh:
+        catalog = read_po(fh, locale=lang)
     entries = {m.id: m for m in catalog if m.id}
     source = _source_messages()
     assert source, "extraction found nothing"
@@ -76,10 +79,16 @@ def test_no_compiled_catalog_is_shipped() -> None:
 
 
 def test_catalogs_load_for_every_language(translations: dict[str, Translations]) -> None:
-    """Both languages load; French translates, English falls back to the source."""
+    """Every language loads; each translates, English falls back to the source."""
     assert set(translations) == set(LANGUAGES)
-    assert translations["fr"].gettext("Connect") == "Se connecter"
-    assert translations["en"].gettext("Connect") == "Connect"
+    assert {lang: translations[lang].gettext("Connect") for lang in LANGUAGES} == {
+        "fr": "Se connecter",
+        "en": "Connect",
+        "es": "Conectarse",
+        "de": "Verbinden",
+        "nl": "Verbinden",
+        "it": "Connettiti",
+    }
 
 
 ACCEPT_CASES: list[tuple[str | None, list[str]]] = [
@@ -108,9 +117,13 @@ NEGOTIATE_CASES: list[tuple[str | None, str | None, str, str]] = [
     (None, None, "en", "en"),
     ("en", "fr", "fr", "en"),
     ("EN", None, "fr", "en"),
-    ("de", "en", "fr", "en"),
-    (None, "de, en;q=0.5", "fr", "en"),
-    (None, "de, es", "fr", "fr"),
+    ("de", "en", "fr", "de"),
+    ("pt", "en", "fr", "en"),
+    (None, "de, en;q=0.5", "fr", "de"),
+    (None, "pt, ja;q=0.8, nl;q=0.5", "fr", "nl"),
+    (None, "pt, ja", "fr", "fr"),
+    (None, "it-IT", "en", "it"),
+    (None, "es-419, en;q=0.3", "fr", "es"),
     (None, "en-US,fr;q=0.9", "fr", "en"),
 ]
 
@@ -143,3 +156,22 @@ def test_durations_in_words(
     """Session lengths read naturally in both languages (hours up to two days)."""
     assert format_duration(minutes, translations["fr"]) == fr
     assert format_duration(minutes, translations["en"]) == en
+
+
+@pytest.mark.parametrize(
+    ("count", "en", "fr"),
+    [
+        (0, "0\u00a0B", "0\u00a0B"),
+        (999, "999\u00a0B", "999\u00a0B"),
+        (1500, "1.5\u00a0kB", "1,5\u00a0kB"),
+        (250_000_000, "250\u00a0MB", "250\u00a0MB"),
+        (1_234_567_890, "1.2\u00a0GB", "1,2\u00a0GB"),
+        (-5, "0\u00a0B", "0\u00a0B"),
+    ],
+)
+def test_volumes_in_words(
+    count: int, en: str, fr: str, translations: dict[str, Translations]
+) -> None:
+    """Volumes use SI units, a decimal comma outside English, never a negative."""
+    assert format_bytes(count, translations["en"]) == en
+    assert format_bytes(count, translations["fr"]) == fr

@@ -21,6 +21,12 @@ def test_counters_start_at_zero_and_snapshot_is_a_copy() -> None:
         "authorize_refused": 0,
         "authorize_crashed": 0,
         "logins": 0,
+        "probes_captive": 0,
+        "probes_online": 0,
+        "capport_queries": 0,
+        "logouts": 0,
+        "logout_refused": 0,
+        "bad_csrf": 0,
     }
     counters.bad_fas += 1
     assert snapshot["bad_fas"] == 0

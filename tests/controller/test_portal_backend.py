@@ -1,0 +1,195 @@
+"""The portal's backend against real peers: a real mosquitto, a real agent (its gateway
+simulated), the state database, and the portal's HTTP app in front."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.agent import Agent
+from agents.config import AgentConfig
+from agents.contract import topic
+from agents.gateway import SimulatedGateway
+from captive_portal._capport import CAPTIVE_JSON
+from captive_portal.app import create_app
+from captive_portal.models import LoginRequest
+from controller.main import open_controller
+from controller.portal_backend import ControllerPortalBackend, remaining
+from controller.registry import Commune
+from controller.service import Controller
+from tests.controller.test_bridge import (
+    MAC,
+    AgentRun,
+    _state,
+    broker_settings,
+    publish_raw,
+    session_rows,
+    the_ap,
+    until,
+)
+
+
+@pytest.fixture
+async def ctl(mosquitto: Any, tmp_path: Path) -> AsyncIterator[Controller]:
+    """A controller core connected to the test broker, with one registered AP."""
+    settings = broker_settings(mosquitto, tmp_path)
+    async with open_controller(settings, backoff_cap_s=1.0) as (controller, _tg):
+        await controller.registry.add_communes([Commune("46201", "Rocamadour", 1.6, 44.8)])
+        await controller.registry.add_access_point(f"ap-portal-{os.getpid()}", "46201", "test")
+        await until(lambda: controller.bridge and controller.bridge.link.connected.is_set())
+        yield controller
+
+
+@pytest.fixture
+async def agent(ctl: Controller, mosquitto: Any) -> AsyncIterator[AgentRun]:
+    """A real agent of the registered AP, its gateway simulated, over the test broker."""
+    ap_id = await the_ap(ctl)
+    cfg = AgentConfig(
+        ap_id=ap_id,
+        command_key=ctl.registry.command_key(ap_id),
+        mqtt_host=mosquitto.host,
+        mqtt_port=mosquitto.port,
+        poll_interval_s=0.2,
+        acct_interval_s=1,
+        health_interval_s=1,
+        gateway="simulated",
+    )
+    gateway = SimulatedGateway()
+    run = AgentRun(Agent(cfg, gateway, backoff_cap_s=1.0, persist_state=False), gateway, mosquitto)
+    run.start()
+    yield run
+    await asyncio.to_thread(run.halt)
+    await asyncio.to_thread(publish_raw, mosquitto, [(topic(ap_id, "status"), b"")], retain=True)
+
+
+pytestmark = [pytest.mark.broker]
+
+
+class Row:
+    """A session row's fields used by ``remaining``."""
+
+    def __init__(self, started_at: float, up: int = 0, down: int = 0) -> None:
+        self.started_at, self.up_bytes, self.down_bytes = started_at, up, down
+
+
+@pytest.mark.parametrize(
+    ("args", "row", "now", "expected"),
+    [
+        ({"minutes": 60}, Row(1000.0), 1000.0 + 600, (3000, None)),
+        ({"minutes": 60}, Row(1000.0), 1000.0 + 4000, (0, None)),
+        ({"minutes": 0}, Row(1000.0), 1000.0, (None, None)),
+        (None, Row(1000.0), 1060.0, (24 * 3600 - 60, None)),
+        (
+            {"minutes": 10, "up_quota_kb": 100, "down_quota_kb": 1000},
+            Row(0.0, up=50 * 1024, down=100 * 1024),
+            0.0,
+            (600, 50 * 1024),
+        ),
+        ({"minutes": 10, "down_quota_kb": 1}, Row(0.0, down=5000), 0.0, (600, 0)),
+    ],
+    ids=["time", "time-over", "unlimited", "no-command", "quota-closest", "quota-over"],
+)
+def test_what_is_left(
+    args: dict[str, int] | None, row: Row, now: float, expected: tuple[int | None, int | None]
+) -> None:
+    """Time left counts from the session's start; data left is the direction nearest its quota."""
+    assert remaining(row, args, 24 * 60, now) == expected
+
+
+def csrf_of(body: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', body)
+    assert match is not None
+    return html.unescape(match.group(1))
+
+
+async def test_login_status_api_and_logout_through_a_real_agent(
+    ctl: Controller, agent: AgentRun, aiohttp_client: Any
+) -> None:
+    """A login reaches the agent; the API and status page then read the session; log-out cuts it."""
+    ap_id = await the_ap(ctl)
+    run = agent
+    await until(lambda: _state(ctl, ap_id, "online"), what="AP online")
+    # The aiohttp test client connects from 127.0.0.1: that is the visitor's address.
+    run.gateway.arrive(MAC, "127.0.0.1")
+    backend = ControllerPortalBackend(ctl)
+    client = await aiohttp_client(create_app(ctl.settings, backend))
+
+    api = await client.get("/capport/api", headers={"Accept": CAPTIVE_JSON})
+    assert json.loads(await api.text())["captive"] is True
+
+    result = await backend.authorize(
+        LoginRequest(ap_id, MAC, "127.0.0.1", "click-through", "2026-11-01", "fr")
+    )
+    assert result.ok, result
+    await until(lambda: session_rows(ctl), what="session opened")
+    status = await backend.client_status("127.0.0.1", ap_id)
+    assert status is not None
+    assert (status.ap_id, status.client_mac, status.method) == (ap_id, MAC, "click-through")
+    assert status.seconds_remaining is not None
+    assert 0 < status.seconds_remaining <= ctl.settings.sessions.session_minutes * 60
+    assert status.bytes_remaining is None
+
+    api = await client.get(f"/capport/api/{ap_id}", headers={"Accept": CAPTIVE_JSON})
+    body = json.loads(await api.text())
+    assert body["captive"] is False
+    assert 0 < body["seconds-remaining"] <= ctl.settings.sessions.session_minutes * 60
+
+    page = await client.get("/status", params={"lang": "en"})
+    text = await page.text()
+    assert "Time left" in text
+    logout = await client.post("/logout", data={"csrf": csrf_of(text), "ap": ap_id, "lang": "en"})
+    assert logout.status == 200, await logout.text()
+    assert MAC not in {c.mac for c in run.gateway.clients() if c.authorized}
+    await until(lambda: _closed_left(ctl), what="session closed by the agent")
+    assert await backend.client_status("127.0.0.1", None) is None
+
+
+async def _closed_left(ctl: Controller) -> bool:
+    rows = await session_rows(ctl)
+    return bool(rows) and rows[-1].terminate_cause == "left"
+
+
+async def test_logout_of_an_unknown_ap_is_refused_without_a_command(ctl: Controller) -> None:
+    """Logging out on an access point that is not registered sends nothing and says why."""
+    backend = ControllerPortalBackend(ctl)
+    result = await backend.deauthorize("ap-00000-00", MAC)
+    assert (result.ok, result.error) == (False, "unknown access point")
+    assert ctl.counters["sent_deauthorize"] == 0
+
+
+async def test_an_address_open_on_two_access_points_is_ambiguous(ctl: Controller) -> None:
+    """Without the AP named, an address with sessions on two APs gives no status at all."""
+    backend = ControllerPortalBackend(ctl)
+    await ctl.registry.add_access_point("ap-46201-77", "46201", "second")
+    async with ctl.db.begin() as conn:
+        for ap in (await the_aps(ctl))[:2]:
+            await ctl.ledger.open_gateway_sessions(
+                conn,
+                [
+                    {
+                        "ap_id": ap,
+                        "insee": "46201",
+                        "mac": MAC,
+                        "ip": "10.46.1.50",
+                        "auth_method": None,
+                        "auth_ref": None,
+                        "started_at": ctl.clock(),
+                    }
+                ],
+            )
+    assert await backend.client_status("10.46.1.50", None) is None
+    first = (await the_aps(ctl))[0]
+    status = await backend.client_status("10.46.1.50", first)
+    assert status is not None and status.ap_id == first
+
+
+async def the_aps(ctl: Controller) -> list[str]:
+    return sorted(str(r.ap_id) for r in await ctl.registry.access_points())
