@@ -77,7 +77,7 @@ async def build_server(settings: Settings, db: Database) -> RadiusServer:
     """A RADIUS server for the registered NAS clients (call ``run`` to serve)."""
     from controller.sessions import SessionLedger
     from radius._core import ServerCore
-    from radius._io import RadiusServer
+    from radius._io import DynAuthClient, RadiusServer
     from radius._policy import AccessPolicy
     from radius._store import AccountingStore, NasRegistry
 
@@ -92,4 +92,6 @@ async def build_server(settings: Settings, db: Database) -> RadiusServer:
         queue_size=r.queue_size,
         batch_max=r.batch_max,
         clients_loader=registry.clients,
+        dynauth=DynAuthClient(db, timeout_s=r.coa_timeout_s, retries=r.coa_retries),
+        quota_octets=r.max_total_mb * 1_000_000,
     )

@@ -44,6 +44,7 @@ __all__ = [
     "PacketDropped",
     "ReplyReady",
     "ServerCore",
+    "over_quota",
 ]
 
 Port = Literal["auth", "acct"]
@@ -102,6 +103,7 @@ class NasClient:
     secret: bytes
     address: str
     insee: str = ""
+    coa_port: int = 3799
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,15 @@ class AcctRecord:
     input_octets: int
     output_octets: int
     terminate_cause: str | None
+
+
+def over_quota(record: AcctRecord, quota_octets: int) -> bool:
+    """Whether an Interim-Update shows a session past its volume quota (0: no quota)."""
+    return (
+        quota_octets > 0
+        and record.status == AcctStatus.INTERIM
+        and record.input_octets + record.output_octets >= quota_octets
+    )
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from radius._core import (
     Port,
     ReplyReady,
     ServerCore,
+    over_quota,
 )
 from radius._policy import AccessPolicy
 from radius._store import AccountingStore
@@ -99,10 +100,18 @@ class RadiusServer:
         clock: Callable[[], float] = time.time,
         clients_loader: Callable[[], Awaitable[Mapping[str, Sequence[NasClient]]]] | None = None,
         reload_s: float = 30.0,
+        dynauth: DynAuthClient | None = None,
+        quota_octets: int = 0,
     ) -> None:
         self.core = core
         self.clients_loader = clients_loader
         self.reload_s = reload_s
+        self.dynauth = dynauth
+        self.quota_octets = quota_octets
+        # Sessions cut off for their quota, so that each Interim does not send another
+        # Disconnect-Request; bounded (oldest forgotten first).
+        self._cut: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self._disconnects: asyncio.Queue[tuple[NasClient, str]] = asyncio.Queue(maxsize=1000)
         self.db = db
         self.store = store
         self.policy = policy
@@ -161,6 +170,8 @@ class RadiusServer:
                 tg.create_task(self._decide_access(), name="radius.auth")
                 if self.clients_loader is not None:
                     tg.create_task(self._reload_forever(), name="radius.nas-reload")
+                if self.dynauth is not None and self.quota_octets > 0:
+                    tg.create_task(self._send_disconnects(), name="radius.disconnect")
         finally:
             for t in self._transports:
                 t.close()
@@ -212,6 +223,40 @@ class RadiusServer:
                 self.outcomes[outcome.split(":")[0]] += 1
                 assert isinstance(p.event, AccountingRequestReceived)
                 p.transport.sendto(self.core.acknowledge(p.event), p.event.key.addr)
+                if over_quota(p.event.record, self.quota_octets):
+                    self._quota_reached(p.event.nas, p.event.record.session_id)
+
+    def _quota_reached(self, nas: NasClient, session_id: str) -> None:
+        if self.dynauth is None or (nas.nas_id, session_id) in self._cut:
+            return
+        try:
+            self._disconnects.put_nowait((nas, session_id))
+        except asyncio.QueueFull:
+            self.core.counters["disconnect_queue_full"] += 1
+            return
+        self._cut[(nas.nas_id, session_id)] = None
+        while len(self._cut) > 100_000:
+            self._cut.popitem(last=False)
+
+    async def _send_disconnects(self) -> None:
+        assert self.dynauth is not None
+        while True:
+            nas, session_id = await self._disconnects.get()
+            try:
+                result = await self.dynauth.send(
+                    nas.nas_id,
+                    nas.address,
+                    nas.coa_port,
+                    nas.secret,
+                    acct_session_id=session_id,
+                    reason="quota",
+                )
+            except _STORAGE_ERRORS as exc:
+                self.core.counters["storage_errors"] += 1
+                logger.error("cannot record a Disconnect-Request: %s", exc)
+                continue
+            outcome = {True: "ack", False: "nak", None: "unanswered"}[result.ok]
+            self.core.counters[f"disconnect_{outcome}"] += 1
 
     def _abandon(self, batch: list[_Pending]) -> None:
         for p in batch:

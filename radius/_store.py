@@ -90,7 +90,7 @@ class NasRegistry:
         """NAS clients by source address, as the server core wants them."""
         out: dict[str, list[NasClient]] = {}
         for r in await self.rows():
-            nas = NasClient(r.nas_id, r.secret.encode(), r.address, r.insee)
+            nas = NasClient(r.nas_id, r.secret.encode(), r.address, r.insee, r.coa_port)
             out.setdefault(str(ipaddress.ip_address(r.address)), []).append(nas)
         return out
 

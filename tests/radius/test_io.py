@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from controller.config import Settings
 from controller.outbox import pending
 from controller.storage import Database
 from controller.storage.schema import radius_dynauth, sessions
-from radius import AccessPolicy, DynAuthClient, NasRegistry
+from radius import AccessPolicy, DynAuthClient, NasRegistry, build_server
 from tests.radius.conftest import NAS_ID, SECRET, Running, radclient
 
 # The shipped dictionary, parsed by pyrad (read once, at import).
@@ -344,3 +345,45 @@ async def test_no_response_until_the_record_is_stored(
     assert res.out.count("Sent Accounting-Request") >= 2, res.out
     assert radius_server.server.counters["storage_errors"] >= 1
     assert len(await _sessions(radius_db)) == 1
+
+
+async def test_quota_reached_sends_one_disconnect(
+    radius_settings: Settings, radius_db: Database
+) -> None:
+    """An Interim past the volume quota makes the server send a Disconnect-Request for that
+    session to the NAS's CoA port (a pyrad DAS here), once, and record its ACK."""
+    loop = asyncio.get_running_loop()
+    transport, das = await loop.create_datagram_endpoint(
+        lambda: _PyradDas(ignore=0), local_addr=("127.0.0.1", 0)
+    )
+    das_port = transport.get_extra_info("sockname")[1]
+    await NasRegistry(radius_db).add(NAS_ID, "127.0.0.1", SECRET, coa_port=das_port)
+    settings = radius_settings.model_copy(
+        update={"radius": radius_settings.radius.model_copy(update={"max_total_mb": 1})}
+    )
+    server = await build_server(settings, radius_db)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(server.run("127.0.0.1", 0, 0), name="radius-quota")
+            await server.ready.wait()
+            port = server.addresses["acct"][1]
+            for octets in (400_000, 1_200_000, 1_500_000):
+                pkt = _acct("Interim-Update", "known-1", Acct_Input_Octets=octets)
+                assert "Accounting-Response" in (await radclient(port, "acct", pkt)).out
+            await wait_until(lambda: server.counters["disconnect_ack"] == 1)
+            task.cancel()
+    finally:
+        transport.close()
+    assert das.received == 1 and das.bad == 0
+    async with radius_db.connect() as conn:
+        rows = (await conn.execute(sa.select(radius_dynauth))).all()
+    assert [(r.reason, r.acct_session_id, r.ok) for r in rows] == [("quota", "known-1", True)]
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll ``condition`` in the event loop until it holds."""
+    for _ in range(int(timeout_s / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the condition did not hold in time")
