@@ -33,7 +33,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,10 +42,12 @@ import jinja2
 import sqlalchemy as sa
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from markupsafe import Markup
 from pydantic import BaseModel
 
 from controller.registry import lot_communes
 from controller.service import Controller, mac_tag
+from controller.stats import StatsStore, make_store
 from dashboards._auth import (
     ROLE_LABELS,
     Account,
@@ -70,6 +72,7 @@ from dashboards._core import (
     iso_utc,
     sessions_view,
 )
+from dashboards._map import MapMarker, Territory, load_territory, render_map
 from dashboards.accounts import AccountError, AccountStore, Login
 from dashboards.models import FleetResponse, SessionsResponse
 
@@ -81,6 +84,10 @@ TEMPLATE_DIR: Final = Path(__file__).parent / "templates"
 # How often the page's script asks for fresh data. Agents report every few seconds to a
 # minute; polling faster would only load the database.
 REFRESH_S: Final = 5
+# The map shades communes by their visitors over this many complete days.
+MAP_DAYS: Final = 7
+# Final days whose per-commune visitors stay in memory (a year and a bit).
+_DAY_CACHE: Final = 400
 # The territory's time zone, for start times shown as clock times.
 TIME_ZONE: Final = "Europe/Paris"
 # The API answers are JSON documents with no secret; the page may only talk to us.
@@ -120,6 +127,7 @@ def create_app(
     controller: Controller,
     *,
     clock: Callable[[], float] = time.time,
+    stats: StatsStore | None = None,
 ) -> web.Application:
     """Build the dashboards application.
 
@@ -129,16 +137,18 @@ def create_app(
     Args:
         controller: the running controller (registry and sessions are read from it).
         clock: returns the current Unix time; tests pass a fake one.
+        stats: where published statistics are read (default: the configured store).
 
     Returns:
         The application; the controller is at ``app[CONTROLLER]``, the account store at
         ``app[ACCOUNTS]``.
     """
-    dashboard = _Dashboard(controller, clock)
+    dashboard = _Dashboard(controller, clock, stats)
     app = web.Application(middlewares=[_guard, dashboard.gate])
     app[CONTROLLER] = controller
     app[ACCOUNTS] = dashboard.accounts
     app.on_response_prepare.append(_headers)
+    app.on_cleanup.append(dashboard.close)
     app.router.add_get("/", dashboard.index, name="index")
     app.router.add_get("/commune/{insee}", dashboard.commune, name="commune")
     app.router.add_get("/api/fleet", dashboard.fleet, name="api-fleet")
@@ -223,10 +233,18 @@ def _page_csp(nonce: str) -> str:
 class _Dashboard:
     """The request handlers and what they share."""
 
-    def __init__(self, controller: Controller, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, controller: Controller, clock: Callable[[], float], stats: StatsStore | None
+    ) -> None:
         self.controller = controller
         self.clock = clock
         self.tz = _time_zone()
+        # An InfluxDB store opens its HTTP session in the loop: made at first use.
+        self._stats = stats
+        self._own_stats = stats is None
+        self.territory: Territory = load_territory()
+        # Visitors per commune of each final day, read once: a final day never changes.
+        self.day_visitors: dict[str, dict[str, int]] = {}
         self.accounts = AccountStore(controller.db)
         d = controller.settings.dashboard
         self.loopback = _is_loopback(d.listen_host)
@@ -320,6 +338,8 @@ class _Dashboard:
         )
         response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
         response.headers["Content-Security-Policy"] = _page_csp(nonce)
+        # The map makes a page of a few hundred kB of SVG; gzip brings it to a few dozen.
+        response.enable_compression()
         return response
 
     # -- reads --------------------------------------------------------------------------
@@ -395,6 +415,68 @@ class _Dashboard:
             raise web.HTTPForbidden(text="accès refusé / forbidden")
         return insee
 
+    def stats(self) -> StatsStore:
+        """The statistics store (the configured one unless the app was given one)."""
+        if self._stats is None:
+            self._stats = make_store(self.controller.settings.stats, self.controller.db)
+        return self._stats
+
+    async def close(self, app: web.Application) -> None:
+        """Release the statistics store if this app made it."""
+        if self._own_stats and self._stats is not None:
+            await self._stats.aclose()
+
+    async def _visitors(self, now: float, days: int = MAP_DAYS) -> dict[str, int]:
+        """Visitors per commune summed over the last ``days`` complete local days.
+
+        Only published (thresholded) commune-day cells are read, through the statistics
+        store's interface; a day without published cells adds nothing.
+        """
+        today = datetime.fromtimestamp(now, self.tz).date()
+        total: dict[str, int] = {}
+        for back in range(1, days + 1):
+            day = (today - timedelta(days=back)).isoformat()
+            per = self.day_visitors.get(day)
+            if per is None:
+                per = {}
+                for cell in await self.stats().read_day(day):
+                    if (cell.kind, cell.scope, cell.period) == ("presence", "commune", "day"):
+                        per[cell.insee] = per.get(cell.insee, 0) + cell.visitors
+                if len(self.day_visitors) >= _DAY_CACHE:
+                    self.day_visitors.pop(min(self.day_visitors))
+                self.day_visitors[day] = per
+            for insee, n in per.items():
+                total[insee] = total.get(insee, 0) + n
+        return total
+
+    async def _map(
+        self, now: float, account: Account | None, fleet: FleetResponse, insee: str | None
+    ) -> str:
+        rows = {r.ap_id: r for r in await self.controller.registry.access_points()}
+        markers = [
+            MapMarker(
+                h.ap_id,
+                f"{h.name} ({h.commune})",
+                h.insee,
+                h.state,
+                rows[h.ap_id].lon if h.ap_id in rows else None,
+                rows[h.ap_id].lat if h.ap_id in rows else None,
+            )
+            for h in fleet.hotspots
+        ]
+        visible: set[str] | None = None
+        if insee is not None:
+            visible = {insee}
+        elif account is not None and not account.sees_territory:
+            visible = set(account.communes)
+        return render_map(
+            self.territory,
+            markers,
+            await self._visitors(now),
+            visible,
+            f"Carte des bornes et des visiteurs des {MAP_DAYS} derniers jours",
+        )
+
     # -- pages --------------------------------------------------------------------------
 
     async def _page(self, request: web.Request, insee: str | None) -> web.Response:
@@ -414,6 +496,8 @@ class _Dashboard:
         return self._render(
             "index.html",
             request,
+            map_svg=Markup(await self._map(now, account, fleet, insee)),
+            map_days=MAP_DAYS,
             fleet=fleet,
             sessions=open_sessions,
             commune_name=self.commune_names[insee] if insee else None,

@@ -10,8 +10,10 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pyotp
 import pytest
@@ -24,6 +26,7 @@ from agents.contract import AcctEntry, ClientEvent, seal, topic
 from controller.config import load_settings
 from controller.registry import Registry, lot_communes
 from controller.service import Controller, mac_tag
+from controller.stats import Cell, SqlStatsStore
 from controller.storage import open_database
 from dashboards._auth import Role, hash_password
 from dashboards.accounts import AccountStore
@@ -535,3 +538,30 @@ async def test_admin_creates_a_commune_account_that_can_log_in(
     disable = await admin.post("/admin/accounts/padirac/active", data={"csrf": csrf, "active": "0"})
     assert disable.status == 200
     assert (await padirac.get("/api/fleet")).status == 401
+
+
+async def test_map_shades_from_published_cells_and_respects_the_scope(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """Cells written through the stats store shade the map; a commune sees only its markers."""
+    tz = await asyncio.to_thread(ZoneInfo, "Europe/Paris")
+    yesterday = (datetime.fromtimestamp(NOW, tz).date() - timedelta(days=1)).isoformat()
+    start = int(datetime.fromisoformat(yesterday).replace(tzinfo=tz).timestamp())
+    roc, cah = INSEE["Rocamadour"], INSEE["Cahors"]
+    await SqlStatsStore(accounts.db).write(
+        [
+            Cell("presence", "commune", "day", start, yesterday, roc, values={"visitors": 140}),
+            Cell("presence", "commune", "day", start, yesterday, cah, values={"visitors": 35}),
+            Cell("presence", "commune", "hour", start, yesterday, cah, values={"visitors": 900}),
+        ]
+    )
+    tech = await _logged_in(accounts, aiohttp_client, "tech")
+    html = await (await tech.get("/")).text()
+    assert 'role="img"' in html
+    assert html.count('class="marker marker-') == 4
+    assert "Rocamadour : 140 visiteurs" in html and "Cahors : 35 visiteurs" in html
+    viewer = await _logged_in(accounts, aiohttp_client, "roc")
+    html = await (await viewer.get("/")).text()
+    assert html.count('class="marker marker-') == 2
+    assert 'data-ap="cahors-01"' not in html and "35 visiteurs" not in html
+    assert "Rocamadour : 140 visiteurs" in html
