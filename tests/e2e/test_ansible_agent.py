@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,8 @@ AP = "ap-46201-01"
 INSEE = "46201"
 SUITE = "bookworm"
 INCLUDE = ("python3", "python3-apt", "logrotate")
+TECH = "technicien"
+TECH_PASSWORD = "mot-de-passe-du-technicien-0123"
 FAS_KEY = "fas-key-shared-with-the-portal-0123"
 CACHE = Path(os.environ.get("BORNE_TEST_CACHE", "/var/cache/borne-tests"))
 
@@ -154,6 +157,13 @@ listen_port = {dashboard_port}
         check=True,
     )
     key = added.stdout.strip()
+    # Once an account exists the dashboards need a login: verify.yml logs in as a technician.
+    account = subprocess.run(
+        [str(BIN / "borne"), "account", "add", TECH, "--role", "technician",
+         "--password-stdin", "-c", str(conf)],
+        input=TECH_PASSWORD + "\n", capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert account.returncode == 0, account.stderr
     log = tmp_path / "controller.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -183,9 +193,16 @@ listen_port = {dashboard_port}
 
 
 def fleet_state(dashboard: str) -> str | None:
-    """The AP's state at the controller (``online``...), or None when it does not answer."""
+    """The AP's state at the controller (``online``...), or None when it does not answer.
+
+    Logs in as the technician first, as verify.yml does.
+    """
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    form = urllib.parse.urlencode({"username": TECH, "password": TECH_PASSWORD}).encode()
     try:
-        with urllib.request.urlopen(f"{dashboard}/api/fleet", timeout=5) as resp:
+        with opener.open(f"{dashboard}/login", data=form, timeout=5):
+            pass
+        with opener.open(f"{dashboard}/api/fleet", timeout=5) as resp:
             fleet = json.load(resp)
     except OSError:
         return None
@@ -215,6 +232,8 @@ def write_inventory(path: Path, root: Path, ctl: dict[str, Any]) -> None:
                 "borne_dashboard_url": ctl["dashboard_url"],
                 "borne_portal_url": ctl["portal_url"],
                 "borne_portal_fas_key": FAS_KEY,
+                "borne_verify_dashboard_username": TECH,
+                "borne_verify_dashboard_password": TECH_PASSWORD,
             },
             "children": {
                 "access_points": {
