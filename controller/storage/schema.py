@@ -17,6 +17,7 @@ __all__ = [
     "consumer_offsets",
     "dashboard_account_communes",
     "dashboard_accounts",
+    "dashboard_incidents",
     "dashboard_logins",
     "metadata",
     "processed_messages",
@@ -295,4 +296,18 @@ dashboard_logins = sa.Table(
     sa.Column("second_factor_ok", sa.Boolean, nullable=False),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("expires_at", Time, nullable=False),
+)
+# Hotspot incidents seen by the dashboards (down at, back up at): uptime and timeline.
+dashboard_incidents = sa.Table(
+    "dashboard_incidents",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("ap_id", sa.String(63), nullable=False, index=True),
+    sa.Column("down_at", Time, nullable=False, index=True),
+    sa.Column("up_at", Time, nullable=True),
 )

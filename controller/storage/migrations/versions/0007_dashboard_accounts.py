@@ -1,4 +1,5 @@
-"""Dashboard accounts: roles, the communes each account may see, login sessions.
+"""Dashboard accounts: roles, the communes each account may see, login sessions;
+hotspot incidents (down and back up) for uptime and the incidents timeline.
 
 Revision ID: 0007
 Revises: 0002
@@ -51,9 +52,22 @@ def upgrade() -> None:
         sa.Column("created_at", Time, nullable=False),
         sa.Column("expires_at", Time, nullable=False),
     )
+    op.create_table(
+        "dashboard_incidents",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("ap_id", sa.String(63), nullable=False, index=True),
+        sa.Column("down_at", Time, nullable=False, index=True),
+        sa.Column("up_at", Time, nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("dashboard_incidents")
     op.drop_table("dashboard_logins")
     op.drop_table("dashboard_account_communes")
     op.drop_table("dashboard_accounts")
