@@ -128,55 +128,94 @@ class DayAggregator:
         """Every non-empty cell of the day, before any disclosure control."""
         day0, day_end = int(self.start), self.end
         last_hour = int((day_end - 1 - day0) // 3600)
-        acc: dict[CellKey, list[int]] = defaultdict(lambda: [0] * len(PRESENCE_FIELDS))
+        # Cells are numbered as they appear; places and hours map to their numbers once,
+        # so that the per-session work is on small integers (a peak day has 500,000).
+        keys: list[CellKey] = []
+        rows: list[list[int]] = []
+        width = len(PRESENCE_FIELDS)
+
+        def new(key: CellKey) -> int:
+            keys.append(key)
+            rows.append([0] * width)
+            return len(keys) - 1
+
+        t_day = new(("presence", "territory", "day", day0, "", "", ""))
+        communes: dict[str, int] = {}
+        days: dict[tuple[str, str], int] = {}
+        hours: dict[tuple[str, str, int], tuple[int, int]] = {}
+        c_hours: dict[tuple[str, int], int] = {}
+
+        def hour_ids(insee: str, ap_id: str, h: int) -> tuple[int, int]:
+            ids = hours.get((insee, ap_id, h))
+            if ids is None:
+                hour = day0 + 3600 * h
+                c = c_hours.get((insee, h))
+                if c is None:
+                    c = c_hours[(insee, h)] = new(
+                        ("presence", "commune", "hour", hour, insee, "", "")
+                    )
+                ids = hours[(insee, ap_id, h)] = (
+                    c,
+                    new(("presence", "hotspot", "hour", hour, insee, ap_id, "")),
+                )
+            return ids
+
         flows: dict[CellKey, int] = defaultdict(int)
         lim = self.limits
-        t_day: CellKey = ("presence", "territory", "day", day0, "", "", "")
+        clip = lim.bytes_clip
         for dev in self._devices.values():
             visits = sorted(dev.visits, key=lambda v: v.start)[: lim.max_sessions]
             allowed: list[str] = []
             for v in visits:
                 if v.insee not in allowed and len(allowed) < lim.max_communes:
                     allowed.append(v.insee)
-            visits = [v for v in visits if v.insee in allowed]
-            present: set[CellKey] = {t_day}
-            started: dict[CellKey, int] = defaultdict(int)
+            present: set[int] = {t_day}
+            started: dict[int, int] = defaultdict(int)
             route: list[str] = []
             for v in visits:
-                if not route or route[-1] != v.insee:
-                    route.append(v.insee)
-                c_day: CellKey = ("presence", "commune", "day", day0, v.insee, "", "")
-                h_day: CellKey = ("presence", "hotspot", "day", day0, v.insee, v.ap_id, "")
+                insee, ap_id = v.insee, v.ap_id
+                if insee not in allowed:
+                    continue
+                if not route or route[-1] != insee:
+                    route.append(insee)
+                c_day = communes.get(insee)
+                if c_day is None:
+                    c_day = communes[insee] = new(
+                        ("presence", "commune", "day", day0, insee, "", "")
+                    )
+                h_day = days.get((insee, ap_id))
+                if h_day is None:
+                    h_day = days[(insee, ap_id)] = new(
+                        ("presence", "hotspot", "day", day0, insee, ap_id, "")
+                    )
                 h0 = min(last_hour, max(0, int((v.start - day0) // 3600)))
                 stop = min(max(v.stop, v.start), day_end - 1)
                 h1 = min(last_hour, max(h0, int((stop - day0) // 3600)))
-                hour0 = day0 + 3600 * h0
-                c_h0: CellKey = ("presence", "commune", "hour", hour0, v.insee, "", "")
-                h_h0: CellKey = ("presence", "hotspot", "hour", hour0, v.insee, v.ap_id, "")
-                present.update((c_day, h_day))
-                for h in range(h0, h1 + 1):
-                    hour = day0 + 3600 * h
-                    present.add(("presence", "commune", "hour", hour, v.insee, "", ""))
-                    present.add(("presence", "hotspot", "hour", hour, v.insee, v.ap_id, ""))
-                dwell = max(0.0, v.stop - v.start)
-                bucket = _DWELL_FIELDS[bisect.bisect_right(_DWELL_BOUNDS, dwell)]
-                up = min(max(v.up, 0), lim.bytes_clip)
-                down = min(max(v.down, 0), lim.bytes_clip)
-                for key in (t_day, c_day, h_day, c_h0, h_h0):
-                    row = acc[key]
+                c_h0, h_h0 = hour_ids(insee, ap_id, h0)
+                present.add(c_day)
+                present.add(h_day)
+                present.add(c_h0)
+                present.add(h_h0)
+                for h in range(h0 + 1, h1 + 1):
+                    present.update(hour_ids(insee, ap_id, h))
+                bucket = _DWELL_FIELDS[bisect.bisect_right(_DWELL_BOUNDS, v.stop - v.start)]
+                up = min(max(v.up, 0), clip)
+                down = min(max(v.down, 0), clip)
+                for i in (t_day, c_day, h_day, c_h0, h_h0):
+                    row = rows[i]
                     row[_SESSIONS] += 1
                     row[bucket] += 1
                     row[_UP] += up
                     row[_DOWN] += down
-                    started[key] += 1
-            for key in present:
-                row = acc[key]
+                    started[i] += 1
+            for i in present:
+                row = rows[i]
                 row[_VISITORS] += 1
                 if dev.randomised:
                     row[_RANDOMISED] += 1
-            for key, n in started.items():
+            for i, n in started.items():
                 if n >= 2:
-                    acc[key][_REPEAT] += 1
+                    rows[i][_REPEAT] += 1
             pairs: list[tuple[str, str]] = []
             for o, d in itertools.pairwise(route):
                 if (o, d) not in pairs and len(pairs) < lim.max_flows:
@@ -195,7 +234,8 @@ class DayAggregator:
                 k[6],
                 dict(zip(PRESENCE_FIELDS, row, strict=True)),
             )
-            for k, row in acc.items()
+            for k, row in zip(keys, rows, strict=True)
+            if row[_VISITORS] or row[_SESSIONS]
         ]
         out.extend(
             Cell("flow", "flow", "day", k[3], self.day, k[4], "", k[6], {"visitors": n})
