@@ -311,3 +311,64 @@ dashboard_incidents = sa.Table(
     sa.Column("down_at", Time, nullable=False, index=True),
     sa.Column("up_at", Time, nullable=True),
 )
+# Captive portal (migration 0006): voucher batches, vouchers (keyed hashes of the codes
+# only), the devices that used them (keyed hashes), per-commune legal texts ("*" is the
+# default of communes without their own) and proofs of their acceptance.
+voucher_batches = sa.Table(
+    "voucher_batches",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("insee", sa.String(5), nullable=True),
+    sa.Column("note", sa.String(200), nullable=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("minutes", sa.Integer, nullable=False),
+    sa.Column("quota_mb", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("up_kbps", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("down_kbps", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("max_devices", sa.Integer, nullable=False, server_default="1"),
+)
+vouchers = sa.Table(
+    "vouchers",
+    metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("batch_id", sa.String(16), nullable=False, index=True),
+    sa.Column("first_used_at", Time, nullable=True),
+    sa.Column("devices", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("revoked_at", Time, nullable=True),
+)
+voucher_uses = sa.Table(
+    "voucher_uses",
+    metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("device_hash", sa.String(64), primary_key=True),
+    sa.Column("ap_id", sa.String(63), nullable=False),
+    sa.Column("used_at", Time, nullable=False),
+)
+portal_legal_texts = sa.Table(
+    "portal_legal_texts",
+    metadata,
+    sa.Column("insee", sa.String(5), primary_key=True),
+    sa.Column("version", sa.String(32), primary_key=True),
+    sa.Column("published_at", Time, nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+)
+portal_consents = sa.Table(
+    "portal_consents",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("device_hash", sa.String(64), nullable=False),
+    sa.Column("insee", sa.String(5), nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("accepted_at", Time, nullable=False),
+    sa.Column("ap_id", sa.String(63), nullable=False),
+    sa.Column("method", sa.String(32), nullable=False),
+    sa.Column("language", sa.String(8), nullable=False),
+    sa.Index("ix_portal_consents_device", "device_hash", "insee", "version"),
+)
