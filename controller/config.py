@@ -100,6 +100,13 @@ class PortalSettings(_Section):
     # can be extended from the status page.
     venue_info_url: str | None = None
     can_extend_session: bool = False
+    # Keys the hashes of voucher codes and of devices in proofs of acceptance (never
+    # shared with the access points, unlike fas_key).
+    secret_key: SecretStr = SecretStr("change-me-portal-secret-key")
+    # Login methods offered: "click-through", "voucher".
+    methods: tuple[Literal["click-through", "voucher"], ...] = ("click-through", "voucher")
+    # Wrong voucher codes allowed per client (and per source address) in 10 minutes.
+    max_code_failures: Annotated[int, Field(ge=1, le=100)] = 5
 
 
 class SessionSettings(_Section):
