@@ -8,8 +8,8 @@ state is what its journal entries say: nothing else holds it.
 
 A search or an export needs two approvals by two different people (the two-person
 rule); the search reads only the records whose blind tag matches, day by day, and
-never decrypts a whole day. Exports are CSV and JSON files with a detached Ed25519
-signature each, and the JSON carries an inclusion proof of every record. Blocking
+never decrypts a whole day. Exports are CSV, JSON and a printable PDF, each with a
+detached Ed25519 signature; the JSON carries an inclusion proof of every record. Blocking
 file IO: call from a worker thread.
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from controller.legal._format import public_value
+from controller.legal._pdf import render
 from controller.legal.errors import ApprovalError, KeyError_, LegalError
 from controller.legal.records import LegalRecord
 from controller.legal.store import Found, LegalStore, day_of
@@ -331,6 +332,7 @@ class Requisitions:
         paths = {
             out_dir / f"{safe}.json": json.dumps(doc, indent=2, ensure_ascii=False).encode(),
             out_dir / f"{safe}.csv": _csv(rows).encode(),
+            out_dir / f"{safe}.pdf": render(_printable(req, q, rows, doc["exported_at"])),
         }
         hashes = {}
         for path, data in paths.items():
@@ -381,6 +383,53 @@ _COLUMNS = [
     "log_day",
     "log_record",
 ]
+
+
+def _printable(req: Requisition, q: Query, rows: list[dict[str, Any]], at: str) -> list[str]:
+    """The lines of the printable answer, French then English headings."""
+    lines = [
+        f"Réponse à réquisition / Answer to requisition {req.reference}",
+        f"Autorité / Authority: {req.authority}",
+        f"Base légale / Legal basis: {req.legal_basis}",
+        f"Objet / Scope: {req.scope}",
+        f"Recherche / Query: {json.dumps(q.describe(), ensure_ascii=False)}",
+        f"Extrait le / Exported at: {at}",
+        f"Sessions: {len(rows)}",
+        "",
+    ]
+    widths = {"session_id": 10, "client_mac": 17, "private_ip": 15, "public_ip": 15}
+    head = [
+        "session_id",
+        "client_mac",
+        "private_ip",
+        "public_ip",
+        "ports",
+        "start_utc",
+        "stop_utc",
+        "gateway",
+        "auth_ref",
+    ]
+    lines.append("  ".join(h.ljust(widths.get(h, 0)) for h in head))
+    for r in rows:
+        ports = f"{r['port_start']}-{r['port_end']}" if r["port_start"] is not None else "-"
+        cells = [
+            str(r["session_id"]),
+            r["client_mac"],
+            r["private_ip"],
+            r["public_ip"] or "-",
+            ports,
+            r["start_utc"],
+            r["stop_utc"] or "-",
+            r["gateway"] or "-",
+            r["auth_ref"] or "-",
+        ]
+        lines.append("  ".join(c.ljust(widths.get(h, 0)) for c, h in zip(cells, head, strict=True)))
+    lines += [
+        "",
+        "Intégrité / Integrity: voir le JSON (preuves d'inclusion RFC 6962) et les "
+        "signatures Ed25519 détachées (.sig) / see the JSON proofs and the .sig files",
+    ]
+    return lines
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

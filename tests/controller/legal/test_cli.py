@@ -119,6 +119,8 @@ def test_requisition_needs_two_logins_then_finds_and_exports(
         "PV-7.csv.sig",
         "PV-7.json",
         "PV-7.json.sig",
+        "PV-7.pdf",
+        "PV-7.pdf.sig",
     ]
     assert main(["legal", "verify", *c]) == 0
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from controller.legal.errors import ApprovalError, LegalError
 from controller.legal.requisitions import Journal, Query, Requisitions, search
 from controller.legal.store import LegalStore
 from tests.controller.legal.conftest import T0, record
+from tests.testbed import require
 
 DAY_S = 86400.0
 
@@ -134,8 +137,20 @@ def test_export_is_signed_proven_and_journaled(
         bytes.fromhex(proof["head"]["root"]),
     )
     assert "7," in paths[1].read_text()
+    if shutil.which("pdftotext") is None:
+        require("pdftotext (Debian package poppler-utils; tests/run.sh installs it)")
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(paths[2]), "-"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "Réponse à réquisition / Answer to requisition PV-9" in text
+    assert record(7).client_mac in text and "Parquet de Cahors" in text
     journal = Journal(store.directory / "journal.jsonl")
     assert [e["action"] for e in journal.entries()] == ["register", "approve", "approve", "export"]
+    assert set(journal.entries()[-1]["details"]["files"]) == {"PV-9.json", "PV-9.csv", "PV-9.pdf"}
     assert journal.verify() == []
     lines = journal.path.read_text().splitlines()
     journal.path.write_text("\n".join([lines[0], lines[2], lines[3]]) + "\n")
