@@ -317,7 +317,8 @@ class Requisitions:
         out_dir.mkdir(parents=True, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in reference)
         rows = [_row(f) for f in found]
-        doc = {
+        exported_at = dt.datetime.fromtimestamp(now, dt.UTC).isoformat()
+        doc: dict[str, Any] = {
             "requisition": {
                 "reference": req.reference,
                 "authority": req.authority,
@@ -325,14 +326,14 @@ class Requisitions:
                 "scope": req.scope,
             },
             "query": q.describe(),
-            "exported_at": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(),
+            "exported_at": exported_at,
             "records": rows,
             "proofs": [self.store.proof(f.day, f.seq) for f in found],
         }
         paths = {
             out_dir / f"{safe}.json": json.dumps(doc, indent=2, ensure_ascii=False).encode(),
             out_dir / f"{safe}.csv": _csv(rows).encode(),
-            out_dir / f"{safe}.pdf": render(_printable(req, q, rows, doc["exported_at"])),
+            out_dir / f"{safe}.pdf": render(_printable(req, q, rows, exported_at)),
         }
         hashes = {}
         for path, data in paths.items():
