@@ -538,7 +538,10 @@ class LegalStore:
         heads = _read_lines(path / "heads.jsonl")
         if not heads:
             out.append(Problem(day, None, "no signed head"))
-        prev: dict[str, Any] | None = None
+        sizes = [int(h.get("size", -1)) for h in heads]
+        stored_roots = merkle.prefix_roots(stored, sizes)
+        got_roots = merkle.prefix_roots(got, sizes)
+        valid: list[dict[str, Any]] = []
         for head in heads:
             if not verify_json(pub, head, "head") or head.get("day") != day:
                 out.append(
@@ -546,26 +549,31 @@ class LegalStore:
                 )
                 continue
             size, r = int(head["size"]), bytes.fromhex(head["root"])
-            if size > len(stored) or merkle.root(stored[:size]) != r:
+            if stored_roots.get(size) != r:
                 out.append(Problem(day, None, "the leaf hash file does not match the signed head"))
-            if size > len(got) or merkle.root(got[:size]) != r:
+            if got_roots.get(size) != r:
                 out.extend(
                     self._name_changes(day, got, stored[:size] if len(stored) >= size else stored)
                 )
                 if not any(p.record is not None for p in out):
                     out.append(Problem(day, None, "the records do not match the signed head"))
-            if prev is not None and len(stored) >= size:
-                proof = merkle.consistency_proof(int(prev["size"]), stored[:size])
-                if not merkle.verify_consistency(
-                    int(prev["size"]), size, bytes.fromhex(prev["root"]), r, proof
-                ):
-                    out.append(Problem(day, None, "a later head does not extend an earlier one"))
-            prev = head
+            valid.append(head)
             if head.get("final"):
                 earlier = [d for d in all_days if d < day]
                 want = self._final_head(earlier[-1]) if earlier else None
                 if (want["root"] if want else None) != head.get("prev_root"):
                     out.append(Problem(day, None, "the chain to the previous day is broken"))
+        # Heads that match prefixes of the same leaves extend one another; the RFC 9162
+        # consistency proof from the first signed head to the last shows it to a third
+        # party holding only the two heads.
+        if len(valid) > 1 and len(stored) >= int(valid[-1]["size"]):
+            first, last = valid[0], valid[-1]
+            m, n = int(first["size"]), int(last["size"])
+            proof = merkle.consistency_proof(m, stored[:n])
+            if not merkle.verify_consistency(
+                m, n, bytes.fromhex(first["root"]), bytes.fromhex(last["root"]), proof
+            ):
+                out.append(Problem(day, None, "a later head does not extend an earlier one"))
         return _dedupe(out)
 
     @staticmethod

@@ -106,10 +106,14 @@ def test_requisition_search_reads_only_matching_records(tmp_path: Path) -> None:
         store.read(day, range(PER_DAY))
     scan_s = time.perf_counter() - t
     total = DAYS * PER_DAY
+    assert store.signing_key is not None
+    t = time.perf_counter()
+    assert store.verify(store.signing_key.public_key()) == []
+    verify_s = time.perf_counter() - t
     print(
         f"\nsearch over {total:,} records in {DAYS} days (built in {build_s:.1f} s): "
         f"MAC {mac_s * 1000:.1f} ms, public IP+port+time {pub_s * 1000:.1f} ms ({len(hits)} "
         f"sessions); decrypting them all: {scan_s:.2f} s; ratio MAC/scan "
-        f"{mac_s / scan_s:.5f}"
+        f"{mac_s / scan_s:.5f}; verify of the {DAYS} days: {verify_s:.2f} s"
     )
     assert mac_s < scan_s and pub_s < scan_s

@@ -73,3 +73,10 @@ def test_garbage_proofs_never_verify(m: int, n: int, proof: list[bytes]) -> None
     r = merkle.root(HASHES[: min(n, 33)])
     assert not merkle.verify_consistency(m, n, b"\x00" * 32, r, proof)
     assert not merkle.verify_inclusion(m, n, b"\x01" * 32, proof, r)
+
+
+def test_prefix_roots_equal_the_roots_of_each_prefix() -> None:
+    """The one-pass prefix roots equal the root of every prefix, including 0 and n."""
+    got = merkle.prefix_roots(HASHES, range(len(HASHES) + 1))
+    assert got == {n: mth(LEAVES[:n]) for n in range(len(HASHES) + 1)}
+    assert merkle.prefix_roots(HASHES, [99]) == {}
