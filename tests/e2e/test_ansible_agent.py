@@ -370,9 +370,14 @@ def agent_in(root: Path) -> Iterator[subprocess.Popen[bytes]]:
 def test_agent_role_deploys_a_working_agent_idempotently_and_verify_names_failures(
     debian_root: Path, controller: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The agent role starts an agent online at the controller; rerun changed=0; verify names AP."""
+    """agents.yml: --check writes nothing; apply, agent online; rerun changed=0; verify names AP."""
     inventory = tmp_path / "inventory.yml"
     write_inventory(inventory, debian_root, controller)
+
+    dry = playbook(inventory, "agents.yml", "--check")
+    assert dry.returncode == 0, dry.stdout[-6000:] + dry.stderr[-3000:]
+    assert recap(dry.stdout)["changed"] > 0
+    assert not (debian_root / "etc/borne/agent.toml").exists(), "--check wrote a file"
 
     first = playbook(inventory, "agents.yml")
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
@@ -400,6 +405,9 @@ def test_agent_role_deploys_a_working_agent_idempotently_and_verify_names_failur
     counts = recap(second.stdout)
     assert counts["changed"] == 0, second.stdout[-6000:]
     assert counts["failed"] == 0
+    dry_again = playbook(inventory, "agents.yml", "--check")
+    assert dry_again.returncode == 0, dry_again.stdout[-6000:]
+    assert recap(dry_again.stdout)["changed"] == 0
 
     assert fleet_state(controller["dashboard_url"]) != "online"
     with agent_in(debian_root) as agent:
