@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import hashlib
 import json
 import mmap
 import os
@@ -228,7 +229,7 @@ class LegalStore:
         path = self.directory / day
         records = path / "records.log"
         data = records.read_bytes() if records.exists() else b""
-        frames, covered = fmt.iter_frames(data)
+        frames, _ = fmt.iter_frames(data)
         hashes_raw = (path / "leaves.bin").read_bytes() if (path / "leaves.bin").exists() else b""
         n = min(len(frames), len(hashes_raw) // 32)
         # Every file is fsynced before a batch counts: keep the records all files agree on.
@@ -241,7 +242,6 @@ class LegalStore:
             with (path / "leaves.bin").open("r+b") as fh:
                 fh.truncate(n * 32)
                 os.fsync(fh.fileno())
-        del covered
         index: dict[bytes, list[int]] = {}
         idx_path = path / "index.log"
         raw = idx_path.read_bytes() if idx_path.exists() else b""
@@ -629,8 +629,6 @@ class LegalStore:
 
 
 def _sha256_hex(b: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(b).hexdigest()
 
 
