@@ -69,14 +69,18 @@ from dashboards._core import (
     HotspotRecord,
     SessionRecord,
     fleet_view,
+    human_duration,
     iso_utc,
+    local_clock,
     sessions_view,
 )
+from dashboards._health import DAY, health_rows
 from dashboards._map import MapMarker, Territory, load_territory, render_map
 from dashboards.accounts import AccountError, AccountStore, Login
 from dashboards.models import FleetResponse, SessionsResponse
+from dashboards.watch import FleetWatcher
 
-__all__ = ["ACCOUNTS", "CONTROLLER", "COOKIE", "REFRESH_S", "create_app"]
+__all__ = ["ACCOUNTS", "CONTROLLER", "COOKIE", "REFRESH_S", "WATCHER", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +99,12 @@ _API_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 
 CONTROLLER: Final = web.AppKey("dashboards.controller", Controller)
 ACCOUNTS: Final = web.AppKey("dashboards.accounts", AccountStore)
+WATCHER: Final = web.AppKey("dashboards.watcher", FleetWatcher)
+# A live page gets a comment line at least this often, so that proxies keep it open and
+# a closed page is noticed.
+KEEPALIVE_S: Final = 15.0
+# The incidents timeline lists at most this many, newest first.
+MAX_INCIDENTS: Final = 50
 # The login cookie. Its value is a random token; the database keeps only its SHA-256.
 COOKIE: Final = "borne_login"
 # Reachable without a login.
@@ -147,10 +157,13 @@ def create_app(
     app = web.Application(middlewares=[_guard, dashboard.gate])
     app[CONTROLLER] = controller
     app[ACCOUNTS] = dashboard.accounts
+    app[WATCHER] = dashboard.watcher
     app.on_response_prepare.append(_headers)
     app.on_cleanup.append(dashboard.close)
     app.router.add_get("/", dashboard.index, name="index")
     app.router.add_get("/commune/{insee}", dashboard.commune, name="commune")
+    app.router.add_get("/fleet", dashboard.health, name="health")
+    app.router.add_get("/api/events", dashboard.events, name="api-events")
     app.router.add_get("/api/fleet", dashboard.fleet, name="api-fleet")
     app.router.add_get("/api/sessions", dashboard.sessions, name="api-sessions")
     app.router.add_get("/login", dashboard.login_form, name="login")
@@ -246,6 +259,7 @@ class _Dashboard:
         # Visitors per commune of each final day, read once: a final day never changes.
         self.day_visitors: dict[str, dict[str, int]] = {}
         self.accounts = AccountStore(controller.db)
+        self.watcher = FleetWatcher(controller.db, clock)
         d = controller.settings.dashboard
         self.loopback = _is_loopback(d.listen_host)
         self.limiter = LoginLimiter(d.login_max_failures, float(d.login_window_s))
@@ -530,6 +544,76 @@ class _Dashboard:
         insee = self._commune_param(request, request.query.get("commune"))
         _, by_id = await self._fleet(now, self._account(request), insee)
         return _json(await self._open(now, by_id))
+
+    async def health(self, request: web.Request) -> web.Response:
+        """``GET /fleet[?commune=INSEE]``: fleet health, incidents, live by server-sent events."""
+        now = self.clock()
+        account = self._account(request)
+        insee = self._commune_param(request, request.query.get("commune"))
+        await self.watcher.refresh()
+        fleet, by_id = await self._fleet(now, account, insee)
+        rows = {r.ap_id: r for r in await self.controller.registry.access_points()}
+        incidents = [i for i in await self.watcher.incidents(now - 30 * DAY) if i.ap_id in by_id]
+        health = health_rows(
+            [
+                (ap, rows[ap].created_at, rows[ap].clock_skew_s, rows[ap].health)
+                for ap in by_id
+                if ap in rows
+            ],
+            incidents,
+            now,
+        )
+        timeline = [
+            {
+                "ap_id": i.ap_id,
+                "name": by_id[i.ap_id].name,
+                "down_iso": iso_utc(i.down_at),
+                "down_text": local_clock(i.down_at, now, self.tz),
+                "up_iso": iso_utc(i.up_at) if i.up_at is not None else None,
+                "up_text": local_clock(i.up_at, now, self.tz) if i.up_at is not None else None,
+                "duration": human_duration((i.up_at or now) - i.down_at),
+            }
+            for i in sorted(incidents, key=lambda i: i.down_at, reverse=True)[:MAX_INCIDENTS]
+        ]
+        query = {"commune": insee} if insee else {}
+        return self._render(
+            "health.html",
+            request,
+            fleet=fleet,
+            health=health,
+            timeline=timeline,
+            commune_name=self.commune_names[insee] if insee else None,
+            events_url=str(request.app.router["api-events"].url_for().with_query(query)),
+        )
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """``GET /api/events[?commune=INSEE]``: the fleet as server-sent events, live."""
+        account = self._account(request)
+        insee = self._commune_param(request, request.query.get("commune"))
+        if account is not None and not account.sees_fleet:
+            raise web.HTTPForbidden(text="accès refusé / forbidden")
+        token = request.get(_TOKEN)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        version = -1
+        try:
+            while True:
+                new = await self.watcher.wait_change(version, KEEPALIVE_S)
+                # A logout, a disabled account or an expired login ends the stream.
+                if token and await self.accounts.login(token_hash(token), self.clock()) is None:
+                    break
+                if new != version:
+                    version = new
+                    fleet, _ = await self._fleet(self.clock(), account, insee)
+                    data = fleet.model_dump_json()
+                    await response.write(f"event: fleet\nid: {version}\ndata: {data}\n\n".encode())
+                else:
+                    await response.write(b": keepalive\n\n")
+        except (ConnectionResetError, ConnectionError):
+            logger.debug("live fleet page closed")
+        return response
 
     # -- login --------------------------------------------------------------------------
 

@@ -565,3 +565,62 @@ async def test_map_shades_from_published_cells_and_respects_the_scope(
     assert html.count('class="marker marker-') == 2
     assert 'data-ap="cahors-01"' not in html and "35 visiteurs" not in html
     assert "Rocamadour : 140 visiteurs" in html
+
+
+async def _next_event(resp: Any) -> dict[str, Any]:
+    """Read one ``fleet`` server-sent event (skipping keepalive comments)."""
+    lines: list[str] = []
+    async with asyncio.timeout(20):
+        while True:
+            raw = await resp.content.readline()
+            assert raw, "stream ended"
+            line = raw.decode().rstrip("\n")
+            if line == "" and lines:
+                break
+            if line and not line.startswith(":"):
+                lines.append(line)
+    assert lines[0] == "event: fleet"
+    data = json.loads(next(x for x in lines if x.startswith("data: "))[6:])
+    assert isinstance(data, dict)
+    return data
+
+
+async def test_live_events_follow_a_hotspot_going_down_within_the_scope(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """The event stream sends the fleet, then its change when an AP goes offline; scoped."""
+    viewer = await _logged_in(accounts, aiohttp_client, "roc")
+    resp = await viewer.get("/api/events")
+    assert resp.status == 200 and resp.content_type == "text/event-stream"
+    first = await _next_event(resp)
+    states = {h["ap_id"]: h["state"] for h in first["hotspots"]}
+    assert states == {"rocamadour-01": "online", "rocamadour-02": "offline"}
+    agent = Agent(accounts, "rocamadour-01")  # a new run of its agent, then it stops
+    await agent.online(NOW - 10)
+    await agent.offline(NOW)
+    for _ in range(5):  # an event per change: online again (new run), then offline
+        event = await _next_event(resp)
+        if {h["ap_id"]: h["state"] for h in event["hotspots"]}["rocamadour-01"] == "offline":
+            break
+    else:
+        pytest.fail("the stream never showed rocamadour-01 offline")
+    resp.close()
+    assert (await viewer.get(f"/api/events?commune={INSEE['Cahors']}")).status == 403
+    anonymous = await _client(accounts, aiohttp_client)
+    assert (await anonymous.get("/api/events")).status == 401
+
+
+async def test_health_page_shows_uptime_skew_and_incidents(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """The health page lists each visible AP's state, uptime and the incidents timeline."""
+    tech = await _logged_in(accounts, aiohttp_client, "tech")
+    html = await (await tech.get("/fleet")).text()
+    assert html.count("<tr data-ap=") == 4
+    assert "Incidents (30 derniers jours)" in html
+    assert "Rocamadour — château" in html and "toujours hors ligne" in html
+    assert "EventSource" in html
+    viewer = await _logged_in(accounts, aiohttp_client, "roc")
+    html = await (await viewer.get("/fleet")).text()
+    assert html.count("<tr data-ap=") == 2 and "cahors-01" not in html
+    assert (await viewer.get(f"/fleet?commune={INSEE['Cahors']}")).status == 403
