@@ -17,6 +17,7 @@ Standard library + paho-mqtt only.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -33,12 +34,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from agents._core import ClientTracker, CommandGuard, CommandRefused, Envelope
+from agents._dhcp import read_leases
 from agents._health import read_interfaces, read_temperature
 from agents._mqtt_io import LinkOptions, MqttLink
 from agents._spool import Position, Spool
 from agents.config import AgentConfig
 from agents.contract import (
     AuthorizeArgs,
+    ClientEvent,
     Command,
     DeauthorizeArgs,
     SyncArgs,
@@ -265,9 +268,24 @@ class Agent:
         if full:
             self._resync.clear()
             events = self.tracker.full_list(now)
+        if self.config.dhcp_leases and events:
+            events = self._with_categories(events)
         if events or full:
             for batch in ClientTracker.batches(events):
                 self._publish("clients", self.envelope.clients(now, batch, full=full))
+
+    def _with_categories(self, events: list[ClientEvent]) -> list[ClientEvent]:
+        """Add the coarse device category of ``seen`` clients from the DHCP leases."""
+        leases = read_leases(self.config.dhcp_leases)
+        if leases is None:
+            self.counters["dhcp_leases_unreadable"] += 1
+            return events
+        return [
+            dataclasses.replace(ev, category=leases[ev.mac].category)
+            if ev.event == "seen" and ev.mac in leases
+            else ev
+            for ev in events
+        ]
 
     def _watchdog(self) -> None:
         """Restart a gateway daemon that stopped answering, and say so (log, counter)."""

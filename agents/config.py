@@ -53,6 +53,8 @@ class AgentConfig:
     gateway_restart_cmd: str = ""
     watchdog_failures: int = 3
     watchdog_cooldown_s: int = 300
+    # dnsmasq lease file ("/tmp/dhcp.leases" with openNDS); empty: no DHCP view.
+    dhcp_leases: str = ""
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -77,6 +79,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "gateway_restart_cmd": (str,),
     "watchdog_failures": (int,),
     "watchdog_cooldown_s": (int,),
+    "dhcp_leases": (str,),
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "mqtt_port": (1, 65535),

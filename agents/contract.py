@@ -179,6 +179,8 @@ class ClientEvent:
     mac: str
     ip: str
     at: float
+    # Added in agent 0.2: coarse device kind from the DHCP host name (never the name).
+    category: Literal["phone", "tablet", "computer", "other"] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
