@@ -25,6 +25,7 @@ from controller.registry import Registry, lot_communes
 from controller.service import Controller
 from controller.storage import Database, open_database
 from controller.storage.schema import communes
+from dashboards.app import WATCHER as DASHBOARD_WATCHER
 from dashboards.app import create_app as create_dashboard
 
 __all__ = ["Running", "open_controller", "run_controller", "serve_app", "web_apps"]
@@ -136,8 +137,10 @@ async def run_controller(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with open_controller(settings) as (controller, _tg):
+    async with open_controller(settings) as (controller, tg):
         portal, dashboard = await asyncio.to_thread(web_apps, controller)
+        # Records hotspot incidents while no dashboard page is open (dashboards.watch).
+        watcher = tg.create_task(dashboard[DASHBOARD_WATCHER].run(), name="dashboards.watch")
         p, d = settings.portal, settings.dashboard
         async with (
             serve_app(portal, p.listen_host, p.listen_port) as portal_url,
@@ -157,6 +160,7 @@ async def run_controller(
                 )
             await stop.wait()
             logger.info("stopping")
+        watcher.cancel()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(sig)
