@@ -57,6 +57,8 @@ from captive_portal._i18n import (
     load_translations,
     negotiate,
 )
+from captive_portal._legal import localize
+from captive_portal._limits import FailureLimiter
 from captive_portal._probes import (
     answer_foreign,
     answer_probe,
@@ -67,6 +69,8 @@ from captive_portal._probes import (
 from captive_portal.errors import FasError, StateExpired, StateInvalid
 from captive_portal.models import (
     ClientStatus,
+    CommunePolicy,
+    LoginMethod,
     LoginRequest,
     LoginResult,
     PortalBackend,
@@ -125,6 +129,7 @@ class PortalRoutes:
         home: the landing page of a visitor who reached the portal directly.
         status: a logged-in visitor's status page.
         logout: where the status page's log-out form is posted.
+        voucher: where the voucher form is posted.
         capport: the RFC 8908 API (also ``{capport}/{ap_id}``).
     """
 
@@ -137,6 +142,7 @@ class PortalRoutes:
     status: str = "/status"
     logout: str = "/logout"
     capport: str = "/capport/api"
+    voucher: str = "/voucher"
 
 
 def portal_routes(public_url: str) -> PortalRoutes:
@@ -147,7 +153,7 @@ def portal_routes(public_url: str) -> PortalRoutes:
     """
     path = urlsplit(public_url).path or "/"
     base = path if path.endswith("/") else f"{path}/"
-    return PortalRoutes(fas=path, accept=f"{base}accept")
+    return PortalRoutes(fas=path, accept=f"{base}accept", voucher=f"{base}voucher")
 
 
 def create_app(
@@ -178,6 +184,7 @@ def create_app(
     routes = portal.routes
     app.router.add_get(routes.fas, portal.login_page)
     app.router.add_post(routes.accept, portal.accept)
+    app.router.add_post(routes.voucher, portal.voucher)
     app.router.add_get(routes.terms, portal.terms_page)
     app.router.add_get(routes.privacy, portal.privacy_page)
     app.router.add_get(routes.health, _healthz)
@@ -278,6 +285,8 @@ class _Portal:
         self.counters = PortalCounters()
         self.routes = portal_routes(settings.portal.public_url)
         self.key = settings.portal.fas_key.get_secret_value()
+        # Wrong voucher codes per client and per source address (10 minutes).
+        self.code_limiter = FailureLimiter(settings.portal.max_code_failures, 600.0)
         self.translations = load_translations()
         self.envs = _build_environments(self.translations)
         # The portal's own names: requests for any other host name are probes or pages
@@ -368,22 +377,52 @@ class _Portal:
         )
 
     def login_form(
-        self, lang: str, state: str, fas: FasRequest, *, error: str | None = None
+        self,
+        lang: str,
+        state: str,
+        fas: FasRequest,
+        *,
+        policy: CommunePolicy | None,
+        terms_version: str,
+        error: str | None = None,
+        code_error: str | None = None,
     ) -> web.Response:
         _ = self.translations[lang].gettext
         query = urlencode({"lang": lang, "state": state})
+        accepted = policy.accepted_version if policy is not None else None
+        prior_date = None
+        if policy is not None and accepted == terms_version and policy.accepted_at:
+            prior_date = time.strftime("%d/%m/%Y", time.gmtime(policy.accepted_at))
         return self.render(
             "login.html",
             lang,
             title=_("Connect"),
-            status=400 if error else 200,
+            status=400 if (error or code_error) else 200,
             switch_to=self.form_url(state),
             state=state,
             error=error,
+            code_error=code_error,
             ap_id=fas.gateway_name,
+            commune=policy.commune if policy is not None else None,
             terms_url=f"{self.routes.terms}?{query}",
             privacy_url=f"{self.routes.privacy}?{query}",
+            methods=self.settings.portal.methods,
+            voucher_url=self.routes.voucher,
+            prior_date=prior_date,
+            terms_version=terms_version,
+            changed=accepted is not None and accepted != terms_version,
         )
+
+    async def commune_policy(self, ap_id: str, mac: str | None) -> CommunePolicy | None:
+        """The commune's legal texts and the device's last acceptance (None: built-in)."""
+        try:
+            return await self.backend.policy(ap_id, mac)
+        except Exception:
+            logger.error("backend crashed reading the policy of %s", ap_id, exc_info=True)
+            return None
+
+    def terms_version(self, policy: CommunePolicy | None) -> str:
+        return policy.terms_version if policy is not None else self.settings.portal.terms_version
 
     def bad_state(
         self, lang: str, exc: StateInvalid | StateExpired, *, switch_to: URL | None
@@ -636,16 +675,16 @@ class _Portal:
                 self.counters.bad_fas += 1
                 logger.warning("refused a FAS query: %s", exc)
                 return self.invalid_link(lang, request)
-            state = sign_state(
-                fas, self.key, now=self.clock(), terms_version=self.settings.portal.terms_version
-            )
+            policy = await self.commune_policy(fas.gateway_name, fas.client_mac)
+            version = self.terms_version(policy)
+            state = sign_state(fas, self.key, now=self.clock(), terms_version=version)
             logger.info(
                 "login page for ap=%s client=%s",
                 fas.gateway_name,
                 mac_tag(fas.client_mac, self.key),
                 extra={"ap": fas.gateway_name},
             )
-            return self.login_form(lang, state, fas)
+            return self.login_form(lang, state, fas, policy=policy, terms_version=version)
         if "state" in query:
             # The language switch and the "back" links come here with the signed state.
             token = query["state"]
@@ -653,7 +692,10 @@ class _Portal:
                 login = self.check_state(token)
             except (StateInvalid, StateExpired) as exc:
                 return self.bad_state(lang, exc, switch_to=request.rel_url)
-            return self.login_form(lang, token, login.fas)
+            policy = await self.commune_policy(login.fas.gateway_name, login.fas.client_mac)
+            return self.login_form(
+                lang, token, login.fas, policy=policy, terms_version=login.terms_version
+            )
         if query.get("status") == "authenticated":
             # openNDS sends an already authenticated client back here with this query.
             ap = query.get("gatewayname")
@@ -686,6 +728,14 @@ class _Portal:
 
     async def accept(self, request: web.Request) -> web.Response:
         """``POST {faspath}accept``: check the consent and let the client in."""
+        return await self.login(request, "click-through")
+
+    async def voucher(self, request: web.Request) -> web.Response:
+        """``POST {faspath}voucher``: check the consent and the code, let the client in."""
+        return await self.login(request, "voucher")
+
+    async def login(self, request: web.Request, method: LoginMethod) -> web.Response:
+        """Both login forms: state, terms version, consent, code limits, then authorise."""
         form = await request.post()
         lang = self.language(request, _field(form, "lang"))
         _ = self.translations[lang].gettext
@@ -696,19 +746,60 @@ class _Portal:
             return self.bad_state(lang, exc, switch_to=None)
         fas = login.fas
         client = mac_tag(fas.client_mac, self.key)
-        if _field(form, "consent") != "yes":
+        policy = await self.commune_policy(fas.gateway_name, fas.client_mac)
+        version = self.terms_version(policy)
+        if version != login.terms_version:
+            # The commune published new texts while the page was open: ask again.
+            self.counters.terms_changed += 1
+            state = sign_state(fas, self.key, now=self.clock(), terms_version=version)
+            return self.login_form(
+                lang,
+                state,
+                fas,
+                policy=policy,
+                terms_version=version,
+                error=_("The terms of use have changed. Please read them and accept them again."),
+            )
+        consent = _field(form, "consent")
+        prior = consent == "prior" and policy is not None and policy.accepted_version == version
+        if consent != "yes" and not prior:
             self.counters.missing_consent += 1
             logger.info("consent missing for ap=%s client=%s", fas.gateway_name, client)
             return self.login_form(
-                lang, token, fas, error=_("Please tick the box to accept the terms of use.")
+                lang,
+                token,
+                fas,
+                policy=policy,
+                terms_version=version,
+                error=_("Please tick the box to accept the terms of use."),
             )
+        code = None
+        if method == "voucher":
+            if "voucher" not in self.settings.portal.methods:
+                raise web.HTTPNotFound()
+            now = self.clock()
+            keys = (f"mac:{client}", f"ip:{request.remote}")
+            if any(self.code_limiter.blocked(k, now) for k in keys):
+                self.counters.code_rate_limited += 1
+                return self.login_form(
+                    lang,
+                    token,
+                    fas,
+                    policy=policy,
+                    terms_version=version,
+                    code_error=_("Too many wrong codes. Please wait ten minutes."),
+                )
+            code = _field(form, "code") or ""
+        elif "click-through" not in self.settings.portal.methods:
+            raise web.HTTPNotFound()
         login_request = LoginRequest(
             ap_id=fas.gateway_name,
             client_mac=fas.client_mac,
             client_ip=fas.client_ip,
-            method="click-through",
+            method=method,
             terms_version=login.terms_version,
             language=lang,
+            code=code,
         )
         result: LoginResult | None
         try:
@@ -723,6 +814,20 @@ class _Portal:
                 exc_info=True,
             )
             result = None
+        if result is not None and result.bad_code:
+            self.counters.bad_code += 1
+            for key in (f"mac:{client}", f"ip:{request.remote}"):
+                self.code_limiter.fail(key, self.clock())
+            logger.info("wrong voucher code on ap=%s client=%s", fas.gateway_name, client)
+            return self.login_form(
+                lang,
+                token,
+                fas,
+                policy=policy,
+                terms_version=version,
+                # Never say which part was wrong (unknown, used, expired...).
+                code_error=_("This code is not valid or can no longer be used."),
+            )
         if result is None or not result.ok:
             if result is not None:
                 self.counters.authorize_refused += 1
@@ -738,7 +843,8 @@ class _Portal:
                 text=_("The hotspot could not connect your device."),
                 hint=_("This is usually temporary. Please try again in a few seconds."),
                 status=503,
-                retry_state=token,
+                retry_state=token if method == "click-through" else None,
+                back_url=str(self.form_url(token)) if method == "voucher" else None,
                 switch_to=self.form_url(token),
             )
         self.counters.logins += 1
@@ -763,32 +869,37 @@ class _Portal:
         """``GET /terms``: the terms of use (summary)."""
         lang = self.language(request)
         _ = self.translations[lang].gettext
-        return self.legal_page(request, lang, "terms.html", _("Terms of use"))
+        return await self.legal_page(request, lang, "terms.html", _("Terms of use"))
 
     async def privacy_page(self, request: web.Request) -> web.Response:
         """``GET /privacy``: the privacy notice (summary)."""
         lang = self.language(request)
         _ = self.translations[lang].gettext
-        return self.legal_page(request, lang, "privacy.html", _("Privacy notice"))
+        return await self.legal_page(request, lang, "privacy.html", _("Privacy notice"))
 
-    def legal_page(
+    async def legal_page(
         self, request: web.Request, lang: str, template: str, title: str
     ) -> web.Response:
         back_url = None
+        policy = None
         token = request.query.get("state")
         if token is not None:
             try:
-                self.check_state(token)
+                login = self.check_state(token)
             except (StateInvalid, StateExpired):
                 pass  # no way back to a form that would be refused anyway
             else:
                 back_url = str(self.form_url(token).update_query(lang=lang))
+                policy = await self.commune_policy(login.fas.gateway_name, None)
+        legal = localize(policy.legal, lang) if policy is not None and policy.legal else None
         return self.render(
             template,
             lang,
             title=title,
             switch_to=request.rel_url,
-            terms_version=self.settings.portal.terms_version,
+            terms_version=self.terms_version(policy),
+            commune=policy.commune if policy is not None else None,
+            legal=legal,
             back_url=back_url,
         )
 

@@ -8,10 +8,11 @@ point's agent and waits for its ack) and shows the ``LoginResult``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "ClientStatus",
+    "CommunePolicy",
     "LoginMethod",
     "LoginRequest",
     "LoginResult",
@@ -20,7 +21,7 @@ __all__ = [
     "PortalCounters",
 ]
 
-LoginMethod = Literal["click-through"]
+LoginMethod = Literal["click-through", "voucher"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,7 +34,8 @@ class LoginRequest:
         client_ip: the client's IP address on the access point's network.
         method: how the visitor logged in.
         terms_version: the version of the terms of use the visitor accepted.
-        language: the page language, ``fr`` or ``en``.
+        language: the page language (``fr``, ``en``, ``es``, ``de``, ``nl``, ``it``).
+        code: the voucher code typed, for ``method="voucher"``.
     """
 
     ap_id: str
@@ -42,6 +44,7 @@ class LoginRequest:
     method: LoginMethod
     terms_version: str
     language: str
+    code: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,11 +55,35 @@ class LoginResult:
         ok: the access point has let the client in.
         session_minutes: the session length granted (meaningful when ``ok``).
         error: a short reason when not ``ok``, for logs (never shown verbatim).
+        bad_code: the voucher code cannot be used (the visitor is told, without why).
     """
 
     ok: bool
     session_minutes: int
     error: str | None = None
+    bad_code: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommunePolicy:
+    """What the portal shows at an access point: its commune's legal texts.
+
+    Attributes:
+        insee: the commune of the access point.
+        commune: its name.
+        terms_version: the version of the legal texts in force there.
+        legal: the commune's texts (terms and GDPR art. 13 notice fields), or None
+            for the portal's built-in summary.
+        accepted_version: the version this device accepted last there, if any.
+        accepted_at: when (Unix time).
+    """
+
+    insee: str
+    commune: str
+    terms_version: str
+    legal: dict[str, Any] | None = None
+    accepted_version: str | None = None
+    accepted_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,6 +134,14 @@ class PortalBackend(Protocol):
         """
         ...
 
+    async def policy(self, ap_id: str, client_mac: str | None) -> CommunePolicy | None:
+        """The legal texts in force at ``ap_id`` and this device's last acceptance there.
+
+        None when the access point is unknown (the portal then uses its built-in texts
+        and the configured terms version).
+        """
+        ...
+
     async def client_status(self, client_ip: str, ap_id: str | None) -> ClientStatus | None:
         """The open session of the client at ``client_ip`` (on ``ap_id`` if given).
 
@@ -141,6 +176,9 @@ class PortalCounters:
         logouts: clients cut off at their request.
         logout_refused: logouts the access point did not confirm.
         bad_csrf: forms whose anti-forgery token was missing, wrong or expired.
+        bad_code: voucher codes that could not be used.
+        code_rate_limited: voucher attempts refused after too many wrong codes.
+        terms_changed: forms sent back after the legal texts changed.
     """
 
     bad_fas: int = 0
@@ -156,6 +194,9 @@ class PortalCounters:
     logouts: int = 0
     logout_refused: int = 0
     bad_csrf: int = 0
+    bad_code: int = 0
+    code_rate_limited: int = 0
+    terms_changed: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """Return a copy of the counters, by name."""

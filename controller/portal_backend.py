@@ -1,11 +1,12 @@
 """The controller's side of the captive portal: logins, logouts and a client's state.
 
-The portal hands over a ``LoginRequest``; this sends the signed ``authorize`` command to
-the access point's agent over MQTT and waits for the agent's ack, so that the page says
-"connected" only once the gateway has really let the client in. A logout sends
-``deauthorize`` the same way. ``client_status`` reads the session store (the sessions
-the agents report, with the limits of the command that opened them) for the status page,
-the OS probes and the RFC 8908 API.
+The portal hands over a ``LoginRequest``; this redeems its voucher if it has one, sends
+the signed ``authorize`` command (with the voucher's limits) to the access point's agent
+over MQTT and waits for the agent's ack, so that the page says "connected" only once the
+gateway has really let the client in; then it stores the proof of acceptance of the
+commune's legal texts. A logout sends ``deauthorize`` the same way. ``client_status``
+reads the session store (the sessions the agents report, with the limits of the command
+that opened them) for the status page, the OS probes and the RFC 8908 API.
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from agents.contract import AuthorizeArgs, DeauthorizeArgs
-from captive_portal.models import ClientStatus, LoginRequest, LoginResult, LogoutResult
+from captive_portal.models import (
+    ClientStatus,
+    CommunePolicy,
+    LoginRequest,
+    LoginResult,
+    LogoutResult,
+)
+from captive_portal.store import PortalStore
 from controller.service import Controller, mac_tag
-from controller.storage.schema import commands, sessions
+from controller.storage.schema import access_points, commands, communes, sessions
 
 __all__ = ["ControllerPortalBackend", "remaining"]
 
@@ -67,17 +75,80 @@ class ControllerPortalBackend:
     def __init__(self, controller: Controller, ack_wait_s: float = ACK_WAIT_S) -> None:
         self._c = controller
         self._wait = ack_wait_s
+        self.store = PortalStore(
+            controller.db, controller.settings.portal.secret_key.get_secret_value()
+        )
+
+    async def _commune(self, ap_id: str) -> tuple[str, str] | None:
+        """``(insee, commune name)`` of a registered access point."""
+        query = (
+            sa.select(access_points.c.insee, communes.c.name)
+            .select_from(
+                access_points.outerjoin(communes, communes.c.insee == access_points.c.insee)
+            )
+            .where(access_points.c.ap_id == ap_id)
+        )
+        async with self._c.db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return str(row.insee), str(row.name or row.insee)
+
+    async def policy(self, ap_id: str, client_mac: str | None) -> CommunePolicy | None:
+        """The legal texts in force at ``ap_id`` and the device's last acceptance there."""
+        found = await self._commune(ap_id)
+        if found is None:
+            return None
+        insee, name = found
+        legal = await self.store.current_legal(insee)
+        version = legal.version if legal else self._c.settings.portal.terms_version
+        consent = await self.store.last_consent(mac=client_mac, insee=insee) if client_mac else None
+        return CommunePolicy(
+            insee=insee,
+            commune=name,
+            terms_version=version,
+            legal=legal.content if legal else None,
+            accepted_version=consent.version if consent else None,
+            accepted_at=consent.accepted_at if consent else None,
+        )
 
     async def authorize(self, request: LoginRequest) -> LoginResult:
-        """Send ``authorize`` to the AP and wait for its ack; failures come back as ``ok=False``."""
+        """Redeem the voucher if any, send ``authorize`` to the AP and wait for its ack,
+        then store the proof of acceptance; failures come back as ``ok=False``."""
         s = self._c.settings.sessions
         minutes = s.session_minutes
-        if self._c.registry.key_for(request.ap_id) is None:
+        found = await self._commune(request.ap_id)
+        if found is None or self._c.registry.key_for(request.ap_id) is None:
             self._c.counters["portal_unknown_ap"] += 1
             return LoginResult(ok=False, session_minutes=0, error="unknown access point")
+        insee = found[0]
+        now = self._c.clock()
         args = AuthorizeArgs(
             mac=request.client_mac, minutes=minutes, up_kbps=s.up_kbps, down_kbps=s.down_kbps
         )
+        if request.method == "voucher":
+            grant = await self.store.redeem(
+                request.code or "",
+                ap_id=request.ap_id,
+                insee=insee,
+                mac=request.client_mac,
+                now=now,
+            )
+            if grant is None:
+                self._c.counters["portal_bad_codes"] += 1
+                return LoginResult(ok=False, session_minutes=0, error="bad code", bad_code=True)
+            minutes = min(grant.minutes, 7 * 24 * 60)
+            # openNDS counts quotas in kB (1024 bytes) per direction; a voucher's data
+            # quota (MB, 10^6 bytes) applies to each direction.
+            quota_kb = grant.quota_mb * 1_000_000 // 1024
+            args = AuthorizeArgs(
+                mac=request.client_mac,
+                minutes=minutes,
+                up_kbps=grant.up_kbps,
+                down_kbps=grant.down_kbps,
+                up_quota_kb=quota_kb,
+                down_quota_kb=quota_kb,
+            )
         cmd_id = await self._c.send_command(request.ap_id, args, purpose=request.method)
         ack = await self._c.wait_ack(cmd_id, self._wait)
         if ack is None:
@@ -87,6 +158,15 @@ class ControllerPortalBackend:
         if not ack.ok:
             return LoginResult(ok=False, session_minutes=0, error=ack.error or "refused")
         self._c.counters["portal_logins"] += 1
+        await self.store.record_consent(
+            mac=request.client_mac,
+            insee=insee,
+            version=request.terms_version,
+            ap_id=request.ap_id,
+            method=request.method,
+            language=request.language,
+            now=now,
+        )
         return LoginResult(ok=True, session_minutes=minutes)
 
     async def deauthorize(self, ap_id: str, client_mac: str) -> LogoutResult:

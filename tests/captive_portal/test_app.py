@@ -15,7 +15,13 @@ from pydantic import SecretStr
 
 from captive_portal._fas import STATE_TTL_S
 from captive_portal.app import COUNTERS, create_app, portal_routes
-from captive_portal.models import ClientStatus, LoginRequest, LoginResult, LogoutResult
+from captive_portal.models import (
+    ClientStatus,
+    CommunePolicy,
+    LoginRequest,
+    LoginResult,
+    LogoutResult,
+)
 from controller.config import PortalSettings, SessionSettings, Settings
 
 FAS_KEY = "test-fas-key"
@@ -40,6 +46,11 @@ class FakeBackend:
         self.statuses: dict[str, ClientStatus] = {}
         self.logouts: list[tuple[str, str]] = []
         self.logout_result = LogoutResult(ok=True)
+        self.commune_policy: CommunePolicy | None = None
+        self.codes: dict[str, int] = {}
+
+    async def policy(self, ap_id: str, client_mac: str | None) -> CommunePolicy | None:
+        return self.commune_policy
 
     async def client_status(self, client_ip: str, ap_id: str | None) -> ClientStatus | None:
         status = self.statuses.get(client_ip)
@@ -61,6 +72,11 @@ class FakeBackend:
         self.calls.append(request)
         if self.crash is not None:
             raise self.crash
+        if request.method == "voucher":
+            minutes = self.codes.get(request.code or "")
+            if minutes is None:
+                return LoginResult(ok=False, session_minutes=0, error="bad code", bad_code=True)
+            return LoginResult(ok=True, session_minutes=minutes)
         return self.result
 
 

@@ -27,6 +27,9 @@ def test_counters_start_at_zero_and_snapshot_is_a_copy() -> None:
         "logouts": 0,
         "logout_refused": 0,
         "bad_csrf": 0,
+        "bad_code": 0,
+        "code_rate_limited": 0,
+        "terms_changed": 0,
     }
     counters.bad_fas += 1
     assert snapshot["bad_fas"] == 0

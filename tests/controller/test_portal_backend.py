@@ -13,18 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from agents.agent import Agent
 from agents.config import AgentConfig
 from agents.contract import topic
 from agents.gateway import SimulatedGateway
 from captive_portal._capport import CAPTIVE_JSON
+from captive_portal._vouchers import VoucherPolicy
 from captive_portal.app import create_app
 from captive_portal.models import LoginRequest
 from controller.main import open_controller
 from controller.portal_backend import ControllerPortalBackend, remaining
 from controller.registry import Commune
 from controller.service import Controller
+from controller.storage.schema import commands
+from tests.captive_portal.test_legal import LEGAL as LEGAL_MIN
 from tests.controller.test_bridge import (
     MAC,
     AgentRun,
@@ -193,3 +197,61 @@ async def test_an_address_open_on_two_access_points_is_ambiguous(ctl: Controller
 
 async def the_aps(ctl: Controller) -> list[str]:
     return sorted(str(r.ap_id) for r in await ctl.registry.access_points())
+
+
+async def test_voucher_login_carries_its_limits_and_leaves_a_proof_of_acceptance(
+    ctl: Controller, agent: AgentRun
+) -> None:
+    """A voucher's time, rates and quota reach the gateway; the acceptance is proven; a new
+    version of the texts is not covered by the old proof; a wrong code sends nothing."""
+    ap_id = await the_ap(ctl)
+    await until(lambda: _state(ctl, ap_id, "online"), what="AP online")
+    agent.gateway.arrive(MAC, "10.46.1.60")
+    backend = ControllerPortalBackend(ctl)
+    now = ctl.clock()
+    policy = VoucherPolicy(
+        minutes=90,
+        quota_mb=100,
+        up_kbps=512,
+        down_kbps=2048,
+        expires_at=now + 86400,
+        max_devices=1,
+        insee="46201",
+    )
+    _, (code,) = await backend.store.issue_batch(policy, 1, now=now)
+    sent_before = ctl.counters["sent_authorize"]
+    wrong = await backend.authorize(
+        LoginRequest(ap_id, MAC, "10.46.1.60", "voucher", "2026-11-01", "de", code="ZZZZZZZZZZ")
+    )
+    assert (wrong.ok, wrong.bad_code) == (False, True)
+    assert ctl.counters["sent_authorize"] == sent_before
+
+    before = await backend.policy(ap_id, MAC)
+    assert before is not None
+    assert (before.insee, before.commune, before.accepted_version) == ("46201", "Rocamadour", None)
+    result = await backend.authorize(
+        LoginRequest(ap_id, MAC, "10.46.1.60", "voucher", before.terms_version, "de", code=code)
+    )
+    assert (result.ok, result.session_minutes) == (True, 90)
+    async with ctl.db.connect() as conn:
+        (args,) = (
+            await conn.execute(
+                sa.select(commands.c.args).where(commands.c.cmd == "authorize", commands.c.ok)
+            )
+        ).one()
+    quota_kb = 100 * 1_000_000 // 1024
+    assert json.loads(args) == {
+        "mac": MAC,
+        "minutes": 90,
+        "up_kbps": 512,
+        "down_kbps": 2048,
+        "up_quota_kb": quota_kb,
+        "down_quota_kb": quota_kb,
+    }
+    after = await backend.policy(ap_id, MAC)
+    assert after is not None and after.accepted_version == before.terms_version
+    await backend.store.publish_legal("46201", "r-next", LEGAL_MIN, now=now + 1)
+    newer = await backend.policy(ap_id, MAC)
+    assert newer is not None
+    assert (newer.terms_version, newer.accepted_version) == ("r-next", before.terms_version)
+    assert newer.legal == LEGAL_MIN

@@ -23,6 +23,7 @@ from captive_portal._probes import PROBES, Verdict, classify
 from captive_portal.app import create_app
 from captive_portal.models import (
     ClientStatus,
+    CommunePolicy,
     LoginRequest,
     LoginResult,
     LogoutResult,
@@ -69,6 +70,9 @@ class NdsctlBackend:
             bytes_remaining=None,
             bytes_used=1024 * int(entry["download_this_session"]),
         )
+
+    async def policy(self, ap_id: str, client_mac: str | None) -> CommunePolicy | None:
+        return None  # the portal's built-in texts
 
     async def deauthorize(self, ap_id: str, client_mac: str) -> LogoutResult:
         res = await self.hotspot.arun_in("ap", "ndsctl", "deauth", client_mac)
