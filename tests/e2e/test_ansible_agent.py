@@ -5,9 +5,10 @@ python3-apt and logrotate), reached through the project's ``borne_chroot`` conne
 (ansible-core only). No init system runs in a chroot, so the role is applied with
 ``borne_agent_start_service: false`` and the test then starts the agent exactly as the
 installed systemd unit says (its ``Environment=`` and ``ExecStart=``), inside the root,
-with the unit's log file. The chroot shares the machine's network, so the agent reaches
-the test's mosquitto on 127.0.0.1 and the controller (a real ``borne controller``
-process) sees it online. A second apply must change nothing; ``verify.yml`` passes,
+with the unit's log file. The chroot shares the machine's network, so the agent reaches,
+on 127.0.0.1 and with its own login, a mosquitto running the password and ACL files that
+``borne ap enroll`` wrote, and the controller (a real ``borne controller`` process) sees
+it online. A second apply must change nothing; ``verify.yml`` passes,
 then fails naming the AP and the check once the agent is stopped.
 
 The Debian root is cached as a tar file (``$BORNE_TEST_CACHE`` or
@@ -46,6 +47,7 @@ AP = "ap-46201-01"
 INSEE = "46201"
 SUITE = "bookworm"
 INCLUDE = ("python3", "python3-apt", "logrotate")
+CONTROLLER_MQTT_PASSWORD = "controller-mqtt-password-0123"
 TECH = "technicien"
 TECH_PASSWORD = "mot-de-passe-du-technicien-0123"
 FAS_KEY = "fas-key-shared-with-the-portal-0123"
@@ -129,17 +131,26 @@ def debian_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def controller(mosquitto: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A real ``borne controller`` process with AP ``ap-46201-01`` registered."""
+def controller(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A real ``borne controller`` and a real mosquitto with one login and ACL per AP.
+
+    ``borne ap enroll`` registers ``ap-46201-01`` (command key, MQTT login) and writes the
+    broker's password and ACL files, which this mosquitto uses: the deployed agent
+    reaches the controller with its own login, through the ACL, as in production.
+    """
+    mosquitto_bin = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(mosquitto_bin).exists():
+        require("mosquitto (Debian package mosquitto)")
     conf = tmp_path / "borne.toml"
-    dashboard_port = free_port()
-    portal_port = free_port()
+    dashboard_port, portal_port, mqtt_port = free_port(), free_port(), free_port()
     conf.write_text(
         f"""
 command_master_key = "ansible-test-master-key-0123456789"
 [mqtt]
-host = "{mosquitto.host}"
-port = {mosquitto.port}
+host = "127.0.0.1"
+port = {mqtt_port}
+username = "borne-controller"
+password = "{CONTROLLER_MQTT_PASSWORD}"
 client_id = "ctl-ansible-{time.time_ns()}"
 [database]
 url = "sqlite+aiosqlite:///{tmp_path / "state.db"}"
@@ -149,14 +160,15 @@ listen_port = {portal_port}
 listen_port = {dashboard_port}
 """
     )
-    added = subprocess.run(
-        [str(BIN / "borne"), "ap", "add", AP, "--insee", INSEE, "-c", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    key = added.stdout.strip()
+    broker_dir = tmp_path / "mosquitto"
+    enrolled = subprocess.run(
+        [str(BIN / "borne"), "ap", "enroll", AP, "--insee", INSEE, "-c", str(conf),
+         "--passwd-file", str(broker_dir / "borne.passwd"),
+         "--acl-file", str(broker_dir / "borne.acl")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert enrolled.returncode == 0, enrolled.stderr
+    secrets = dict(re.findall(r'^(command_key|mqtt_password) = "(.+)"$', enrolled.stdout, re.M))
     # Once an account exists the dashboards need a login: verify.yml logs in as a technician.
     account = subprocess.run(
         [str(BIN / "borne"), "account", "add", TECH, "--role", "technician",
@@ -164,6 +176,19 @@ listen_port = {dashboard_port}
         input=TECH_PASSWORD + "\n", capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert account.returncode == 0, account.stderr
+    (broker_dir / "mosquitto.conf").write_text(
+        # "user root": the files live in the test's 0700 tmp dir.
+        f"user root\nlog_dest stdout\nper_listener_settings false\nallow_anonymous false\n"
+        f"password_file {broker_dir / 'borne.passwd'}\nacl_file {broker_dir / 'borne.acl'}\n"
+        f"listener {mqtt_port} 127.0.0.1\n"
+    )
+    with (broker_dir / "mosquitto.log").open("ab") as out:
+        broker = subprocess.Popen(
+            [mosquitto_bin, "-c", str(broker_dir / "mosquitto.conf")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     log = tmp_path / "controller.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -177,19 +202,21 @@ listen_port = {dashboard_port}
     try:
         wait_for(lambda: fleet_state(dashboard) is not None, timeout=60, message="controller up")
         yield {
-            "key": key,
+            "key": secrets["command_key"],
+            "mqtt_password": secrets["mqtt_password"],
+            "mqtt_port": mqtt_port,
             "dashboard_url": dashboard,
             "portal_url": f"http://127.0.0.1:{portal_port}",
-            "broker": mosquitto,
             "log": log,
         }
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for p in (proc, broker):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def fleet_state(dashboard: str) -> str | None:
@@ -226,8 +253,8 @@ def write_inventory(path: Path, root: Path, ctl: dict[str, Any]) -> None:
     inventory = {
         "all": {
             "vars": {
-                "borne_mqtt_host": ctl["broker"].host,
-                "borne_mqtt_port": ctl["broker"].port,
+                "borne_mqtt_host": "127.0.0.1",
+                "borne_mqtt_port": ctl["mqtt_port"],
                 "borne_mqtt_tls": False,
                 "borne_dashboard_url": ctl["dashboard_url"],
                 "borne_portal_url": ctl["portal_url"],
@@ -251,6 +278,7 @@ def write_inventory(path: Path, root: Path, ctl: dict[str, Any]) -> None:
                                             # A test secret in the test's own tmp dir;
                                             # real inventories take it from the vault.
                                             "borne_agent_command_key": ctl["key"],
+                                            "borne_agent_mqtt_password": ctl["mqtt_password"],
                                             "borne_agent_start_service": False,
                                             "borne_agent_apt_update_cache": False,
                                             "borne_agent_source_dir": str(source),
@@ -420,6 +448,10 @@ def test_agent_role_deploys_a_working_agent_idempotently_and_verify_names_failur
         ok = playbook(inventory, "verify.yml")
         assert ok.returncode == 0, ok.stdout[-6000:]
         assert f"{AP}: every check OK" in ok.stdout
+        acl_check = re.search(
+            r"TASK \[Check: broker ACL refuses a foreign topic\] \**\n(\w+): \[", ok.stdout
+        )
+        assert acl_check and acl_check.group(1) == "ok", ok.stdout[-6000:]
 
     wait_for(
         lambda: fleet_state(controller["dashboard_url"]) == "offline",
