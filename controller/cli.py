@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "controller.inventory",
     "controller.stats.cli",
     "dashboards.cli",
+    "captive_portal.cli",
 ]
 
 
