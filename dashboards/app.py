@@ -33,7 +33,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -76,6 +76,15 @@ from dashboards._core import (
 )
 from dashboards._health import DAY, health_rows
 from dashboards._map import MapMarker, Territory, load_territory, render_map
+from dashboards._usage import (
+    DAY_FIELDS,
+    DayDigest,
+    UsageView,
+    bar_chart,
+    digest,
+    to_csv,
+    usage_view,
+)
 from dashboards.accounts import AccountError, AccountStore, Login
 from dashboards.models import FleetResponse, SessionsResponse
 from dashboards.watch import FleetWatcher
@@ -92,6 +101,13 @@ REFRESH_S: Final = 5
 MAP_DAYS: Final = 7
 # Final days whose per-commune visitors stay in memory (a year and a bit).
 _DAY_CACHE: Final = 400
+# Day digests (per commune: day values, hours, flows) kept in memory: two months and a
+# bit, about 1 MB each for the Lot's 320 communes.
+_DIGEST_CACHE: Final = 70
+# The longest period a usage page covers (a year, leap or not).
+MAX_PERIOD_DAYS: Final = 366
+# Default period: the last 30 complete days.
+DEFAULT_PERIOD_DAYS: Final = 30
 # The territory's time zone, for start times shown as clock times.
 TIME_ZONE: Final = "Europe/Paris"
 # The API answers are JSON documents with no secret; the page may only talk to us.
@@ -103,6 +119,7 @@ WATCHER: Final = web.AppKey("dashboards.watcher", FleetWatcher)
 # A live page gets a comment line at least this often, so that proxies keep it open and
 # a closed page is noticed.
 KEEPALIVE_S: Final = 15.0
+_CSV_TABLES: Final = ("daily", "hours", "dwell", "flows")
 # The incidents timeline lists at most this many, newest first.
 MAX_INCIDENTS: Final = 50
 # The login cookie. Its value is a random token; the database keeps only its SHA-256.
@@ -163,6 +180,8 @@ def create_app(
     app.router.add_get("/", dashboard.index, name="index")
     app.router.add_get("/commune/{insee}", dashboard.commune, name="commune")
     app.router.add_get("/fleet", dashboard.health, name="health")
+    app.router.add_get("/usage", dashboard.usage, name="usage")
+    app.router.add_get("/usage.csv", dashboard.usage_csv, name="usage-csv")
     app.router.add_get("/api/events", dashboard.events, name="api-events")
     app.router.add_get("/api/fleet", dashboard.fleet, name="api-fleet")
     app.router.add_get("/api/sessions", dashboard.sessions, name="api-sessions")
@@ -258,6 +277,7 @@ class _Dashboard:
         self.territory: Territory = load_territory()
         # Visitors per commune of each final day, read once: a final day never changes.
         self.day_visitors: dict[str, dict[str, int]] = {}
+        self.digests: dict[str, DayDigest] = {}
         self.accounts = AccountStore(controller.db)
         self.watcher = FleetWatcher(controller.db, clock)
         d = controller.settings.dashboard
@@ -614,6 +634,130 @@ class _Dashboard:
         except (ConnectionResetError, ConnectionError):
             logger.debug("live fleet page closed")
         return response
+
+    async def _digest(self, day: str, today: str) -> DayDigest:
+        """One day's published cells, reduced (kept in memory once the day is over)."""
+        cached = self.digests.get(day)
+        if cached is not None:
+            return cached
+        cells = await self.stats().read_day(day)
+        tz = self.tz
+        result = digest(day, cells, lambda t: datetime.fromtimestamp(t, tz).hour)
+        if day < today:
+            if len(self.digests) >= _DIGEST_CACHE:
+                self.digests.pop(min(self.digests))
+            self.digests[day] = result
+        return result
+
+    def _period(self, request: web.Request, now: float) -> tuple[date, date]:
+        """The period asked for (``from``/``to``, ISO dates), else the last 30 days."""
+        today = datetime.fromtimestamp(now, self.tz).date()
+        try:
+            end = (
+                date.fromisoformat(request.query.get("to", ""))
+                if request.query.get("to")
+                else today - timedelta(days=1)
+            )
+            start = (
+                date.fromisoformat(request.query["from"])
+                if request.query.get("from")
+                else end - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+            )
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text="date AAAA-MM-JJ attendue / expected YYYY-MM-DD") from exc
+        if start > end or (end - start).days >= MAX_PERIOD_DAYS:
+            raise web.HTTPBadRequest(
+                text="période invalide (un an au plus) / bad period (a year at most)"
+            )
+        return start, end
+
+    def _place(self, request: web.Request) -> str:
+        """The commune asked for, checked; else the account's only commune, else the territory."""
+        insee = self._commune_param(request, request.query.get("commune"))
+        if insee is not None:
+            return insee
+        account = self._account(request)
+        if account is not None and not account.sees_fleet:
+            raise web.HTTPForbidden(text="accès refusé / forbidden")
+        if account is not None and not account.sees_territory:
+            return min(account.communes)
+        return ""
+
+    async def _usage(self, request: web.Request) -> tuple[str, date, date, UsageView]:
+        now = self.clock()
+        place = self._place(request)
+        start, end = self._period(request, now)
+        today = datetime.fromtimestamp(now, self.tz).date().isoformat()
+        days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+        digests = [await self._digest(d.isoformat(), today) for d in days]
+        last_year = []
+        for d in days:
+            try:
+                before = d.replace(year=d.year - 1)
+            except ValueError:  # 29 February
+                continue
+            last_year.append(await self._digest(before.isoformat(), today))
+        account = self._account(request)
+        visible = None if account is None or account.sees_territory else set(account.communes)
+        return place, start, end, usage_view(place, digests, last_year, visible)
+
+    def _name(self, insee: str) -> str:
+        return self.commune_names.get(insee, insee) if insee else "Territoire"
+
+    async def usage(self, request: web.Request) -> web.Response:
+        """``GET /usage[?commune=&from=&to=]``: visitors, sessions, hours, dwell, flows."""
+        place, start, end, view = await self._usage(request)
+        query = {"from": start.isoformat(), "to": end.isoformat()}
+        if place:
+            query["commune"] = place
+        csv_url = request.app.router["usage-csv"].url_for()
+        return self._render(
+            "usage.html",
+            request,
+            place=place,
+            place_name=self._name(place),
+            start=start.isoformat(),
+            end=end.isoformat(),
+            view=view,
+            commune_name_of=self._name,
+            daily_chart=Markup(
+                bar_chart(
+                    [v.get("visitors", 0) for _, v in view.daily],
+                    [d[5:] for d, _ in view.daily],
+                    "Visiteurs par jour",
+                )
+            ),
+            hours_chart=Markup(
+                bar_chart(view.hours, [f"{h} h" for h in range(24)], "Visiteurs par heure")
+            ),
+            csv={t: str(csv_url.with_query({**query, "table": t})) for t in _CSV_TABLES},
+        )
+
+    async def usage_csv(self, request: web.Request) -> web.Response:
+        """``GET /usage.csv?table=daily|hours|dwell|flows&…``: a chart's data as CSV."""
+        table = request.query.get("table", "daily")
+        if table not in _CSV_TABLES:
+            raise web.HTTPNotFound(text="table inconnue / unknown table")
+        place, start, end, view = await self._usage(request)
+        if table == "daily":
+            header = ["jour", *DAY_FIELDS]
+            rows: list[list[object]] = [
+                [d, *(v.get(f, "") for f in DAY_FIELDS)] for d, v in view.daily
+            ]
+        elif table == "hours":
+            header, rows = ["heure", "visiteurs"], [[h, n] for h, n in enumerate(view.hours)]
+        elif table == "dwell":
+            header, rows = ["duree", "sessions"], [list(x) for x in view.dwell]
+        else:
+            header = ["origine_insee", "origine", "destination_insee", "destination", "visiteurs"]
+            rows = [[o, self._name(o), d, self._name(d), n] for o, d, n in view.routes]
+        name = f"borne-{table}-{place or 'territoire'}-{start}-{end}.csv"
+        return web.Response(
+            text=to_csv(header, rows),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     # -- login --------------------------------------------------------------------------
 

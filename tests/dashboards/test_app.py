@@ -624,3 +624,71 @@ async def test_health_page_shows_uptime_skew_and_incidents(
     html = await (await viewer.get("/fleet")).text()
     assert html.count("<tr data-ap=") == 2 and "cahors-01" not in html
     assert (await viewer.get(f"/fleet?commune={INSEE['Cahors']}")).status == 403
+
+
+async def _write_usage_cells(controller: Controller) -> str:
+    """Two days of published cells for Rocamadour and Cahors; returns the first day."""
+    tz = await asyncio.to_thread(ZoneInfo, "Europe/Paris")
+    first = datetime.fromtimestamp(NOW, tz).date() - timedelta(days=2)
+    roc, cah, fig = INSEE["Rocamadour"], INSEE["Cahors"], INSEE["Figeac"]
+    cells = []
+    for i in range(2):
+        day = (first + timedelta(days=i)).isoformat()
+        start = int(datetime.fromisoformat(day).replace(tzinfo=tz).timestamp())
+        for insee, n in ((roc, 100 + i), (cah, 50)):
+            values = {"visitors": n, "sessions": 2 * n, "dwell_lt_5m": n}
+            cells.append(Cell("presence", "commune", "day", start, day, insee, values=values))
+            cells.append(
+                Cell(
+                    "presence",
+                    "commune",
+                    "hour",
+                    start + 15 * 3600,
+                    day,
+                    insee,
+                    values={"visitors": n},
+                )
+            )
+        cells.append(
+            Cell("flow", "flow", "day", start, day, cah, destination=roc, values={"visitors": 12})
+        )
+        cells.append(
+            Cell("flow", "flow", "day", start, day, roc, destination=fig, values={"visitors": 13})
+        )
+        cells.append(
+            Cell("flow", "flow", "day", start, day, cah, destination=fig, values={"visitors": 77})
+        )
+    await SqlStatsStore(controller.db).write(cells)
+    return first.isoformat()
+
+
+async def test_usage_page_and_csv_from_published_cells(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """A commune sees its visitors, busiest hour and flows; CSVs hold the same figures."""
+    first = await _write_usage_cells(accounts)
+    viewer = await _logged_in(accounts, aiohttp_client, "roc")
+    resp = await viewer.get(f"/usage?from={first}")
+    assert resp.status == 200
+    html = await resp.text()
+    assert "Fréquentation — Rocamadour" in html
+    assert '<dd id="total-visitors">201</dd>' in html
+    assert "15 h" in html and 'class="chart"' in html
+    assert 'Cahors</th><td class="num">24<' in html  # came from Cahors: 12 + 12
+    assert 'Figeac</th><td class="num">26<' in html  # went to Figeac: 13 + 13
+    assert "77" not in html  # Cahors → Figeac touches no commune of this account
+    daily = await (await viewer.get(f"/usage.csv?table=daily&from={first}")).text()
+    lines = daily.splitlines()
+    assert lines[0].startswith("jour,visitors,sessions")
+    assert lines[1].startswith(f"{first},100,200") and len(lines) >= 3
+    flows = await (await viewer.get(f"/usage.csv?table=flows&from={first}")).text()
+    assert "77" not in flows and "Cahors" in flows
+    hours = await (await viewer.get(f"/usage.csv?table=hours&from={first}")).text()
+    assert "15,201" in hours
+    cahors = INSEE["Cahors"]
+    assert (await viewer.get(f"/usage?commune={cahors}")).status == 403
+    assert (await viewer.get(f"/usage.csv?table=daily&commune={cahors}")).status == 403
+    assert (await viewer.get("/usage?from=2026-13-01")).status == 400
+    tech = await _logged_in(accounts, aiohttp_client, "tech")
+    routes = await (await tech.get(f"/usage.csv?table=flows&from={first}")).text()
+    assert routes.splitlines()[1].endswith(",154")  # Cahors → Figeac, the main route
