@@ -206,6 +206,13 @@ async def _portal_headers(request: web.Request, response: web.StreamResponse) ->
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    # Old browsers ignore frame-ancestors; no page needs a camera, a location or a window
+    # opener of another origin.
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault(
+        "Permissions-Policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()"
+    )
+    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     response.force_close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from captive_portal.app import COUNTERS
 from captive_portal.errors import StateExpired, StateInvalid
 from captive_portal.models import LogoutResult
 from tests.captive_portal.portal_fixtures import AP, CLIENT_IP, logged_in, portal_client
-from tests.captive_portal.test_app import FakeBackend, FakeClock, text_of
+from tests.captive_portal.test_app import FakeBackend, FakeClock, state_of, text_of
 
 KEY = "k" * 32
 SUBJECT = ("ap-1", "aa:bb:cc:dd:ee:01", "10.46.1.23")
@@ -159,3 +160,35 @@ async def test_a_refused_log_out_says_so(aiohttp_client: Any) -> None:
     assert response.status == 503
     assert "Log-out failed" in text_of(await response.text())
     assert client.app[COUNTERS].logout_refused == 1
+
+
+async def test_every_page_is_light_and_sends_the_security_headers(
+    aiohttp_client: Any, make_fas: Callable[..., str]
+) -> None:
+    """Login, legal, status and message pages weigh under 30 KB and carry strict headers."""
+    backend = FakeBackend()
+    backend.statuses[CLIENT_IP] = logged_in()
+    client = await portal_client(aiohttp_client, backend)
+    first = await client.get("/fas/", params={"fas": make_fas()})
+    state = state_of(await first.text())
+    pages = [
+        ("/fas/", {"fas": make_fas()}),
+        ("/fas/", {"state": state, "lang": "de"}),
+        ("/terms", {"state": state}),
+        ("/privacy", {"state": state, "lang": "it"}),
+        ("/status", {"lang": "nl"}),
+        ("/", {"lang": "es"}),
+        ("/nowhere", {}),
+    ]
+    for path, params in pages:
+        response = await client.get(path, params=params)
+        body = await response.read()
+        assert len(body) < 30 * 1024, (path, len(body))
+        headers = response.headers
+        assert "script-src" not in headers["Content-Security-Policy"]
+        assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "no-referrer"
+        assert "Set-Cookie" not in headers
+        assert b"<script" not in body.lower()
