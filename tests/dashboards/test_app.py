@@ -692,3 +692,18 @@ async def test_usage_page_and_csv_from_published_cells(
     tech = await _logged_in(accounts, aiohttp_client, "tech")
     routes = await (await tech.get(f"/usage.csv?table=flows&from={first}")).text()
     assert routes.splitlines()[1].endswith(",154")  # Cahors → Figeac, the main route
+
+
+async def test_home_shows_the_programme_indicator_to_the_syndicate_only(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """The syndicate's home says 3 of 320 communes equipped and lists hotspots per commune."""
+    tech = await _logged_in(accounts, aiohttp_client, "tech")
+    html = await (await tech.get("/")).text()
+    assert (
+        '<strong id="programme-equipped">3</strong> communes équipées sur <strong>320</strong>'
+        in html
+    )
+    assert re.search(r'Rocamadour</a></th><td class="num">2</td><td class="num">1</td>', html)
+    viewer = await _logged_in(accounts, aiohttp_client, "roc")
+    assert 'id="programme"' not in await (await viewer.get("/")).text()
