@@ -182,6 +182,7 @@ def create_app(
     app.router.add_get("/fleet", dashboard.health, name="health")
     app.router.add_get("/usage", dashboard.usage, name="usage")
     app.router.add_get("/usage.csv", dashboard.usage_csv, name="usage-csv")
+    app.router.add_get("/report", dashboard.report, name="report")
     app.router.add_get("/api/events", dashboard.events, name="api-events")
     app.router.add_get("/api/fleet", dashboard.fleet, name="api-fleet")
     app.router.add_get("/api/sessions", dashboard.sessions, name="api-sessions")
@@ -731,6 +732,48 @@ class _Dashboard:
                 bar_chart(view.hours, [f"{h} h" for h in range(24)], "Visiteurs par heure")
             ),
             csv={t: str(csv_url.with_query({**query, "table": t})) for t in _CSV_TABLES},
+        )
+
+    async def report(self, request: web.Request) -> web.Response:
+        """``GET /report?commune=INSEE&month=YYYY-MM``: a commune's monthly report, to print."""
+        now = self.clock()
+        today = datetime.fromtimestamp(now, self.tz).date()
+        raw = request.query.get("month")
+        try:
+            first = (
+                date.fromisoformat(f"{raw}-01")
+                if raw
+                else (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+            )
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text="mois AAAA-MM attendu / expected YYYY-MM") from exc
+        last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        query = dict(request.query)
+        query.update({"from": first.isoformat(), "to": last.isoformat()})
+        sub = request.clone(rel_url=request.rel_url.with_query(query))
+        place, _, _, view = await self._usage(sub)
+        fleet, _ = await self._fleet(now, self._account(request), place or None)
+        return self._render(
+            "report.html",
+            request,
+            place=place,
+            place_name=self._name(place),
+            month=first.strftime("%m/%Y"),
+            month_iso=first.isoformat()[:7],
+            generated=datetime.fromtimestamp(now, self.tz).strftime("%d/%m/%Y %H:%M"),
+            view=view,
+            fleet=fleet,
+            commune_name_of=self._name,
+            daily_chart=Markup(
+                bar_chart(
+                    [v.get("visitors", 0) for _, v in view.daily],
+                    [d[8:] for d, _ in view.daily],
+                    "Visiteurs par jour du mois",
+                )
+            ),
+            hours_chart=Markup(
+                bar_chart(view.hours, [f"{h} h" for h in range(24)], "Visiteurs par heure")
+            ),
         )
 
     async def usage_csv(self, request: web.Request) -> web.Response:

@@ -707,3 +707,19 @@ async def test_home_shows_the_programme_indicator_to_the_syndicate_only(
     assert re.search(r'Rocamadour</a></th><td class="num">2</td><td class="num">1</td>', html)
     viewer = await _logged_in(accounts, aiohttp_client, "roc")
     assert 'id="programme"' not in await (await viewer.get("/")).text()
+
+
+async def test_monthly_report_renders_with_charts_and_is_scoped(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """The month's report shows the commune's published figures and charts; others are 403."""
+    first = await _write_usage_cells(accounts)
+    viewer = await _logged_in(accounts, aiohttp_client, "roc")
+    resp = await viewer.get(f"/report?month={first[:7]}")
+    assert resp.status == 200
+    html = await resp.text()
+    assert "Rapport mensuel du Wi-Fi public — Rocamadour" in html
+    assert "@media print" in html and html.count('class="chart"') == 2
+    assert '<dd id="report-visitors">201</dd>' in html  # 100 + 101, both days in May
+    assert (await viewer.get(f"/report?commune={INSEE['Cahors']}")).status == 403
+    assert (await viewer.get("/report?month=2026-13")).status == 400
