@@ -282,6 +282,8 @@ def write_inventory(path: Path, root: Path, ctl: dict[str, Any]) -> None:
                                             "borne_agent_start_service": False,
                                             "borne_agent_apt_update_cache": False,
                                             "borne_agent_source_dir": str(source),
+                                            # No openNDS in this root: no watchdog restart.
+                                            "borne_agent_gateway_restart_cmd": "",
                                             "borne_opennds_install": False,
                                             "borne_opennds_manage_service": False,
                                             "borne_opennds_fas_remote_ip": "127.0.0.1",
@@ -418,6 +420,7 @@ def test_agent_role_deploys_a_working_agent_idempotently_and_verify_names_failur
     assert 'dhcp-option-force=114,"https://portail.example.org/api/captive"' in option_114
     config = (debian_root / "etc/borne/agent.toml").read_text()
     assert f'ap_id = "{AP}"' in config
+    assert f'mqtt_username = "{AP}"' in config and "spool_max_bytes = 8388608" in config
     assert oct((debian_root / "etc/borne/agent.toml").stat().st_mode & 0o777) == "0o600"
     rotate = subprocess.run(
         ["chroot", str(debian_root), "logrotate", "-d", "/etc/logrotate.d/borne-agent"],
