@@ -19,7 +19,7 @@ die() { log "error: $*"; exit 1; }
 PACKAGES=(
     opennds iptables nftables dnsmasq busybox mosquitto mosquitto-clients postgresql
     iproute2 freeradius-utils freeradius chromium curl procps util-linux python3 python3-venv
-    ca-certificates debootstrap influxdb victoria-metrics openssl poppler-utils
+    ca-certificates debootstrap influxdb victoria-metrics openssl poppler-utils npm
 )
 
 # One program (or file) per package, to decide whether apt is needed at all.
@@ -27,7 +27,7 @@ have_everything() {
     local prog
     for prog in opennds ndsctl dnsmasq busybox mosquitto mosquitto_pub mosquitto_sub \
         pg_ctlcluster psql ip ss radclient freeradius chromium curl nft pgrep unshare debootstrap \
-        influxd victoria-metrics openssl pdftotext; do
+        influxd victoria-metrics openssl pdftotext npm; do
         command -v "$prog" >/dev/null 2>&1 || [ -x "/usr/sbin/$prog" ] || { log "missing: $prog"; return 1; }
     done
     [ -x /usr/sbin/iptables-legacy ] || { log "missing: iptables-legacy"; return 1; }
