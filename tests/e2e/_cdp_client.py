@@ -2,7 +2,8 @@
 testbed's client namespace by tests/e2e/test_browser.py).
 
 Usage: python _cdp_client.py <json plan>; prints one JSON result per step. The plan is a
-list of steps: {"go": url}, {"lang": "de"}, {"shot": path}, {"eval": js},
+list of steps: {"go": url}, {"lang": "de"}, {"shot": path}, {"eval": js}, {"axe": path
+of axe.min.js} (the WCAG 2.1 A/AA violations of the page),
 {"click_submit": [checkbox_id_or_null, form_selector, {field: value}]}. Standard library
 and aiohttp only.
 """
@@ -21,6 +22,12 @@ from typing import Any
 import aiohttp
 
 PORT = 9222
+# WCAG 2.1 A and AA rules (RGAA 4 follows WCAG 2.1 AA).
+AXE_RUN = (
+    "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a',"
+    " 'wcag21aa']}}).then(r => r.violations.map(v => ({id: v.id, impact: v.impact,"
+    " nodes: v.nodes.length, help: v.help})))"
+)
 
 
 async def main(plan: list[dict[str, Any]]) -> None:
@@ -99,6 +106,16 @@ async def run(ws: aiohttp.ClientWebSocketResponse, plan: list[dict[str, Any]]) -
             await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
             await asyncio.to_thread(path.write_bytes, data)
             out = len(data)
+        elif "axe" in step:
+            source = await asyncio.to_thread(Path(step["axe"]).read_text, "utf-8")
+            await call("Runtime.evaluate", expression=source)
+            res = await call(
+                "Runtime.evaluate",
+                expression=AXE_RUN,
+                awaitPromise=True,
+                returnByValue=True,
+            )
+            out = res["result"].get("value")
         elif "eval" in step:
             res = await call("Runtime.evaluate", expression=step["eval"], returnByValue=True)
             out = res["result"].get("value")

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -59,6 +60,29 @@ class VoucherNdsctlBackend(NdsctlBackend):
         return await super().authorize(request)
 
 
+def axe_script() -> Path:
+    """axe-core from npm, installed at test time in a cache folder (never committed)."""
+    cache = Path(os.environ.get("BORNE_TEST_CACHE", "/tmp/borne-test-cache")) / "axe"
+    script = cache / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            require("npm (apt-get install npm), to fetch axe-core")
+        cache.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [str(npm), "install", "--prefix", str(cache), "--no-save", "--no-audit",
+             "--no-fund", "axe-core@4"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if done.returncode != 0 or not script.exists():
+            require(f"axe-core from npm: {done.stderr[-300:]}")
+    return script
+
+
+def serious(violations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [v for v in violations if v["impact"] in ("serious", "critical")]
+
+
 def png_colours(data: bytes) -> int:
     """How many distinct byte values the decoded image rows hold (1-2 for a blank page)."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
@@ -83,14 +107,17 @@ async def browse(hotspot: Hotspot, plan: list[dict[str, Any]]) -> list[Any]:
 async def test_chromium_through_opennds_in_every_language_then_logs_in(
     _gateway: tuple[Hotspot, Settings], aiohttp_server: Any
 ) -> None:
-    """Chromium lands on the portal in each language (screenshots non-blank), logs in by
-    click-through, reaches the Internet; then, cut off, logs in again with a voucher."""
+    """Chromium lands on the portal in each language (screenshots non-blank, no serious
+    axe-core WCAG 2.1 AA violation on any page), logs in by click-through, reaches the
+    Internet; then, cut off, logs in again with a voucher."""
     if CHROMIUM is None:
         require("Debian's chromium (apt-get install chromium)")
     hotspot, settings = _gateway
     backend = VoucherNdsctlBackend(hotspot)
     await serve_portal(aiohttp_server, settings, backend, hotspot)
     await asyncio.to_thread(ARTIFACTS.mkdir, parents=True, exist_ok=True)
+    axe = str(await asyncio.to_thread(axe_script))
+    portal = hotspot.fas_url.rsplit("/fas/", 1)[0]
 
     plan: list[dict[str, Any]] = []
     for lang in LANGUAGES:
@@ -98,24 +125,47 @@ async def test_chromium_through_opennds_in_every_language_then_logs_in(
             {"lang": lang},
             {"go": UPSTREAM_URL},
             {"shot": str(ARTIFACTS / f"login-{lang}.png")},
+            {"axe": axe},
         ]
     plan += [
         {"lang": "fr"},
         {"go": UPSTREAM_URL},
+        {"eval": "document.querySelector('a[href^=\"/terms\"]').href"},
+        {"eval": "document.querySelector('a[href^=\"/privacy\"]').href"},
         {"click_submit": ["consent", 'form[action$="accept"]', {}]},
         {"shot": str(ARTIFACTS / "connected-fr.png")},
+        {"axe": axe},
     ]
     out = await browse(hotspot, plan)
     for i, lang in enumerate(LANGUAGES):
-        page, size = out[3 * i + 1], out[3 * i + 2]
+        page, size, violations = out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]
+        assert serious(violations) == [], (lang, violations)
         assert page["url"].startswith(hotspot.fas_url), page
         assert page["lang"] == lang, page
         assert WELCOME[lang] in page["text"], page
         shot = await asyncio.to_thread((ARTIFACTS / f"login-{lang}.png").read_bytes)
         assert len(shot) == size
         assert png_colours(shot) > 16, f"the {lang} screenshot looks blank"
-    connected = out[-2]
+    terms_url, privacy_url, connected, _, success_axe = out[-5:]
     assert "Vous êtes connecté·e" in connected["text"], connected
+    assert serious(success_axe) == [], success_axe
+    more = await browse(
+        hotspot,
+        [
+            {"lang": "fr"},
+            {"go": terms_url},
+            {"axe": axe},
+            {"go": privacy_url},
+            {"axe": axe},
+            {"go": f"{portal}/status"},
+            {"shot": str(ARTIFACTS / "status-fr.png")},
+            {"axe": axe},
+        ],
+    )
+    assert "Conditions d'utilisation" in more[1]["text"], more[1]
+    assert "Temps restant" in more[5]["text"], more[5]
+    for violations in (more[2], more[4], more[7]):
+        assert serious(violations) == [], violations
     # A new browser process: Chromium may keep a socket it opened to port 80 before the
     # login, which openNDS had redirected to itself, and reuse it (docs/PORTAL.md).
     (upstream,) = await browse(hotspot, [{"go": UPSTREAM_URL}])
