@@ -176,6 +176,7 @@ def create_app(
     app[ACCOUNTS] = dashboard.accounts
     app[WATCHER] = dashboard.watcher
     app.on_response_prepare.append(_headers)
+    app.on_shutdown.append(dashboard.shutdown)
     app.on_cleanup.append(dashboard.close)
     app.router.add_get("/", dashboard.index, name="index")
     app.router.add_get("/commune/{insee}", dashboard.commune, name="commune")
@@ -199,10 +200,12 @@ def create_app(
 
 
 async def _headers(request: web.Request, response: web.StreamResponse) -> None:
-    # Live data: never from a cache. No referrer leaves the page (it has no link out).
+    # Live data: never from a cache. No referrer leaves the site (it has no link out);
+    # same-origin rather than no-referrer, so that browsers send a real Origin header
+    # (not "null") with our own forms, which the origin check relies on.
     response.headers["Cache-Control"] = "no-store"
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("Content-Security-Policy", _API_CSP)
 
 
@@ -281,6 +284,7 @@ class _Dashboard:
         self.digests: dict[str, DayDigest] = {}
         self.accounts = AccountStore(controller.db)
         self.watcher = FleetWatcher(controller.db, clock)
+        self.closing = asyncio.Event()
         d = controller.settings.dashboard
         self.loopback = _is_loopback(d.listen_host)
         self.limiter = LoginLimiter(d.login_max_failures, float(d.login_window_s))
@@ -456,6 +460,10 @@ class _Dashboard:
             self._stats = make_store(self.controller.settings.stats, self.controller.db)
         return self._stats
 
+    async def shutdown(self, app: web.Application) -> None:
+        """Tell the live pages' streams to end (they would keep the server waiting)."""
+        self.closing.set()
+
     async def close(self, app: web.Application) -> None:
         """Release the statistics store if this app made it."""
         if self._own_stats and self._stats is not None:
@@ -620,8 +628,8 @@ class _Dashboard:
         await response.prepare(request)
         version = -1
         try:
-            while True:
-                new = await self.watcher.wait_change(version, KEEPALIVE_S)
+            while not self.closing.is_set():
+                new = await self.watcher.wait_change(version, KEEPALIVE_S, self.closing)
                 # A logout, a disabled account or an expired login ends the stream.
                 if token and await self.accounts.login(token_hash(token), self.clock()) is None:
                     break

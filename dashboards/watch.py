@@ -137,14 +137,17 @@ class FleetWatcher:
                     )
                     logger.info("hotspot back up", extra={"ap": ch.ap_id})
 
-    async def wait_change(self, version: int, within_s: float) -> int:
-        """Wait until the version passes ``version`` or ``within_s`` seconds; the version.
+    async def wait_change(
+        self, version: int, within_s: float, stop: asyncio.Event | None = None
+    ) -> int:
+        """Wait until the version passes ``version``, ``within_s`` seconds pass or ``stop``
+        is set (checked at every interval); the version.
 
         Reads the fleet every interval while waiting (shared with every other waiter).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
-        while self.version <= version:
+        while self.version <= version and not (stop is not None and stop.is_set()):
             left = deadline - loop.time()
             if left <= 0:
                 break
