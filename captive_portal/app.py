@@ -24,23 +24,16 @@ languages in ``captive_portal._i18n``, probe answers in ``captive_portal._probes
 
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
 import logging
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Final
 from urllib.parse import urlencode, urlsplit
 
-import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from babel.support import Translations
 from yarl import URL
 
-from captive_portal._capport import CAPTIVE_JSON, capport_body
-from captive_portal._csrf import check_token, make_token
 from captive_portal._fas import (
     FasRequest,
     LoginState,
@@ -50,25 +43,13 @@ from captive_portal._fas import (
     verify_state,
 )
 from captive_portal._i18n import (
-    LANGUAGE_NAMES,
-    LANGUAGES,
-    format_bytes,
     format_duration,
-    load_translations,
-    negotiate,
 )
 from captive_portal._legal import localize
-from captive_portal._limits import FailureLimiter
-from captive_portal._probes import (
-    answer_foreign,
-    answer_probe,
-    find_probe,
-    is_probe_host,
-    wants_html,
-)
+from captive_portal._pages import PortalRoutes, field, portal_routes
+from captive_portal._visitor import VisitorPages
 from captive_portal.errors import FasError, StateExpired, StateInvalid
 from captive_portal.models import (
-    ClientStatus,
     CommunePolicy,
     LoginMethod,
     LoginRequest,
@@ -82,7 +63,6 @@ __all__ = ["COUNTERS", "PortalRoutes", "create_app", "portal_routes"]
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_DIR: Final = Path(__file__).parent / "templates"
 # The only form is a few hidden fields and a checkbox (< 10 KiB); refuse big bodies early.
 MAX_BODY_BYTES: Final = 64 * 1024
 # No script may run; styles are inline; forms post to the portal only.
@@ -114,46 +94,6 @@ _PROBE_HOSTS: Final = frozenset(
 )
 
 COUNTERS: Final = web.AppKey("captive_portal.counters", PortalCounters)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PortalRoutes:
-    """The portal's URL paths.
-
-    Attributes:
-        fas: where openNDS sends clients (``faspath``), from ``portal.public_url``.
-        accept: where the consent form is posted.
-        terms: the terms of use.
-        privacy: the privacy notice.
-        health: the liveness probe.
-        home: the landing page of a visitor who reached the portal directly.
-        status: a logged-in visitor's status page.
-        logout: where the status page's log-out form is posted.
-        voucher: where the voucher form is posted.
-        capport: the RFC 8908 API (also ``{capport}/{ap_id}``).
-    """
-
-    fas: str
-    accept: str
-    terms: str = "/terms"
-    privacy: str = "/privacy"
-    health: str = "/healthz"
-    home: str = "/"
-    status: str = "/status"
-    logout: str = "/logout"
-    capport: str = "/capport/api"
-    voucher: str = "/voucher"
-
-
-def portal_routes(public_url: str) -> PortalRoutes:
-    """Derive the portal's paths from its public URL (openNDS's ``faspath``).
-
-    Args:
-        public_url: ``settings.portal.public_url``, e.g. ``http://10.46.0.2:8080/fas/``.
-    """
-    path = urlsplit(public_url).path or "/"
-    base = path if path.endswith("/") else f"{path}/"
-    return PortalRoutes(fas=path, accept=f"{base}accept", voucher=f"{base}voucher")
 
 
 def create_app(
@@ -255,133 +195,8 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def _field(form: Mapping[str, object], name: str) -> str | None:
-    value = form.get(name)
-    return value if isinstance(value, str) else None
-
-
-def _build_environments(translations: Mapping[str, Translations]) -> dict[str, jinja2.Environment]:
-    envs: dict[str, jinja2.Environment] = {}
-    for lang, catalog in translations.items():
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-            autoescape=True,
-            # Templates are loaded below, once: no file check on each request.
-            auto_reload=False,
-            undefined=jinja2.StrictUndefined,
-            extensions=["jinja2.ext.i18n"],
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        env.install_gettext_translations(catalog, newstyle=True)  # type: ignore[attr-defined]
-        for name in env.list_templates(extensions=["html", "css"]):
-            env.get_template(name)
-        envs[lang] = env
-    return envs
-
-
-class _Portal:
-    """The request handlers and what they share."""
-
-    def __init__(
-        self, settings: Settings, backend: PortalBackend, clock: Callable[[], float]
-    ) -> None:
-        self.settings = settings
-        self.backend = backend
-        self.clock = clock
-        self.counters = PortalCounters()
-        self.routes = portal_routes(settings.portal.public_url)
-        self.key = settings.portal.fas_key.get_secret_value()
-        # Wrong voucher codes per client and per source address (10 minutes).
-        self.code_limiter = FailureLimiter(settings.portal.max_code_failures, 600.0)
-        self.translations = load_translations()
-        self.envs = _build_environments(self.translations)
-        # The portal's own names: requests for any other host name are probes or pages
-        # the gateway intercepted. IP literals and "localhost" are always the portal's.
-        self.own_hosts = frozenset(
-            h.lower()
-            for h in (urlsplit(settings.portal.public_url).hostname, "localhost")
-            if h is not None
-        )
-
-    # -- helpers ------------------------------------------------------------------------
-
-    def language(self, request: web.Request, requested: str | None = None) -> str:
-        if requested is None:
-            requested = request.query.get("lang")
-        return negotiate(
-            requested,
-            request.headers.get("Accept-Language"),
-            self.settings.portal.default_language,
-        )
-
-    def switch(self, lang: str, target: URL | None) -> list[dict[str, Any]]:
-        """The FR | EN links: ``target`` with its ``lang`` replaced."""
-        if target is None:
-            return []
-        return [
-            {
-                "code": code,
-                "label": code.upper(),
-                "name": LANGUAGE_NAMES[code],
-                "href": str(target.update_query(lang=code)),
-                "current": code == lang,
-            }
-            for code in LANGUAGES
-        ]
-
-    def form_url(self, state: str) -> URL:
-        return URL(self.routes.fas).with_query(state=state)
-
-    def render(
-        self,
-        template: str,
-        lang: str,
-        *,
-        title: str,
-        status: int = 200,
-        switch_to: URL | None = None,
-        **context: Any,
-    ) -> web.Response:
-        html = (
-            self.envs[lang]
-            .get_template(template)
-            .render(
-                lang=lang,
-                title=title,
-                network_name=self.settings.portal.network_name,
-                switch=self.switch(lang, switch_to),
-                accept_url=self.routes.accept,
-                **context,
-            )
-        )
-        return web.Response(text=html, content_type="text/html", charset="utf-8", status=status)
-
-    def message(
-        self,
-        lang: str,
-        *,
-        title: str,
-        text: str,
-        status: int,
-        switch_to: URL | None = None,
-        hint: str | None = None,
-        alert: bool = True,
-        retry_state: str | None = None,
-        back_url: str | None = None,
-    ) -> web.Response:
-        return self.render(
-            "message.html",
-            lang,
-            title=title,
-            text=text,
-            status=status,
-            switch_to=switch_to,
-            hint=hint,
-            alert=alert,
-            retry_state=retry_state,
-            back_url=back_url,
-        )
+class _Portal(VisitorPages):
+    """The login flow's handlers (the visitor's other pages come from VisitorPages)."""
 
     def login_form(
         self,
@@ -454,209 +269,6 @@ class _Portal:
 
     def check_state(self, token: str) -> LoginState:
         return verify_state(token, self.key, now=self.clock())
-
-    def absolute(self, path: str) -> str:
-        """``path`` on the portal's public origin (a probe asked another host)."""
-        parts = urlsplit(self.settings.portal.public_url)
-        return f"{parts.scheme}://{parts.netloc}{path}"
-
-    def is_foreign(self, host: str) -> bool:
-        """True if ``host`` is not the portal's: a probe, or a page the gateway sent here."""
-        if not host:
-            return False
-        if is_probe_host(host):
-            return True
-        if host in self.own_hosts:
-            return False
-        try:
-            ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            return True
-        return False
-
-    async def lookup(self, request: web.Request, ap_id: str | None) -> ClientStatus | None:
-        """The requester's open session, by its source address."""
-        remote = request.remote
-        if remote is None:
-            return None
-        try:
-            return await self.backend.client_status(remote, ap_id)
-        except Exception:
-            # The backend reports "unknown" as None; a crash is a bug: say "captive".
-            logger.error("backend crashed looking up a client", exc_info=True)
-            return None
-
-    async def foreign(self, request: web.Request, host: str) -> web.Response:
-        """A request for another host: an OS probe, or a page the gateway intercepted."""
-        status = await self.lookup(request, None)
-        captive = status is None
-        login_url = self.absolute(self.routes.home)
-        probe = find_probe(host, request.path)
-        if probe is not None:
-            answer = answer_probe(probe, captive=captive, login_url=login_url)
-        else:
-            answer = answer_foreign(
-                captive=captive,
-                wants_html=wants_html(request.headers.get("Accept")),
-                login_url=login_url,
-                status_url=self.absolute(self.routes.status),
-            )
-        if captive:
-            self.counters.probes_captive += 1
-        else:
-            self.counters.probes_online += 1
-        response = web.Response(
-            status=answer.status,
-            body=answer.body.encode("utf-8") if answer.body else None,
-            content_type=answer.content_type,
-            charset="utf-8" if answer.body else None,
-        )
-        if answer.location is not None:
-            response.headers["Location"] = answer.location
-        return response
-
-    def status_subject(self, status: ClientStatus) -> tuple[str, str, str]:
-        return (status.ap_id, status.client_mac, status.client_ip)
-
-    def render_status(
-        self, request: web.Request, lang: str, status: ClientStatus | None
-    ) -> web.Response:
-        _ = self.translations[lang].gettext
-        catalog = self.translations[lang]
-        if status is None:
-            return self.message(
-                lang,
-                title=_("You are not connected"),
-                text=_("This device has no open session on this network."),
-                hint=_("Open any web page: the login page will appear."),
-                status=200,
-                alert=False,
-                switch_to=request.rel_url,
-            )
-        time_left = (
-            None
-            if status.seconds_remaining is None
-            else format_duration(max(0, status.seconds_remaining) // 60, catalog)
-        )
-        data_left = (
-            None
-            if status.bytes_remaining is None
-            else format_bytes(max(0, status.bytes_remaining), catalog)
-        )
-        token = make_token(self.key, "logout", self.status_subject(status), now=self.clock())
-        return self.render(
-            "status.html",
-            lang,
-            title=_("Your connection"),
-            switch_to=request.rel_url,
-            time_left=time_left,
-            data_left=data_left,
-            data_used=format_bytes(status.bytes_used, catalog),
-            ap_id=status.ap_id,
-            logout_url=self.routes.logout,
-            csrf=token,
-        )
-
-    # -- handlers -------------------------------------------------------------------------
-
-    async def home_page(self, request: web.Request) -> web.Response:
-        """``GET /``: a visitor who reached the portal directly (or after a probe)."""
-        lang = self.language(request)
-        status = await self.lookup(request, None)
-        if status is not None:
-            raise web.HTTPFound(self.routes.status)
-        _ = self.translations[lang].gettext
-        return self.message(
-            lang,
-            title=_("Log in to the Wi-Fi"),
-            text=_("This network asks you to accept its terms before you use it."),
-            hint=_("Open any web page starting with http:// and the login page will appear."),
-            status=200,
-            alert=False,
-            switch_to=request.rel_url,
-        )
-
-    async def status_page(self, request: web.Request) -> web.Response:
-        """``GET /status``: time and data left, and a log-out button."""
-        lang = self.language(request)
-        ap_id = request.query.get("ap")
-        status = await self.lookup(request, ap_id if ap_id else None)
-        return self.render_status(request, lang, status)
-
-    async def logout(self, request: web.Request) -> web.Response:
-        """``POST /logout``: cut the requester off (anti-forgery token required)."""
-        form = await request.post()
-        lang = self.language(request, _field(form, "lang"))
-        _ = self.translations[lang].gettext
-        ap_id = _field(form, "ap") or None
-        status = await self.lookup(request, ap_id)
-        if status is None:
-            return self.render_status(request, lang, None)
-        try:
-            check_token(
-                _field(form, "csrf"),
-                self.key,
-                "logout",
-                self.status_subject(status),
-                now=self.clock(),
-            )
-        except (StateInvalid, StateExpired) as exc:
-            self.counters.bad_csrf += 1
-            logger.warning("refused a logout form: %s", exc)
-            return self.message(
-                lang,
-                title=_("Please start again"),
-                text=_("This page has expired."),
-                status=403,
-                back_url=self.routes.status,
-            )
-        try:
-            result = await self.backend.deauthorize(status.ap_id, status.client_mac)
-        except Exception:
-            logger.error("backend crashed logging a client out", exc_info=True)
-            result = None
-        if result is None or not result.ok:
-            self.counters.logout_refused += 1
-            return self.message(
-                lang,
-                title=_("Log-out failed"),
-                text=_("The hotspot could not log your device out."),
-                hint=_("This is usually temporary. Please try again in a few seconds."),
-                status=503,
-                back_url=self.routes.status,
-            )
-        self.counters.logouts += 1
-        logger.info(
-            "client logged out on ap=%s client=%s",
-            status.ap_id,
-            mac_tag(status.client_mac, self.key),
-        )
-        return self.message(
-            lang,
-            title=_("You are logged out"),
-            text=_("This device no longer has Internet access through this network."),
-            hint=_("Open any web page to log in again."),
-            status=200,
-            alert=False,
-        )
-
-    async def capport(self, request: web.Request) -> web.Response:
-        """``GET /capport/api[/{ap_id}]``: RFC 8908 state of the requester."""
-        self.counters.capport_queries += 1
-        ap_id = request.match_info.get("ap_id")
-        status = await self.lookup(request, ap_id)
-        portal = self.settings.portal
-        body = capport_body(
-            status,
-            user_portal_url=self.absolute(
-                self.routes.home if status is None else self.routes.status
-            ),
-            venue_info_url=portal.venue_info_url,
-            can_extend_session=portal.can_extend_session,
-        )
-        # §5: the media type is exactly application/captive+json (JSON is UTF-8 by
-        # definition, RFC 8259 §8.1: no charset parameter); no-store is set for all.
-        return web.Response(body=body.encode("utf-8"), headers={"Content-Type": CAPTIVE_JSON})
 
     def error_page(self, request: web.Request, status: int) -> web.Response:
         lang = self.language(request)
@@ -744,9 +356,9 @@ class _Portal:
     async def login(self, request: web.Request, method: LoginMethod) -> web.Response:
         """Both login forms: state, terms version, consent, code limits, then authorise."""
         form = await request.post()
-        lang = self.language(request, _field(form, "lang"))
+        lang = self.language(request, field(form, "lang"))
         _ = self.translations[lang].gettext
-        token = _field(form, "state") or ""
+        token = field(form, "state") or ""
         try:
             login = self.check_state(token)
         except (StateInvalid, StateExpired) as exc:
@@ -767,7 +379,7 @@ class _Portal:
                 terms_version=version,
                 error=_("The terms of use have changed. Please read them and accept them again."),
             )
-        consent = _field(form, "consent")
+        consent = field(form, "consent")
         prior = consent == "prior" and policy is not None and policy.accepted_version == version
         if consent != "yes" and not prior:
             self.counters.missing_consent += 1
@@ -796,7 +408,7 @@ class _Portal:
                     terms_version=version,
                     code_error=_("Too many wrong codes. Please wait ten minutes."),
                 )
-            code = _field(form, "code") or ""
+            code = field(form, "code") or ""
         elif "click-through" not in self.settings.portal.methods:
             raise web.HTTPNotFound()
         login_request = LoginRequest(
