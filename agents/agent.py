@@ -25,6 +25,7 @@ import queue
 import shlex
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -96,6 +97,7 @@ class Agent:
         self._refused_acked: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._started = clock()
         self._spool: Spool | None = None
+        self._spool_dir = Path(config.state_dir)
         self.broker_rtt_ms: float | None = None
         self.clock_offset_s: float | None = None
         self._gw_failures = 0
@@ -132,9 +134,15 @@ class Agent:
     def spool(self) -> Spool:
         """The offline spool, opened on first use (in the agent's thread, not the caller's)."""
         if self._spool is None:
-            # One directory per AP id: the demo runs many agents over one state_dir.
+            if self._state_file is None:
+                # persist_state=False (demo, tests): durable within this run only, never
+                # replayed by another run that happens to reuse the AP id.
+                self._spool_dir = Path(tempfile.mkdtemp(prefix=f"borne-spool-{self.config.ap_id}-"))
+            else:
+                # One directory per AP id: several agents may share one state_dir.
+                self._spool_dir = Path(self.config.state_dir) / f"spool-{self.config.ap_id}"
             self._spool = Spool(
-                Path(self.config.state_dir) / f"spool-{self.config.ap_id}",
+                self._spool_dir,
                 max_bytes=self.config.spool_max_bytes,
                 max_age_s=self.config.spool_max_age_s,
             )
@@ -475,6 +483,8 @@ class Agent:
         self.link.stop()
         if self._spool is not None:
             self._spool.close()
+            if self._state_file is None:
+                shutil.rmtree(self._spool_dir, ignore_errors=True)
 
 
 def _read_first(path: str) -> str:

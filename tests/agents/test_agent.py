@@ -36,8 +36,8 @@ class Listener:
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id="test-listener"
         )
-        self.client.on_message = lambda c, u, m: self.messages.put(
-            (m.topic.rsplit("/", 1)[1], json.loads(m.payload))
+        self.client.on_message = lambda c, u, m: (
+            m.payload and self.messages.put((m.topic.rsplit("/", 1)[1], json.loads(m.payload)))
         )
         self.client.connect(broker.host, broker.port)
         self.client.subscribe(f"borne/v1/ap/{AP}/#", qos=1)
@@ -92,6 +92,13 @@ def running(
         stop.set()
         thread.join(15)
         listener.close()
+        # Clear the retained status: later tests' controllers must not receive it.
+        clearer = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="clear")
+        clearer.connect(mosquitto.host, mosquitto.port)
+        clearer.loop_start()
+        clearer.publish(topic(AP, "status"), b"", qos=1, retain=True).wait_for_publish(5)
+        clearer.disconnect()
+        clearer.loop_stop()
 
 
 def command(cmd_id: str, *, iat: float, exp: float, key: str = KEY) -> bytes:
@@ -206,3 +213,16 @@ def test_the_watchdog_restarts_a_stuck_gateway_once_and_says_so(tmp_path: Path) 
     for _ in range(5):
         agent.poll()
     assert agent.counters["gateway_restarts"] == 1  # cooldown: not again within 300 s
+
+
+def test_without_persisted_state_the_spool_lives_and_dies_with_the_run(tmp_path: Path) -> None:
+    """persist_state=False (demo, tests): a private spool, removed at shutdown, nothing left."""
+    cfg = AgentConfig(ap_id=AP, command_key=KEY, state_dir=str(tmp_path / "state"))
+    agent = Agent(cfg, SimulatedGateway(), persist_state=False)
+    agent._publish_status_online()
+    spool_dir = agent.spool.dir
+    assert agent.spool.pending == 1 and spool_dir.is_dir()
+    assert not spool_dir.is_relative_to(tmp_path / "state")
+    agent.shutdown()
+    assert not spool_dir.exists()
+    assert not (tmp_path / "state").exists()

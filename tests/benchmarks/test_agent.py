@@ -85,6 +85,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
+def clear_retained(broker: MosquittoBroker) -> None:
+    """Remove the agent's retained status, which later tests' controllers would receive."""
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-clear")
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    c.publish(topic(AP, "status"), b"", qos=1, retain=True).wait_for_publish(5)
+    c.disconnect()
+    c.loop_stop()
+
+
 def test_footprint_with_200_clients(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     """RSS and CPU of the agent serving 200 clients, against a bare paho process."""
     conf = agent_conf(
@@ -104,6 +114,7 @@ def test_footprint_with_200_clients(mosquitto: MosquittoBroker, tmp_path: Path) 
     finally:
         stop(agent)
         stop(ref)
+        clear_retained(mosquitto)
     print(
         f"\nagent, 200 clients, poll 5 s, acct every 15 s: RSS {agent_rss / 1024:.1f} MiB "
         f"(bare python+paho {ref_rss / 1024:.1f} MiB, ratio {agent_rss / ref_rss:.2f}); "
@@ -197,6 +208,7 @@ def test_spool_replay_rate(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     finally:
         stop(agent)
         counter.close()
+        clear_retained(mosquitto)
     rate = REPLAY_RECORDS / elapsed
     size = sum(len(p) for p in payloads) / len(payloads)
     print(
