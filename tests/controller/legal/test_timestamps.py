@@ -185,3 +185,36 @@ def test_refusals_and_garbage_are_errors(tsa: tuple[str, Path]) -> None:
     with pytest.raises(ValueError):
         parse_status(b"\x04\x00")
     assert parse_status(bytes.fromhex("30053003020102")) == 2
+
+
+def test_cli_timestamps_and_verifies_the_tokens(
+    tmp_path: Path, tsa: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`borne legal timestamp` stamps the sealed day; `verify --tsa-ca` accepts it, then
+    names the day whose head no longer matches its token."""
+    from controller.cli import main
+    from controller.config import load_settings
+    from controller.legal.consumer import open_store
+
+    url, ca = tsa
+    conf = tmp_path / "borne.toml"
+    conf.write_text(
+        f'[legal]\ndirectory = "{tmp_path / "legal"}"\n'
+        f'master_key_file = "{tmp_path / "master.key"}"\n'
+        f'signing_key_file = "{tmp_path / "signing.pem"}"\n'
+    )
+    c = ["-c", str(conf)]
+    assert main(["legal", "init", *c]) == 0
+    store = open_store(load_settings(conf).legal)
+    store.append([(1, record(1))], T0)
+    store.append([(2, record(2))], T0 + 86400)
+    store.close()
+    capsys.readouterr()
+    assert main(["legal", "timestamp", "--tsa", url, *c]) == 0
+    assert capsys.readouterr().out.strip() == f"horodaté / time-stamped {day_of(T0)}"
+    assert main(["legal", "verify", "--tsa-ca", str(ca), *c]) == 0
+    (tmp_path / "legal" / day_of(T0) / "head.tsr").write_bytes(
+        (tmp_path / "legal" / day_of(T0) / "head.tsr").read_bytes()[:-40] + bytes(40)
+    )
+    assert main(["legal", "verify", "--tsa-ca", str(ca), *c]) == 1
+    assert f"TAMPERED {day_of(T0)}: time-stamp" in capsys.readouterr().out
