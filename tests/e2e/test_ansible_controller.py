@@ -138,6 +138,7 @@ def test_controller_role_config_runs_the_controller_and_backups_restore(
     assert backup.returncode == 0, backup.stderr
     copy = Path(backup.stdout.strip())
     assert copy.parent == dirs["backups"]
+    assert sorted(p.name for p in dirs["backups"].iterdir()) == [copy.name]
     db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
     try:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
