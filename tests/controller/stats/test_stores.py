@@ -28,7 +28,7 @@ from controller.stats._stores import (
     StoreError,
     line_protocol,
 )
-from controller.stats.models import Cell
+from controller.stats.models import PRESENCE_FIELDS, Cell
 from controller.storage import Database, open_database
 from controller.storage.schema import stats_cells
 from tests.controller.stats.conftest import Server
@@ -242,3 +242,29 @@ def test_line_protocol_escapes_tags() -> None:
     assert line_protocol(cell) == (
         r"wifi_presence,ap=ap\ a\,b\=c,insee=46240,period=day,scope=hotspot visitors=12i 100"
     )
+
+
+async def test_nothing_stored_links_two_days_of_a_device(sqlite_db: Database) -> None:
+    """The same devices on two days: the store holds only places, periods and counts, no
+    column could carry an identifier, and no MAC or either day's pseudonym appears."""
+    sim = await asyncio.to_thread(simulate_day, DAY, scale=0.03, seed=5)
+    next_day = "2026-08-13"
+    p = Pipeline(TZ, Limits(), 11, OptOut(b"k"), rng=random.Random(2))
+    secrets: set[str] = set()
+    for day, shift in ((DAY, 0.0), (next_day, 86400.0)):
+        for s in sim.sessions:
+            p.observe(
+                ap_id=s.ap_id, insee=s.insee, mac=s.mac, start=s.start + shift,
+                stop=s.stop + shift, up=s.up, down=s.down,
+            )  # fmt: skip
+        for mac in {s.mac for s in sim.sessions}:
+            secrets |= {mac, mac.replace(":", ""), p.keys.pseudonym(day, mac).hex()[:16]}
+        await SqlStatsStore(sqlite_db).write(p.finalise(day).protected.published)
+    columns = {c.name for c in stats_cells.columns}
+    identity = {"kind", "scope", "period", "start", "day", "insee", "ap_id", "destination"}
+    assert columns - identity == {"noised", *PRESENCE_FIELDS}
+    async with sqlite_db.connect() as conn:
+        rows = (await conn.execute(stats_cells.select())).all()
+    assert {r.day for r in rows} == {DAY, next_day}
+    text = json.dumps([list(map(str, r)) for r in rows]).lower()
+    assert not [x for x in secrets if x in text]
