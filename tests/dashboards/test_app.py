@@ -165,7 +165,7 @@ async def test_page_lists_hotspots_with_state_and_commune(client: Client) -> Non
     assert '<span class="badge badge-unknown">inconnu</span>' in html
     assert "jamais" in html  # padirac-01 never reported
     assert "0.1.0" in html
-    assert html.count('scope="col"') == 11
+    assert html.count('scope="col"') == 14  # hotspots 5, sessions 6, per commune 3
 
 
 async def test_page_counts_online_sessions_and_communes(client: Client) -> None:
