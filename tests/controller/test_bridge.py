@@ -163,7 +163,8 @@ async def test_login_command_session_and_deauth_over_mqtt(
     assert (a2 := await ctl.wait_ack(cmd2, 10)) is not None and a2.ok
     await until(lambda: _closed(ctl, "left"), what="session closed")
     assert run.agent.counters["commands_ok"] == 2
-    assert ctl.counters["rejected"] == 0
+    # Only retained statuses of other tests' APs (unknown here) may have been refused.
+    assert ctl.counters["rejected"] == ctl.counters["rejected_unknown_ap"]
 
 
 async def _state(ctl: Controller, ap_id: str, state: str) -> bool:
