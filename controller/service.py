@@ -35,13 +35,20 @@ from agents.contract import (
     sign_command,
     topic,
 )
+from controller import outbox
 from controller.bridge import Bridge, Incoming
 from controller.config import Settings
 from controller.contract import Rejected, decode
 from controller.registry import Registry
 from controller.sessions import SessionLedger
 from controller.storage import Database
-from controller.storage.schema import access_points, commands, processed_messages, sessions
+from controller.storage.schema import (
+    access_points,
+    commands,
+    processed_messages,
+    session_events,
+    sessions,
+)
 
 __all__ = ["Controller", "mac_tag"]
 
@@ -257,8 +264,13 @@ class Controller:
             fut.cancel()
 
     # periodic jobs -----------------------------------------------------------------
+    def outbox_consumers(self) -> list[str]:
+        """The pipelines that read the session events outbox in this configuration."""
+        wanted = (("legal", self.settings.legal.enabled), ("stats", self.settings.stats.enabled))
+        return [name for name, enabled in wanted if enabled]
+
     async def sweep(self) -> int:
-        """Close stale sessions and prune old exactly-once records."""
+        """Close stale sessions, prune old exactly-once records and consumed outbox events."""
         now = self.clock()
         async with self.db.begin() as conn:
             closed = await self.ledger.close_stale(conn, now)
@@ -267,6 +279,16 @@ class Controller:
                     processed_messages.c.received_at < now - PROCESSED_KEEP_S
                 )
             )
+            consumers = self.outbox_consumers()
+            if consumers:
+                pruned = await outbox.prune(conn, consumers)
+            else:
+                # Nobody reads the outbox: keep a week, for a pipeline enabled later.
+                result = await conn.execute(
+                    session_events.delete().where(session_events.c.at < now - PROCESSED_KEEP_S)
+                )
+                pruned = int(result.rowcount)
+            self.counters["outbox_pruned"] += pruned
         if closed:
             self.counters["stale_closed"] += closed
             logger.info("closed %d stale sessions", closed)

@@ -90,3 +90,37 @@ async def test_a_reboot_emits_a_stop_for_each_closed_session(controller: Control
         assert await outbox.prune(conn, ["legal", "stats"]) == 0
         await outbox.advance(conn, "stats", events[-1].id)
         assert await outbox.prune(conn, ["legal", "stats"]) == 3
+
+
+async def test_the_sweep_prunes_what_every_enabled_consumer_has_read(
+    controller: Controller,
+) -> None:
+    """Events stay until each enabled consumer has passed them, then the sweep drops them."""
+    env = Envelope(AP)
+    await send(
+        controller,
+        env,
+        "status",
+        env.status(T0, "online", agent_version="x", gateway="g", keepalive_s=30),
+        T0,
+    )
+    await send(
+        controller,
+        env,
+        "clients",
+        env.clients(T0, [ClientEvent("authorized", MAC, "10.0.0.2", T0)]),
+        T0,
+    )
+    controller.settings = controller.settings.model_copy(
+        update={"legal": controller.settings.legal.model_copy(update={"enabled": True})}
+    )
+    assert controller.outbox_consumers() == ["legal"]
+    controller.clock = lambda: T0 + 1
+    await controller.sweep()
+    async with controller.db.begin() as conn:
+        (event,) = await outbox.pending(conn, "legal")
+        await outbox.advance(conn, "legal", event.id)
+    await controller.sweep()
+    assert controller.counters["outbox_pruned"] == 1
+    async with controller.db.connect() as conn:
+        assert await outbox.pending(conn, "other") == []
