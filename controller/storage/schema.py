@@ -32,6 +32,17 @@ metadata = sa.MetaData()
 
 Time = sa.Float(precision=53)
 
+
+def _serial_id() -> sa.Column[int]:
+    """An auto-incremented 64-bit primary key (a plain INTEGER on SQLite, its rowid)."""
+    return sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+
+
 communes = sa.Table(
     "communes",
     metadata,
@@ -64,12 +75,7 @@ access_points = sa.Table(
 sessions = sa.Table(
     "sessions",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _serial_id(),
     sa.Column("ap_id", sa.String(63), nullable=False),
     sa.Column("insee", sa.String(5), nullable=False),
     sa.Column("mac", sa.String(17), nullable=False),
@@ -120,12 +126,7 @@ commands = sa.Table(
 session_events = sa.Table(
     "session_events",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _serial_id(),
     sa.Column("session_id", sa.BigInteger, nullable=False, index=True),
     sa.Column("kind", sa.String(8), nullable=False),
     sa.Column("at", Time, nullable=False),
@@ -180,12 +181,7 @@ radius_known_devices = sa.Table(
 radius_dynauth = sa.Table(
     "radius_dynauth",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _serial_id(),
     sa.Column("nas_id", sa.String(63), nullable=False, index=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("acct_session_id", sa.String(64), nullable=True),
@@ -301,12 +297,7 @@ dashboard_logins = sa.Table(
 dashboard_incidents = sa.Table(
     "dashboard_incidents",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _serial_id(),
     sa.Column("ap_id", sa.String(63), nullable=False, index=True),
     sa.Column("down_at", Time, nullable=False, index=True),
     sa.Column("up_at", Time, nullable=True),
@@ -357,12 +348,7 @@ portal_legal_texts = sa.Table(
 portal_consents = sa.Table(
     "portal_consents",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _serial_id(),
     sa.Column("device_hash", sa.String(64), nullable=False),
     sa.Column("insee", sa.String(5), nullable=False),
     sa.Column("version", sa.String(32), nullable=False),
