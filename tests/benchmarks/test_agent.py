@@ -147,11 +147,17 @@ class Counter:
         self.count = 0
         self.done = threading.Event()
         self.first: float | None = None
-        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench")
+        self.subscribed = threading.Event()
+        self.c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"bench-{time.time_ns()}"
+        )
         self.c.on_message = self._on_message
+        self.c.on_subscribe = lambda *args: self.subscribed.set()
         self.c.connect(broker.host, broker.port)
         self.c.subscribe(f"borne/v1/ap/{AP}/acct", qos=1)
         self.c.loop_start()
+        # Counting starts only once the broker has confirmed the subscription.
+        assert self.subscribed.wait(30), "the counting subscriber got no SUBACK"
 
     def _on_message(self, c: object, u: object, m: mqtt.MQTTMessage) -> None:
         self.count += 1
@@ -202,7 +208,10 @@ def test_spool_replay_rate(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     t0 = time.monotonic()
     agent = spawn([sys.executable, "-m", "agents", "-c", str(conf)], tmp_path / "agent.log")
     try:
-        assert counter.done.wait(120), f"only {counter.count} of {REPLAY_RECORDS} replayed"
+        assert counter.done.wait(120), (
+            f"only {counter.count} of {REPLAY_RECORDS} replayed; agent log:\n"
+            + (tmp_path / "agent.log").read_text(errors="replace")[-3000:]
+        )
         assert counter.first is not None
         elapsed = time.monotonic() - counter.first
     finally:
