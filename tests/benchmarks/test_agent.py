@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -192,8 +193,21 @@ def plain_publish_rate(broker: MosquittoBroker, payloads: list[bytes]) -> float:
     return len(payloads) / elapsed
 
 
-def test_spool_replay_rate(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+@pytest.fixture
+def replay_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A broker of its own whose queues do not drop a fast burst to a slower subscriber
+    (mosquitto's default keeps 1,000 queued messages per client)."""
+    broker = MosquittoBroker(
+        tmp_path / "broker", extra_conf=["max_queued_messages 0", "max_queued_bytes 0"]
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_spool_replay_rate(replay_broker: MosquittoBroker, tmp_path: Path) -> None:
     """Records per second replayed from the spool after an outage, against plain QoS 1."""
+    mosquitto = replay_broker
     payloads = fill_spool(tmp_path / "state", REPLAY_RECORDS)
     reference = plain_publish_rate(mosquitto, payloads)
     counter = Counter(mosquitto, REPLAY_RECORDS)

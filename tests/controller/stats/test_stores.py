@@ -194,7 +194,8 @@ async def test_writer_retries_through_an_outage(influxdb1: Server, day: Day) -> 
             writer.submit(day.cells)
             while writer.failures < 2:  # noqa: ASYNC110 (a counter, not an event)
                 await asyncio.sleep(0.05)
-            assert len(writer) == len(day.cells) and writer.written == 0
+            # Nothing written; at most one batch (100) is out of the buffer, in flight.
+            assert writer.written == 0 and len(writer) >= len(day.cells) - 100
             os.kill(influxdb1.proc.pid, signal.SIGCONT)
             async with asyncio.timeout(60):
                 await writer.drained()
