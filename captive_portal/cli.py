@@ -70,15 +70,9 @@ def register(subparsers: Any) -> None:
 
 
 def _settings(path: str | None) -> Any:
-    from controller.config import ConfigError, load_settings
+    from controller.config import settings_or_exit
 
-    try:
-        return load_settings(Path(path) if path else None)
-    except ConfigError as exc:
-        print("configuration invalide / invalid configuration:", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  {p.path}: {p.message}", file=sys.stderr)
-        raise SystemExit(2) from exc
+    return settings_or_exit(path)
 
 
 def _duration(minutes: int, lang: str) -> str:

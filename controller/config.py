@@ -37,6 +37,7 @@ __all__ = [
     "StatsSettings",
     "check_file",
     "load_settings",
+    "settings_or_exit",
 ]
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -329,3 +330,16 @@ def check_file(path: Path) -> list[Problem]:
     except ValidationError as exc:
         return _problems(exc)
     return []
+
+
+def settings_or_exit(path: str | None) -> Settings:
+    """Load the settings for a command; on problems print them plainly and exit 2."""
+    import sys
+
+    try:
+        return load_settings(Path(path) if path else None)
+    except ConfigError as exc:
+        print("configuration invalide / invalid configuration:", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {p.path}: {p.message}", file=sys.stderr)
+        raise SystemExit(2) from exc
