@@ -82,6 +82,7 @@ class Agent:
         self.gateway = gateway
         self.clock = clock
         self.counters: collections.Counter[str] = collections.Counter()
+        self._cmd_topic = agent_subscription(config.ap_id)
         self.envelope = Envelope(config.ap_id)
         self._state_file = Path(config.state_dir) / "commands.json" if persist_state else None
         self._key = config.command_key.encode()
@@ -179,12 +180,18 @@ class Agent:
 
     # MQTT callbacks (network thread) -------------------------------------------------
     def _on_connect(self, link: MqttLink) -> None:
-        link.subscribe(agent_subscription(self.config.ap_id), qos=1)
+        link.subscribe(self._cmd_topic, qos=1)
         self._connected_again.set()
         self._resync.set()
         self._wake()
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != self._cmd_topic:
+            # A broker may deliver what was never asked for (retained messages of other
+            # topics after a reconnection): only this AP's command topic is read.
+            self.counters["foreign_topic_ignored"] += 1
+            logger.debug("message on a foreign topic ignored: %s", msg.topic)
+            return
         try:
             self._commands.put_nowait(bytes(msg.payload))
         except queue.Full:

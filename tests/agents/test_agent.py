@@ -226,3 +226,22 @@ def test_without_persisted_state_the_spool_lives_and_dies_with_the_run(tmp_path:
     agent.shutdown()
     assert not spool_dir.exists()
     assert not (tmp_path / "state").exists()
+
+
+def test_messages_on_foreign_topics_are_ignored_and_counted(tmp_path: Path) -> None:
+    """A broker that hands over another AP's retained status: never read as a command."""
+    cfg = AgentConfig(ap_id=AP, command_key=KEY, state_dir=str(tmp_path / "state"))
+    agent = Agent(cfg, SimulatedGateway(), persist_state=False)
+    try:
+        foreign = mqtt.MQTTMessage(topic=topic("ap-46042-01", "status").encode())
+        foreign.payload = b'{"v": 1}'
+        agent._on_message(foreign)
+        assert agent.counters["foreign_topic_ignored"] == 1
+        assert agent._commands.empty()
+        own = mqtt.MQTTMessage(topic=topic(AP, "cmd").encode())
+        own.payload = b"{}"
+        agent._on_message(own)
+        assert agent.counters["foreign_topic_ignored"] == 1
+        assert agent._commands.get_nowait() == b"{}"
+    finally:
+        agent.shutdown()

@@ -75,7 +75,7 @@ def seqs_by_boot(db: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_outage_and_kill_9_lose_and_duplicate_nothing(tmp_path: Path) -> None:
-    """Broker down 25 s, agent killed twice: every (boot, seq) once, in order, back-filled."""
+    """Broker down 33 s, agent killed twice: every (boot, seq) once, in order, back-filled."""
     mq_dir = tmp_path / "mq"
     broker = MosquittoBroker(
         mq_dir,
@@ -155,7 +155,9 @@ state_dir = "{state}"
         time.sleep(8)
         stop(agent, signal.SIGKILL)  # mid-spool: records of this boot wait on disk
         agent = start(agent_argv, tmp_path / "agent.log")  # a new boot, still offline
-        time.sleep(17)
+        # Longer than twice the controller's accounting interval (2 × 10 s): this boot's
+        # first records are late enough to open back-filled sessions.
+        time.sleep(25)
         connects = broker.log_text().count(f"as borne-agent-{AP}")
         broker.start()
         wait_for(
