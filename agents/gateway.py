@@ -14,6 +14,7 @@ import logging
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from agents._core import GatewayClient
@@ -167,11 +168,13 @@ class SimulatedGateway:
 
     name = "simulated"
 
-    def __init__(self, traffic_per_read: int = 0) -> None:
+    def __init__(self, traffic_per_read: int = 0, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._clients: dict[str, GatewayClient] = {}
         # bytes each authorised client downloads between two reads (a tenth uploaded)
         self._traffic = traffic_per_read
+        # session start times follow this clock (the simulator's accelerated one)
+        self._clock = clock
 
     def populate(self, count: int, now: float) -> None:
         """Add ``count`` clients already authorised at ``now`` (tests and benchmarks)."""
@@ -222,7 +225,7 @@ class SimulatedGateway:
             if c is None:
                 raise GatewayError("client not present at this gateway")
             if not c.authenticated:
-                self._clients[mac] = GatewayClient(c.mac, c.ip, True, time.time(), 0, 0)
+                self._clients[mac] = GatewayClient(c.mac, c.ip, True, self._clock(), 0, 0)
 
     def deauthorize(self, mac: str) -> None:
         """Forget a client, as openNDS 9.1+ does."""
