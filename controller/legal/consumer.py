@@ -7,7 +7,7 @@ their outbox id, so nothing is lost and nothing is written twice.
 
 Updates only carry counters most of the time; writing one per accounting interval
 would multiply the log by the session length for no legal purpose. An update is
-written when the session's private IP changed (or its NAT mapping appeared); the
+written when the session's private IP or its NAT port block changed; the
 volumes are in the stop record. This module holds no crypto and no file format.
 """
 
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 CONSUMER = "legal"
 # How many sessions' last written address we remember to skip unchanged updates.
 _SEEN_MAX = 200_000
+# What an update must change to be written: the private IP or the NAT port block.
+_Addr = tuple[str, str | None, int | None, int | None]
 # Sealing and purging run this often: a day is purged at most an hour after it is due.
 MAINTENANCE_S = 3600.0
 
@@ -82,14 +84,12 @@ class LegalConsumer:
         self.clock = clock
         self.written = 0
         self._last_id: int | None = None
-        self._seen: collections.OrderedDict[str, tuple[str, str | None]] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[str, _Addr] = collections.OrderedDict()
 
-    def _wanted(
-        self, kind: str, rec: LegalRecord, batch: dict[str, tuple[str, str | None] | None]
-    ) -> bool:
+    def _wanted(self, kind: str, rec: LegalRecord, batch: dict[str, _Addr | None]) -> bool:
         """Whether to write this event; what it changes goes to ``batch`` and reaches
         the remembered addresses only once the batch is durable."""
-        addr = (rec.private_ip, rec.public_ip)
+        addr = (rec.private_ip, rec.public_ip, rec.port_start, rec.port_end)
         if kind == "stop":
             batch[rec.session_id] = None
             return True
@@ -99,7 +99,7 @@ class LegalConsumer:
         batch[rec.session_id] = addr
         return True
 
-    def _remember(self, batch: dict[str, tuple[str, str | None] | None]) -> None:
+    def _remember(self, batch: dict[str, _Addr | None]) -> None:
         for sid, addr in batch.items():
             if addr is None:
                 self._seen.pop(sid, None)
@@ -118,7 +118,7 @@ class LegalConsumer:
         if not events:
             return 0
         items = []
-        batch: dict[str, tuple[str, str | None] | None] = {}
+        batch: dict[str, _Addr | None] = {}
         for ev in events:
             rec = from_session(ev.session, ev.kind)
             # An event at or before the last written one was written before a crash that

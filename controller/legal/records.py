@@ -113,8 +113,9 @@ def _ms(t: float | None) -> int | None:
 def from_session(session: Any, event: str) -> LegalRecord:
     """Build the record of a session row of the state database (``sessions`` table).
 
-    NAT columns (``public_ip``, ``port_start``, ``port_end``) are read when the row has
-    them; until the NAT work fills them they stay empty.
+    NAT columns (``public_ip``, ``port_start``, ``port_end``: the port block the agent
+    reported, ``agents/_nat.py``) are read when the row has them; they stay empty for a
+    session without NAT (a RADIUS gateway, an AP without ``nat_interface``).
     """
     mapping = getattr(session, "_mapping", {})
     start = _ms(session.started_at)
