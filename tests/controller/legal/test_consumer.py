@@ -347,3 +347,38 @@ async def test_maintenance_seals_idle_days_and_purges_on_time(
     assert [s["day"] for s in statements] == [day]
     with pytest.raises(LegalError):
         await asyncio.to_thread(store.read, day, [0])
+
+
+async def test_the_nat_port_block_reaches_the_record_and_the_search(
+    controller: Controller, tmp_path: Path
+) -> None:
+    """The agent's port block (clients and acct messages) is kept on the session and in
+    its records; a new block after a DHCP change writes an update; a search by public IP
+    and a port of the block finds the session, a port of another block does not."""
+    from controller.legal.requisitions import Query, search
+
+    consumer, store = make(controller, tmp_path)
+    env = Envelope(AP)
+    online = env.status(T0, "online", agent_version="x", gateway="g", keepalive_s=30)
+    await send(controller, env, "status", online, T0)
+    nat = ("192.0.2.1", 26324, 26576)
+    auth = ClientEvent("authorized", MAC, "10.46.1.100", T0, None, *nat)
+    await send(controller, env, "clients", env.clients(T0, [auth]), T0)
+    async with controller.db.connect() as conn:
+        (ev,) = await outbox.pending(conn, CONSUMER)
+    assert (ev.session.public_ip, ev.session.port_start, ev.session.port_end) == nat
+    same = AcctEntry(MAC, "10.46.1.100", T0, 1, 2, *nat)
+    moved = AcctEntry(MAC, "10.46.1.101", T0, 3, 4, "192.0.2.1", 26577, 26829)
+    for k, entry in ((1, same), (2, moved)):
+        while await consumer.step():
+            pass
+        await send(controller, env, "acct", env.acct(T0 + 60 * k, 60, [entry]), T0 + 60 * k)
+    while await consumer.step():
+        pass
+    found = await asyncio.to_thread(store.read, day_of(T0 + 200), range(10))
+    blocks = [(f.record.event, f.record.public_ip, f.record.port_start) for f in found]
+    assert blocks == [("start", "192.0.2.1", 26324), ("update", "192.0.2.1", 26577)]
+    hit = await asyncio.to_thread(search, store, Query("public", "192.0.2.1", T0, T0, port=26700))
+    assert [(f.record.client_mac, f.record.private_ip) for f in hit] == [(MAC, "10.46.1.101")]
+    miss = await asyncio.to_thread(search, store, Query("public", "192.0.2.1", T0, T0, port=27000))
+    assert miss == []
