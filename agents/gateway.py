@@ -2,25 +2,43 @@
 
 ``Gateway`` is the small interface; ``NdsctlGateway`` drives openNDS through
 ``ndsctl``; ``SimulatedGateway`` keeps clients in memory for ``borne demo`` and the
-simulator. Another daemon plugs in by implementing the same four methods.
-Standard library only.
+simulator. Another daemon plugs in by implementing the same five methods.
+
+``apply_config`` writes the gateway's configuration (openNDS's file, a dnsmasq fragment,
+rendered by :mod:`agents._gwconf`) and restarts a daemon only when its file changed:
+openNDS 9.10 has no run-time command for the walled garden, the FAS or the defaults, and
+dnsmasq rereads its configuration files only at start (SIGHUP rereads hosts and leases,
+not ``dhcp-option``). Standard library only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
+import shlex
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from agents._core import GatewayClient
-from agents.contract import MAC_RE
+from agents._gwconf import dnsmasq_fragment, merge_block, opennds_block
+from agents.contract import MAC_RE, ApplyConfigArgs
 
-__all__ = ["Gateway", "GatewayError", "NdsctlGateway", "SimulatedGateway", "parse_ndsctl_json"]
+__all__ = [
+    "ConfigTargets",
+    "Gateway",
+    "GatewayError",
+    "NdsctlGateway",
+    "SimulatedGateway",
+    "parse_ndsctl_json",
+    "replace_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +71,14 @@ class Gateway(Protocol):
 
     def is_up(self) -> bool:
         """Whether the daemon answers."""
+        ...
+
+    def apply_config(self, args: ApplyConfigArgs, force: bool = False) -> bool:
+        """Apply the gateway settings; True when something changed (and was restarted).
+
+        ``force``: restart even when the files are already as wanted (a previous attempt
+        wrote them but its restart failed).
+        """
         ...
 
 
@@ -102,14 +128,94 @@ def parse_ndsctl_json(text: str) -> list[GatewayClient]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class ConfigTargets:
+    """Where ``apply_config`` writes, and how the daemons are restarted (empty: not managed)."""
+
+    opennds_config: str = ""
+    opennds_restart_cmd: str = ""
+    dnsmasq_conf: str = ""
+    dnsmasq_restart_cmd: str = ""
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GatewayError(f"cannot read {path}: {exc}") from exc
+
+
+def replace_file(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file, ``fsync``, ``rename``).
+
+    The file keeps its permissions (0644 for a new one); a power cut leaves the old
+    file or the new one, never a mix.
+
+    Raises:
+        GatewayError: the directory is not writable or the disk is full.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o644
+    except OSError as exc:
+        raise GatewayError(f"cannot stat {path}: {exc}") from exc
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".borne-", dir=directory)
+    except OSError as exc:
+        raise GatewayError(f"cannot write in {directory}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise GatewayError(f"cannot write {path}: {exc}") from exc
+
+
+def run_restart(what: str, cmd: str, timeout_s: float = 120.0) -> None:
+    """Run a daemon's restart command (split like a shell would, not run by one).
+
+    Raises:
+        GatewayError: it could not run, timed out or exited non-zero.
+    """
+    try:
+        proc = subprocess.run(
+            shlex.split(cmd), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise GatewayError(f"{what} restart failed: {exc}") from exc
+    if proc.returncode != 0:
+        raise GatewayError(f"{what} restart exited {proc.returncode}: {proc.stderr.strip()[:200]}")
+
+
 class NdsctlGateway:
     """openNDS through its ``ndsctl`` command (which talks to ``/tmp/ndsctl.sock``)."""
 
     name = "opennds"
 
-    def __init__(self, ndsctl: str = "ndsctl", timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        ndsctl: str = "ndsctl",
+        timeout_s: float = 10.0,
+        targets: ConfigTargets | None = None,
+    ) -> None:
         self._argv0 = ndsctl
         self._timeout = timeout_s
+        self.targets = targets or ConfigTargets()
 
     def _run(self, *args: str) -> str:
         try:
@@ -158,6 +264,41 @@ class NdsctlGateway:
             return False
         return True
 
+    def apply_config(self, args: ApplyConfigArgs, force: bool = False) -> bool:
+        """Rewrite openNDS's managed block and the dnsmasq fragment; restart what changed.
+
+        dnsmasq goes first: once openNDS restarts with its own DHCP option 114 off, the
+        portal's URL is already what clients get.
+
+        Raises:
+            GatewayError: configuration management is off, a file cannot be written or
+                a restart failed (the files then hold the new settings: the next
+                ``apply_config`` of the same settings is forced by the agent).
+        """
+        t = self.targets
+        if not t.opennds_config:
+            raise GatewayError("configuration management is off (agent.opennds_config unset)")
+        if args.capport_url and not t.dnsmasq_conf:
+            raise GatewayError("capport_url needs agent.dnsmasq_conf (the DHCP server's file)")
+        changed = False
+        if t.dnsmasq_conf:
+            want = dnsmasq_fragment(args)
+            if _read_text(t.dnsmasq_conf) != want or force:
+                replace_file(t.dnsmasq_conf, want)
+                if t.dnsmasq_restart_cmd:
+                    run_restart("dnsmasq", t.dnsmasq_restart_cmd)
+                changed = True
+        current = _read_text(t.opennds_config)
+        if current is None:
+            raise GatewayError(f"{t.opennds_config} does not exist")
+        want = merge_block(current, opennds_block(args))
+        if current != want or force:
+            replace_file(t.opennds_config, want)
+            if t.opennds_restart_cmd:
+                run_restart("openNDS", t.opennds_restart_cmd)
+            changed = True
+        return changed
+
 
 class SimulatedGateway:
     """An in-memory gateway for the demo and the simulator (thread-safe).
@@ -171,6 +312,9 @@ class SimulatedGateway:
     def __init__(self, traffic_per_read: int = 0, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._clients: dict[str, GatewayClient] = {}
+        # apply_config: the settings kept, and how many times they "restarted" the daemon
+        self.config: ApplyConfigArgs | None = None
+        self.restarts = 0
         # bytes each authorised client downloads between two reads (a tenth uploaded)
         self._traffic = traffic_per_read
         # session start times follow this clock (the simulator's accelerated one)
@@ -235,3 +379,16 @@ class SimulatedGateway:
     def is_up(self) -> bool:
         """Always up."""
         return True
+
+    def apply_config(self, args: ApplyConfigArgs, force: bool = False) -> bool:
+        """Keep the settings; a change (or ``force``) counts as one restart."""
+        with self._lock:
+            same = (
+                self.config is not None
+                and dataclasses.replace(self.config, version=args.version) == args
+            )
+            self.config = args
+            if same and not force:
+                return False
+            self.restarts += 1
+            return True

@@ -1,0 +1,265 @@
+"""apply_config end to end on the agent: real files, real restart commands, real broker.
+
+The gateway's configuration files are real files and the restart commands real
+programs (shell scripts that count their runs); openNDS itself is exercised by
+``tests/e2e/test_hotspot.py``. Here: one restart for one change, acks ``applied`` then
+``unchanged``, stale versions refused, a failed restart retried, the version reported in
+the agent's ``status``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agents._apply import ConfigApplier, settings_digest
+from agents._gwconf import BEGIN_MARK
+from agents.agent import Agent
+from agents.config import AgentConfig
+from agents.contract import ApplyConfigArgs, Command, encode, sign_command, topic
+from agents.gateway import ConfigTargets, GatewayError, NdsctlGateway, SimulatedGateway
+from tests.testbed import MosquittoBroker, wait_for
+
+AP = "ap-46201-03"
+KEY = "apply-test-key-0123456789abcdef"
+URL = "https://portail.example/capport/api/ap-46201-03"
+SETTINGS = ApplyConfigArgs(
+    version=1,
+    session_minutes=45,
+    walled_garden=["10.46.0.2"],
+    walled_garden_ports=[443],
+    capport_url=URL,
+)
+
+
+def restart_script(path: Path, counter: Path, exit_code: int = 0) -> str:
+    path.write_text(f'#!/bin/sh\necho restarted >> "{counter}"\nexit {exit_code}\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+def runs(counter: Path) -> int:
+    return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    conf = tmp_path / "opennds.conf"
+    conf.write_text("GatewayInterface lan0\nsessiontimeout 1440\n")
+    return {
+        "conf": conf,
+        "dnsmasq": tmp_path / "borne-dnsmasq.conf",
+        "nds_runs": tmp_path / "nds-restarts",
+        "dns_runs": tmp_path / "dnsmasq-restarts",
+    }
+
+
+def gateway(tmp_path: Path, files: dict[str, Path], nds_exit: int = 0) -> NdsctlGateway:
+    return NdsctlGateway(
+        "ndsctl",
+        targets=ConfigTargets(
+            opennds_config=str(files["conf"]),
+            opennds_restart_cmd=restart_script(tmp_path / "nds.sh", files["nds_runs"], nds_exit),
+            dnsmasq_conf=str(files["dnsmasq"]),
+            dnsmasq_restart_cmd=restart_script(tmp_path / "dns.sh", files["dns_runs"]),
+        ),
+    )
+
+
+def test_one_change_one_restart_then_unchanged(tmp_path: Path, files: dict[str, Path]) -> None:
+    applier = ConfigApplier(gateway(tmp_path, files), tmp_path / "state.json")
+    assert applier.apply(SETTINGS) == "applied"
+    assert (runs(files["nds_runs"]), runs(files["dns_runs"])) == (1, 1)
+    text = files["conf"].read_text()
+    assert text.startswith("GatewayInterface lan0\nsessiontimeout 1440\n")
+    assert "sessiontimeout 45" in text and BEGIN_MARK in text
+    assert f'dhcp-option-force=114,"{URL}"' in files["dnsmasq"].read_text()
+    # The same version again, then a new version of the same settings: no restart.
+    assert applier.apply(SETTINGS) == "unchanged"
+    assert applier.apply(dataclasses.replace(SETTINGS, version=2)) == "unchanged"
+    assert (runs(files["nds_runs"]), runs(files["dns_runs"])) == (1, 1)
+    # Only openNDS's settings change: only openNDS restarts.
+    assert applier.apply(dataclasses.replace(SETTINGS, version=3, session_minutes=60)) == "applied"
+    assert (runs(files["nds_runs"]), runs(files["dns_runs"])) == (2, 1)
+    # The applied version survives a restart of the agent; an older one is refused.
+    again = ConfigApplier(gateway(tmp_path, files), tmp_path / "state.json")
+    assert again.version == 3
+    with pytest.raises(GatewayError, match="stale version 2"):
+        again.apply(dataclasses.replace(SETTINGS, version=2))
+
+
+def test_a_failed_restart_is_retried_by_the_next_push(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    failing = ConfigApplier(gateway(tmp_path, files, nds_exit=1), tmp_path / "state.json")
+    with pytest.raises(GatewayError, match="openNDS restart exited 1"):
+        failing.apply(SETTINGS)
+    assert failing.version is None
+    # The files already hold the settings; the next push restarts all the same.
+    fixed = ConfigApplier(gateway(tmp_path, files), tmp_path / "state.json")
+    assert fixed.apply(SETTINGS) == "applied"
+    assert runs(files["nds_runs"]) == 2
+
+
+def test_a_file_edited_by_hand_is_put_back(tmp_path: Path, files: dict[str, Path]) -> None:
+    applier = ConfigApplier(gateway(tmp_path, files), tmp_path / "state.json")
+    applier.apply(SETTINGS)
+    files["conf"].write_text(
+        files["conf"].read_text().replace("sessiontimeout 45", "sessiontimeout 9")
+    )
+    assert applier.apply(SETTINGS) == "applied"
+    assert "sessiontimeout 45" in files["conf"].read_text()
+
+
+def test_bad_settings_or_no_managed_file_are_errors(tmp_path: Path, files: dict[str, Path]) -> None:
+    applier = ConfigApplier(gateway(tmp_path, files), None)
+    with pytest.raises(GatewayError, match="bad settings"):
+        applier.apply(dataclasses.replace(SETTINGS, walled_garden=["a b"]))
+    unmanaged = ConfigApplier(NdsctlGateway("ndsctl"), None)
+    with pytest.raises(GatewayError, match="configuration management is off"):
+        unmanaged.apply(SETTINGS)
+    assert runs(files["nds_runs"]) == 0
+
+
+def test_the_digest_ignores_the_version() -> None:
+    assert settings_digest(SETTINGS) == settings_digest(dataclasses.replace(SETTINGS, version=9))
+    assert settings_digest(SETTINGS) != settings_digest(
+        dataclasses.replace(SETTINGS, session_minutes=1)
+    )
+
+
+# --------------------------------------------------------------------------- real agent
+
+
+class Listener:
+    """A real MQTT subscriber on everything the AP publishes."""
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.messages: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id="apply-listener"
+        )
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(f"borne/v1/ap/{AP}/#", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, m: mqtt.MQTTMessage) -> None:
+        if m.payload:
+            self.messages.put((m.topic.rsplit("/", 1)[1], json.loads(m.payload)))
+
+    def send(self, cmd_id: str, args: ApplyConfigArgs) -> None:
+        now = time.time()
+        cmd = Command(
+            v=1,
+            ap=AP,
+            id=cmd_id,
+            cmd="apply_config",
+            args=dataclasses.asdict(args),
+            iat=now,
+            exp=now + 60,
+        )
+        payload = encode(sign_command(cmd, KEY.encode()))
+        self.client.publish(topic(AP, "cmd"), payload, qos=1).wait_for_publish(5)
+
+    def next(self, kind: str, seconds: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                k, msg = self.messages.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if k == kind:
+                return msg
+        raise TimeoutError(f"no {kind} message")
+
+    def close(self) -> None:
+        self.client.publish(topic(AP, "status"), b"", qos=1, retain=True).wait_for_publish(5)
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def run_agent(
+    broker: MosquittoBroker, tmp_path: Path, gw: Any
+) -> tuple[Agent, threading.Event, threading.Thread]:
+    cfg = AgentConfig(
+        ap_id=AP,
+        command_key=KEY,
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        poll_interval_s=0.5,
+        health_interval_s=60,
+        state_dir=str(tmp_path / "state"),
+    )
+    agent = Agent(cfg, gw, backoff_cap_s=1.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), name="agent-under-test")
+    thread.start()
+    wait_for(agent.link.connected.is_set, timeout=10, message="agent connected")
+    return agent, stop, thread
+
+
+@pytest.mark.broker
+def test_the_same_version_twice_is_acked_applied_then_unchanged(
+    mosquitto: MosquittoBroker, tmp_path: Path, files: dict[str, Path]
+) -> None:
+    """Two acks, one restart; the restarted agent reports the version in its status."""
+    listener = Listener(mosquitto)
+    gw = gateway(tmp_path, files)
+    _, stop, thread = run_agent(mosquitto, tmp_path, gw)
+    try:
+        assert listener.next("status")["config_version"] is None
+        listener.send("cfg-1", SETTINGS)
+        first = listener.next("ack")
+        listener.send("cfg-2", SETTINGS)
+        second = listener.next("ack")
+        assert (first["id"], first["ok"], first["result"]) == ("cfg-1", True, "applied")
+        assert (second["id"], second["ok"], second["result"]) == ("cfg-2", True, "unchanged")
+        assert runs(files["nds_runs"]) == 1
+        listener.send("cfg-3", dataclasses.replace(SETTINGS, walled_garden=["bad host"]))
+        bad = listener.next("ack")
+        assert (bad["ok"], bad["result"]) == (False, None)
+        assert bad["error"].startswith("bad settings: walled_garden")
+    finally:
+        stop.set()
+        thread.join(15)
+    _, stop, thread = run_agent(mosquitto, tmp_path, gw)
+    try:
+        wait_for(
+            lambda: listener.next("status", 1)["config_version"] == 1,
+            timeout=10,
+            message="status with config_version 1",
+        )
+    finally:
+        stop.set()
+        thread.join(15)
+        listener.close()
+
+
+@pytest.mark.broker
+def test_the_simulated_gateway_applies_settings_too(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    listener = Listener(mosquitto)
+    gw = SimulatedGateway()
+    agent, stop, thread = run_agent(mosquitto, tmp_path, gw)
+    try:
+        listener.send("sim-1", SETTINGS)
+        assert listener.next("ack")["result"] == "applied"
+        listener.send("sim-2", dataclasses.replace(SETTINGS, version=2))
+        assert listener.next("ack")["result"] == "unchanged"
+        assert gw.restarts == 1 and gw.config is not None and gw.config.version == 2
+        assert agent.applier.version == 2
+    finally:
+        stop.set()
+        thread.join(15)
+        listener.close()
