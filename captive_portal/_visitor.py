@@ -21,6 +21,7 @@ from captive_portal._i18n import (
     format_bytes,
     format_duration,
 )
+from captive_portal._methods import options_for
 from captive_portal._pages import PortalBase, field
 from captive_portal._probes import (
     answer_foreign,
@@ -73,8 +74,26 @@ class VisitorPages(PortalBase):
     def status_subject(self, status: ClientStatus) -> tuple[str, str, str]:
         return (status.ap_id, status.client_mac, status.client_ip)
 
+    async def can_extend(self, status: ClientStatus) -> bool:
+        """The commune allows extending and this session has not been extended yet."""
+        if status.method == "extend" or status.seconds_remaining is None:
+            return False
+        try:
+            policy = await self.backend.policy(status.ap_id, None)
+        except Exception:
+            logger.error("backend crashed reading the policy of %s", status.ap_id, exc_info=True)
+            return False
+        insee = policy.insee if policy is not None else None
+        return options_for(self.settings.portal, insee).can_extend_session
+
     def render_status(
-        self, request: web.Request, lang: str, status: ClientStatus | None
+        self,
+        request: web.Request,
+        lang: str,
+        status: ClientStatus | None,
+        *,
+        can_extend: bool = False,
+        notice: str | None = None,
     ) -> web.Response:
         _ = self.translations[lang].gettext
         catalog = self.translations[lang]
@@ -110,6 +129,13 @@ class VisitorPages(PortalBase):
             ap_id=status.ap_id,
             logout_url=self.routes.logout,
             csrf=token,
+            extend_url=self.routes.status.rstrip("/") + "/extend" if can_extend else None,
+            extend_csrf=make_token(
+                self.key, "extend", self.status_subject(status), now=self.clock()
+            )
+            if can_extend
+            else None,
+            notice=notice,
         )
 
     # -- handlers -------------------------------------------------------------------------
@@ -136,7 +162,75 @@ class VisitorPages(PortalBase):
         lang = self.language(request)
         ap_id = request.query.get("ap")
         status = await self.lookup(request, ap_id if ap_id else None)
-        return self.render_status(request, lang, status)
+        can_extend = status is not None and await self.can_extend(status)
+        return self.render_status(request, lang, status, can_extend=can_extend)
+
+    async def extend(self, request: web.Request) -> web.Response:
+        """``POST /status/extend``: extend the requester's session once (anti-forgery
+        token required; the commune must allow it)."""
+        form = await request.post()
+        lang = self.language(request, field(form, "lang"))
+        _ = self.translations[lang].gettext
+        ap_id = field(form, "ap") or None
+        status = await self.lookup(request, ap_id)
+        if status is None:
+            return self.render_status(request, lang, None)
+        try:
+            check_token(
+                field(form, "csrf"),
+                self.key,
+                "extend",
+                self.status_subject(status),
+                now=self.clock(),
+            )
+        except (StateInvalid, StateExpired) as exc:
+            self.counters.bad_csrf += 1
+            logger.warning("refused an extend form: %s", exc)
+            return self.message(
+                lang,
+                title=_("Please start again"),
+                text=_("This page has expired."),
+                status=403,
+                back_url=self.routes.status,
+            )
+        if not await self.can_extend(status):
+            self.counters.extend_refused += 1
+            return self.render_status(
+                request, lang, status, notice=_("This session cannot be extended.")
+            )
+        try:
+            result = await self.backend.extend(status.ap_id, status.client_mac)
+        except Exception:
+            logger.error("backend crashed extending a session", exc_info=True)
+            result = None
+        if result is None or not result.ok:
+            self.counters.extend_refused += 1
+            logger.warning(
+                "extension refused on ap=%s: %s", status.ap_id, result.error if result else "crash"
+            )
+            return self.message(
+                lang,
+                title=_("Extension failed"),
+                text=_("The session could not be extended."),
+                hint=_("This is usually temporary. Please try again in a few seconds."),
+                status=503,
+                back_url=self.routes.status,
+            )
+        self.counters.extends += 1
+        logger.info(
+            "session extended on ap=%s client=%s by %d min",
+            status.ap_id,
+            mac_tag(status.client_mac, self.key),
+            result.session_minutes,
+        )
+        return self.message(
+            lang,
+            title=_("Session extended"),
+            text=_("Your session has been extended by %(duration)s.")
+            % {"duration": format_duration(result.session_minutes, self.translations[lang])},
+            status=200,
+            alert=False,
+        )
 
     async def logout(self, request: web.Request) -> web.Response:
         """``POST /logout``: cut the requester off (anti-forgery token required)."""
@@ -207,7 +301,7 @@ class VisitorPages(PortalBase):
                 self.routes.home if status is None else self.routes.status
             ),
             venue_info_url=portal.venue_info_url,
-            can_extend_session=portal.can_extend_session,
+            can_extend_session=status is not None and await self.can_extend(status),
         )
         # §5: the media type is exactly application/captive+json (JSON is UTF-8 by
         # definition, RFC 8259 §8.1: no charset parameter); no-store is set for all.

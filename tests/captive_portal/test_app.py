@@ -48,6 +48,8 @@ class FakeBackend:
         self.logout_result = LogoutResult(ok=True)
         self.commune_policy: CommunePolicy | None = None
         self.codes: dict[str, int] = {}
+        self.extends: list[tuple[str, str]] = []
+        self.extend_result = LoginResult(ok=True, session_minutes=24 * 60)
 
     async def policy(self, ap_id: str, client_mac: str | None) -> CommunePolicy | None:
         return self.commune_policy
@@ -67,6 +69,10 @@ class FakeBackend:
                 if (s.ap_id, s.client_mac) != (ap_id, client_mac)
             }
         return self.logout_result
+
+    async def extend(self, ap_id: str, client_mac: str) -> LoginResult:
+        self.extends.append((ap_id, client_mac))
+        return self.extend_result
 
     async def authorize(self, request: LoginRequest) -> LoginResult:
         self.calls.append(request)

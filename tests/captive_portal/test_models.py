@@ -30,6 +30,15 @@ def test_counters_start_at_zero_and_snapshot_is_a_copy() -> None:
         "bad_code": 0,
         "code_rate_limited": 0,
         "terms_changed": 0,
+        "method_off": 0,
+        "codes_sent": 0,
+        "code_send_failed": 0,
+        "code_send_cooldown": 0,
+        "code_send_capped": 0,
+        "bad_address": 0,
+        "prefix_refused": 0,
+        "extends": 0,
+        "extend_refused": 0,
     }
     counters.bad_fas += 1
     assert snapshot["bad_fas"] == 0

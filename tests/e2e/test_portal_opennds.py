@@ -78,6 +78,9 @@ class NdsctlBackend:
         res = await self.hotspot.arun_in("ap", "ndsctl", "deauth", client_mac)
         return LogoutResult(ok=res.returncode == 0, error=res.stdout[-200:] or None)
 
+    async def extend(self, ap_id: str, client_mac: str) -> LoginResult:
+        return LoginResult(ok=False, session_minutes=0, error="not extended in this test")
+
 
 @pytest.fixture
 async def gateway(make_hotspot: Callable[..., Hotspot]) -> tuple[Hotspot, Settings]:

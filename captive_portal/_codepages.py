@@ -1,0 +1,366 @@
+"""Login by a code sent by e-mail or SMS: the "send me a code" forms and the code check.
+
+``POST {faspath}email`` or ``{faspath}sms`` (consent, address or number) checks the
+commune's methods, the address, the country code and the send limits, sends a 6-digit
+code and shows the code form, which carries a challenge id (``captive_portal._codes``).
+``POST {faspath}code`` goes through the common login flow (``app._Portal.login``), which
+calls ``check_code`` here before authorising. HTTP adaptation only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from aiohttp import web
+from yarl import URL
+
+from captive_portal._codes import (
+    Challenge,
+    Channel,
+    CodeBook,
+    SendLimiter,
+    mask_email,
+    mask_phone,
+    new_code,
+    normalize_email,
+    normalize_phone,
+    phone_allowed,
+)
+from captive_portal._email import EmailError, EmailSender, build_message
+from captive_portal._fas import FasRequest, LoginState, mac_tag
+from captive_portal._methods import CommuneOptions, options_for
+from captive_portal._pages import field
+from captive_portal._sms import HttpSmsProvider, SmsError, SmsProvider
+from captive_portal._visitor import VisitorPages
+from captive_portal.errors import StateExpired, StateInvalid
+from captive_portal.models import CommunePolicy, PortalBackend
+from controller.config import Settings
+
+__all__ = ["CodePages"]
+
+logger = logging.getLogger(__name__)
+
+MAX_IDENTITY_CHARS: Final = 254
+
+
+class CodePages(VisitorPages):
+    """The e-mail and SMS code handlers (mixed into the portal's login flow)."""
+
+    def __init__(
+        self, settings: Settings, backend: PortalBackend, clock: Callable[[], float]
+    ) -> None:
+        super().__init__(settings, backend, clock)
+        self.codebook = CodeBook()
+        self.send_limiter = SendLimiter()
+        self.email_sender = EmailSender(settings.portal.email)
+        self.sms_provider: SmsProvider = HttpSmsProvider(settings.portal.sms)
+
+    # -- provided by the login flow (captive_portal.app) -------------------------------
+
+    def login_form(
+        self,
+        lang: str,
+        state: str,
+        fas: FasRequest,
+        *,
+        policy: CommunePolicy | None,
+        terms_version: str,
+        error: str | None = None,
+        code_error: str | None = None,
+        **extra: Any,
+    ) -> web.Response:
+        raise NotImplementedError
+
+    async def commune_policy(self, ap_id: str, mac: str | None) -> CommunePolicy | None:
+        raise NotImplementedError
+
+    def terms_version(self, policy: CommunePolicy | None) -> str:
+        raise NotImplementedError
+
+    def check_state(self, token: str) -> LoginState:
+        raise NotImplementedError
+
+    def bad_state(
+        self, lang: str, exc: StateInvalid | StateExpired, *, switch_to: URL | None
+    ) -> web.Response:
+        raise NotImplementedError
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def options(self, policy: CommunePolicy | None) -> CommuneOptions:
+        """The methods, WiFi4EU mode and extension rule of the policy's commune."""
+        return options_for(self.settings.portal, policy.insee if policy is not None else None)
+
+    def code_page(
+        self,
+        lang: str,
+        *,
+        state: str,
+        challenge: str,
+        channel: Channel,
+        to: str,
+        minutes: int,
+        error: str | None = None,
+    ) -> web.Response:
+        _ = self.translations[lang].gettext
+        return self.render(
+            "code.html",
+            lang,
+            title=_("Enter your code"),
+            status=400 if error else 200,
+            state=state,
+            challenge=challenge,
+            channel=channel,
+            to=to,
+            minutes=minutes,
+            error=error,
+            code_url=self.routes.fas.rstrip("/") + "/code",
+            back_url=str(self.form_url(state).update_query(lang=lang)),
+        )
+
+    def _send_limits(
+        self, channel: Channel, identity: str, request: web.Request, device: str
+    ) -> str | None:
+        """None if a code may be sent, else the refusal ("cooldown" or "capped")."""
+        now = self.clock()
+        if channel == "email":
+            e = self.settings.portal.email
+            per_identity, per_source, cooldown = (
+                e.per_address_per_day,
+                e.per_ip_per_day,
+                e.cooldown_s,
+            )
+        else:
+            s = self.settings.portal.sms
+            per_identity, per_source, cooldown = (
+                s.per_number_per_day,
+                s.per_ip_per_day,
+                s.cooldown_s,
+            )
+        verdicts = (
+            self.send_limiter.verdict(
+                f"{channel}:{identity}", now, cap=per_identity, cooldown_s=cooldown
+            ),
+            self.send_limiter.verdict(f"{channel}-dev:{device}", now, cap=per_identity),
+            self.send_limiter.verdict(f"{channel}-ip:{request.remote}", now, cap=per_source),
+        )
+        if "capped" in verdicts:
+            return "capped"
+        if "cooldown" in verdicts:
+            return "cooldown"
+        return None
+
+    async def _deliver(self, channel: Channel, identity: str, code: str, lang: str) -> bool:
+        """Send the code; False (logged, counted) if the relay or provider refused it."""
+        catalog = self.translations[lang]
+        network = self.settings.portal.network_name
+        try:
+            if channel == "email":
+                minutes = self.settings.portal.email.code_minutes
+                body = catalog.gettext(
+                    "Your code to connect to %(network)s: %(code)s\n\n"
+                    "It is valid for %(minutes)s minutes. "
+                    "If you did not ask for it, ignore this message."
+                ) % {"network": network, "code": code, "minutes": minutes}
+                subject = catalog.gettext("Your Wi-Fi code: %(code)s") % {"code": code}
+                message = build_message(
+                    self.settings.portal.email, identity, subject, body, self.clock()
+                )
+                await self.email_sender.send(message)
+            else:
+                minutes = self.settings.portal.sms.code_minutes
+                text = catalog.gettext(
+                    "%(network)s: your Wi-Fi code is %(code)s (valid %(minutes)s min)."
+                ) % {"network": network, "code": code, "minutes": minutes}
+                await self.sms_provider.send(identity, text)
+        except (EmailError, SmsError) as exc:
+            self.counters.code_send_failed += 1
+            logger.warning("could not send a %s code: %s", channel, exc)
+            return False
+        return True
+
+    # -- handlers -----------------------------------------------------------------------
+
+    async def send_email(self, request: web.Request) -> web.Response:
+        """``POST {faspath}email``: send a code to the address typed."""
+        return await self.send_code(request, "email")
+
+    async def send_sms(self, request: web.Request) -> web.Response:
+        """``POST {faspath}sms``: send a code to the number typed."""
+        return await self.send_code(request, "sms")
+
+    async def send_code(self, request: web.Request, channel: Channel) -> web.Response:
+        """Check the form and the limits, send the code, show the code form."""
+        form = await request.post()
+        lang = self.language(request, field(form, "lang"))
+        _ = self.translations[lang].gettext
+        token = field(form, "state") or ""
+        try:
+            login = self.check_state(token)
+        except (StateInvalid, StateExpired) as exc:
+            return self.bad_state(lang, exc, switch_to=None)
+        fas = login.fas
+        policy = await self.commune_policy(fas.gateway_name, fas.client_mac)
+        if not self.options(policy).offers(channel):
+            self.counters.method_off += 1
+            raise web.HTTPNotFound()
+        version = self.terms_version(policy)
+        raw = (field(form, "identity") or "")[:MAX_IDENTITY_CHARS]
+
+        def again(**errors: str) -> web.Response:
+            return self.login_form(
+                lang,
+                token,
+                fas,
+                policy=policy,
+                terms_version=version,
+                **{f"{channel}_value": raw},
+                **errors,
+            )
+
+        if version != login.terms_version:
+            self.counters.terms_changed += 1
+            return self.login_form(
+                lang,
+                token,
+                fas,
+                policy=policy,
+                terms_version=version,
+                error=_("The terms of use have changed. Please read them and accept them again."),
+            )
+        consent = field(form, "consent")
+        prior = consent == "prior" and policy is not None and policy.accepted_version == version
+        if consent != "yes" and not prior:
+            self.counters.missing_consent += 1
+            return again(error=_("Please tick the box to accept the terms of use."))
+        identity = self.identity_of(channel, raw)
+        if identity is None:
+            self.counters.bad_address += 1
+            if channel == "email":
+                return again(email_error=_("Please enter a valid e-mail address."))
+            return again(
+                sms_error=_(
+                    "Please enter a valid mobile number, with its country code "
+                    "(for example +33 6 12 34 56 78)."
+                )
+            )
+        if channel == "sms" and not phone_allowed(
+            identity, self.settings.portal.sms.allowed_prefixes
+        ):
+            self.counters.prefix_refused += 1
+            return again(sms_error=_("Codes cannot be sent by SMS to this country."))
+        refusal = self._send_limits(channel, identity, request, fas.client_mac)
+        if refusal is not None:
+            key = f"{channel}_error"
+            if refusal == "cooldown":
+                self.counters.code_send_cooldown += 1
+                text = _("A code was sent a moment ago. Please wait a minute before asking again.")
+            else:
+                self.counters.code_send_capped += 1
+                text = _(
+                    "Too many codes were asked today. "
+                    "Please use another way to connect, or try again tomorrow."
+                )
+            return again(**{key: text})
+        settings = self.settings.portal.email if channel == "email" else self.settings.portal.sms
+        code = new_code()
+        if not await self._deliver(channel, identity, code, lang):
+            return again(
+                **{
+                    f"{channel}_error": _(
+                        "The code could not be sent. Please try again in a moment."
+                    )
+                }
+            )
+        now = self.clock()
+        for key in (
+            f"{channel}:{identity}",
+            f"{channel}-dev:{fas.client_mac}",
+            f"{channel}-ip:{request.remote}",
+        ):
+            self.send_limiter.sent(key, now)
+        self.codebook.sweep(now)
+        challenge = self.codebook.issue(
+            channel,
+            identity,
+            fas.client_mac,
+            code=code,
+            now=now,
+            ttl_s=settings.code_minutes * 60,
+            attempts=settings.max_attempts,
+        )
+        self.counters.codes_sent += 1
+        logger.info(
+            "%s code sent for ap=%s client=%s",
+            channel,
+            fas.gateway_name,
+            mac_tag(fas.client_mac, self.key),
+        )
+        return self.code_page(
+            lang,
+            state=token,
+            challenge=challenge,
+            channel=channel,
+            to=mask_email(identity) if channel == "email" else mask_phone(identity),
+            minutes=settings.code_minutes,
+        )
+
+    def identity_of(self, channel: Channel, raw: str) -> str | None:
+        """The normalised address or number typed, None if it is not one."""
+        return normalize_email(raw) if channel == "email" else normalize_phone(raw)
+
+    def code_channel(self, form: Mapping[str, object]) -> Channel | None:
+        """The channel of the form's challenge (None: unknown or gone)."""
+        challenge = self.codebook.peek(field(form, "challenge") or "")
+        return challenge.channel if challenge is not None else None
+
+    def check_code(
+        self,
+        request: web.Request,
+        form: Mapping[str, object],
+        lang: str,
+        token: str,
+        fas: FasRequest,
+    ) -> Challenge | web.Response:
+        """The used challenge if the code typed is right, else the code form again
+        (one answer for a wrong, expired, used or foreign code)."""
+        _ = self.translations[lang].gettext
+        challenge_id = field(form, "challenge") or ""
+        pending = self.codebook.peek(challenge_id)
+        now = self.clock()
+        keys = (f"mac:{mac_tag(fas.client_mac, self.key)}", f"ip:{request.remote}")
+        limited = any(self.code_limiter.blocked(k, now) for k in keys)
+        used = (
+            None
+            if limited
+            else self.codebook.check(challenge_id, field(form, "code") or "", fas.client_mac, now)
+        )
+        if used is not None:
+            return used
+        if limited:
+            self.counters.code_rate_limited += 1
+            error = _("Too many wrong codes. Please wait ten minutes.")
+        else:
+            self.counters.bad_code += 1
+            for key in keys:
+                self.code_limiter.fail(key, now)
+            error = _("This code is not valid or can no longer be used.")
+        channel: Channel = pending.channel if pending is not None else "email"
+        settings = self.settings.portal.email if channel == "email" else self.settings.portal.sms
+        alive = pending is not None and self.codebook.peek(challenge_id) is not None
+        to = ""
+        if pending is not None:
+            to = (
+                mask_email(pending.identity) if channel == "email" else mask_phone(pending.identity)
+            )
+        return self.code_page(
+            lang,
+            state=token,
+            challenge=challenge_id if alive else "",
+            channel=channel,
+            to=to,
+            minutes=settings.code_minutes,
+            error=error,
+        )
