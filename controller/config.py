@@ -134,6 +134,9 @@ class DashboardSettings(_Section):
     login_window_s: Annotated[int, Field(ge=10, le=86400)] = 900
     # Mark the login cookie Secure: set it when the dashboards are served over HTTPS.
     secure_cookie: bool = False
+    # Where `borne dashboard assets install` puts the charting library (npm); without
+    # it the pages keep their server-drawn charts and tables.
+    assets_dir: Path = Path("dashboard-assets")
 
 
 class RadiusSettings(_Section):

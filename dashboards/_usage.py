@@ -26,6 +26,7 @@ __all__ = [
     "DayDigest",
     "UsageView",
     "bar_chart",
+    "chart_data",
     "digest",
     "to_csv",
     "usage_view",
@@ -102,6 +103,7 @@ class UsageView:
         busiest_hours: the three busiest hours, busiest first (hours with visitors).
         dwell: ``(label, sessions)`` per dwell-time bucket.
         last_year: visitors of the same days one year before (None: no data then).
+        last_year_daily: ``day → visitors`` one year before that day (days with data).
         came_from: ``(commune, visitors)`` flows into the place, largest first.
         went_to: ``(commune, visitors)`` flows out of the place, largest first.
         routes: ``(origin, destination, visitors)`` largest routes (territory view).
@@ -113,6 +115,7 @@ class UsageView:
     busiest_hours: list[int]
     dwell: list[tuple[str, int]]
     last_year: int | None
+    last_year_daily: dict[str, int]
     came_from: list[tuple[str, int]]
     went_to: list[tuple[str, int]]
     routes: list[tuple[str, str, int]]
@@ -144,6 +147,9 @@ def usage_view(
     dwell = [(DWELL_LABELS[name], totals[name]) for name, _ in DWELL_BUCKETS]
     ly = [d.days.get(place, {}).get("visitors", 0) for d in last_year]
     last = sum(ly) if any(d.days.get(place) for d in last_year) else None
+    ly_daily = {
+        _year_after(d.day): d.days[place].get("visitors", 0) for d in last_year if d.days.get(place)
+    }
     came: dict[str, int] = {}
     went: dict[str, int] = {}
     routes: dict[tuple[str, str], int] = {}
@@ -167,10 +173,77 @@ def usage_view(
         busiest,
         dwell,
         last,
+        ly_daily,
         ranked(came),
         ranked(went),
         [(o, d, n) for (o, d), n in sorted(routes.items(), key=lambda kv: (-kv[1], kv[0]))][:top],
     )
+
+
+def _year_after(day: str) -> str:
+    # The same month and day a year later (the pages compare a day with that day).
+    return f"{int(day[:4]) + 1:04d}{day[4:]}"
+
+
+def _sankey(
+    place: str, view: UsageView, name_of: Callable[[str], str]
+) -> dict[str, list[dict[str, object]]]:
+    """Nodes and links of the flows' Sankey diagram.
+
+    A commune: where its visitors came from → the commune → where they went next. The
+    territory: origins → destinations of the main routes. Origins and destinations are
+    distinct nodes (``o:``/``d:`` prefixes), so that a route and its return never make a
+    cycle (a Sankey diagram has none); the label is the commune's name.
+    """
+    nodes: dict[str, str] = {}
+    links: list[dict[str, object]] = []
+
+    def node(key: str, insee: str) -> str:
+        nodes.setdefault(key, name_of(insee))
+        return key
+
+    if place:
+        middle = node(f"p:{place}", place)
+        for origin, n in view.came_from:
+            links.append({"source": node(f"o:{origin}", origin), "target": middle, "value": n})
+        for dest, n in view.went_to:
+            links.append({"source": middle, "target": node(f"d:{dest}", dest), "value": n})
+    else:
+        for origin, dest, n in view.routes:
+            links.append(
+                {
+                    "source": node(f"o:{origin}", origin),
+                    "target": node(f"d:{dest}", dest),
+                    "value": n,
+                }
+            )
+    return {
+        "nodes": [{"name": key, "label": label} for key, label in nodes.items()],
+        "links": links,
+    }
+
+
+def chart_data(place: str, view: UsageView, name_of: Callable[[str], str]) -> dict[str, object]:
+    """What the page's charts draw (the same figures as its tables), as JSON-able data.
+
+    Args:
+        place: the commune (INSEE) or ``""`` for the territory.
+        view: the usage tables.
+        name_of: a commune's name from its INSEE code.
+    """
+    days = [d for d, _ in view.daily]
+    return {
+        "days": days,
+        "visitors": [v.get("visitors") for _, v in view.daily],
+        "sessions": [v.get("sessions") for _, v in view.daily],
+        "last_year": [view.last_year_daily.get(d) for d in days],
+        "bytes_up": [v.get("bytes_up") for _, v in view.daily],
+        "bytes_down": [v.get("bytes_down") for _, v in view.daily],
+        "hours": list(view.hours),
+        "dwell_labels": [label for label, _ in view.dwell],
+        "dwell": [n for _, n in view.dwell],
+        "sankey": _sankey(place, view, name_of),
+    }
 
 
 def to_csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import secrets
 import time
@@ -47,7 +48,7 @@ from pydantic import BaseModel
 
 from controller.registry import lot_communes
 from controller.service import Controller, mac_tag
-from controller.stats import StatsStore, make_store
+from controller.stats import Cell, StatsStore, make_store
 from dashboards._auth import (
     ROLE_LABELS,
     Account,
@@ -81,11 +82,14 @@ from dashboards._usage import (
     DayDigest,
     UsageView,
     bar_chart,
+    chart_data,
     digest,
     to_csv,
     usage_view,
 )
 from dashboards.accounts import AccountError, AccountStore, Login
+from dashboards.assets import URL as CHARTS_URL
+from dashboards.assets import Bundle, load_bundle
 from dashboards.models import FleetResponse, SessionsResponse
 from dashboards.watch import FleetWatcher
 
@@ -101,9 +105,6 @@ REFRESH_S: Final = 5
 MAP_DAYS: Final = 7
 # Final days whose per-commune visitors stay in memory (a year and a bit).
 _DAY_CACHE: Final = 400
-# Day digests (per commune: day values, hours, flows) kept in memory: two months and a
-# bit, about 1 MB each for the Lot's 320 communes.
-_DIGEST_CACHE: Final = 70
 # The longest period a usage page covers (a year, leap or not).
 MAX_PERIOD_DAYS: Final = 366
 # Default period: the last 30 complete days.
@@ -125,7 +126,7 @@ MAX_INCIDENTS: Final = 50
 # The login cookie. Its value is a random token; the database keeps only its SHA-256.
 COOKIE: Final = "borne_login"
 # Reachable without a login.
-_PUBLIC: Final = frozenset({"/healthz", "/login"})
+_PUBLIC: Final = frozenset({"/healthz", "/login", CHARTS_URL})
 # Reachable between the password and the TOTP code.
 _SECOND_STEP: Final = frozenset({"/login/totp", "/logout"})
 _LOGIN: Final = web.RequestKey("dashboards.login", Login)
@@ -139,6 +140,26 @@ def _time_zone() -> tzinfo:
         # A machine without the tz database (no tzdata package): UTC is still right.
         logger.warning("time zone %s unknown here: times are shown in UTC", TIME_ZONE)
         return UTC
+
+
+def _span(days: list[date]) -> list[date]:
+    """Every day from the first of ``days`` to the last (empty for none)."""
+    if not days:
+        return []
+    return [days[0] + timedelta(days=i) for i in range((days[-1] - days[0]).days + 1)]
+
+
+def _megabytes(value: int | None) -> str:
+    """Bytes as megabytes with one decimal, French style (``—`` without a figure)."""
+    if value is None:
+        return "—"
+    return f"{value / 1e6:.1f}".replace(".", ",")
+
+
+def _json_block(data: object) -> Markup:
+    """JSON to put inside a ``<script type="application/json">`` element safely."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
 def _is_loopback(host: str) -> bool:
@@ -196,6 +217,7 @@ def create_app(
     app.router.add_post("/admin/accounts", dashboard.accounts_create)
     app.router.add_post("/admin/accounts/{username}/active", dashboard.accounts_active)
     app.router.add_get("/healthz", _healthz, name="healthz")
+    app.router.add_get(CHARTS_URL, dashboard.charts_library, name="charts-library")
     return app
 
 
@@ -203,7 +225,7 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     # Live data: never from a cache. No referrer leaves the site (it has no link out);
     # same-origin rather than no-referrer, so that browsers send a real Origin header
     # (not "null") with our own forms, which the origin check relies on.
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("Content-Security-Policy", _API_CSP)
@@ -279,9 +301,10 @@ class _Dashboard:
         self._stats = stats
         self._own_stats = stats is None
         self.territory: Territory = load_territory()
+        # The charting library, if `borne dashboard assets install` put it there.
+        self.bundle: Bundle | None = load_bundle(controller.settings.dashboard.assets_dir)
         # Visitors per commune of each final day, read once: a final day never changes.
         self.day_visitors: dict[str, dict[str, int]] = {}
-        self.digests: dict[str, DayDigest] = {}
         self.accounts = AccountStore(controller.db)
         self.watcher = FleetWatcher(controller.db, clock)
         self.closing = asyncio.Event()
@@ -476,19 +499,25 @@ class _Dashboard:
         store's interface; a day without published cells adds nothing.
         """
         today = datetime.fromtimestamp(now, self.tz).date()
-        total: dict[str, int] = {}
-        for back in range(1, days + 1):
-            day = (today - timedelta(days=back)).isoformat()
-            per = self.day_visitors.get(day)
-            if per is None:
-                per = {}
-                for cell in await self.stats().read_day(day):
-                    if (cell.kind, cell.scope, cell.period) == ("presence", "commune", "day"):
-                        per[cell.insee] = per.get(cell.insee, 0) + cell.visitors
+        wanted = [(today - timedelta(days=back)).isoformat() for back in range(days, 0, -1)]
+        missing = [d for d in wanted if d not in self.day_visitors]
+        if missing:
+            # One read for the days not seen yet (a final day never changes).
+            fresh: dict[str, dict[str, int]] = {d: {} for d in missing}
+            cells = await self.stats().read_period(
+                missing[0], missing[-1], scopes=("commune",), period="day"
+            )
+            for cell in cells:
+                per = fresh.get(cell.day)
+                if per is not None and cell.kind == "presence":
+                    per[cell.insee] = per.get(cell.insee, 0) + cell.visitors
+            for day, per in fresh.items():
                 if len(self.day_visitors) >= _DAY_CACHE:
                     self.day_visitors.pop(min(self.day_visitors))
                 self.day_visitors[day] = per
-            for insee, n in per.items():
+        total: dict[str, int] = {}
+        for day in wanted:
+            for insee, n in self.day_visitors[day].items():
                 total[insee] = total.get(insee, 0) + n
         return total
 
@@ -644,19 +673,36 @@ class _Dashboard:
             logger.debug("live fleet page closed")
         return response
 
-    async def _digest(self, day: str, today: str) -> DayDigest:
-        """One day's published cells, reduced (kept in memory once the day is over)."""
-        cached = self.digests.get(day)
-        if cached is not None:
-            return cached
-        cells = await self.stats().read_day(day)
+    async def _digests(
+        self, place: str, days: list[date], period: str | None = None
+    ) -> list[DayDigest]:
+        """The place's published cells over ``days`` (consecutive), one digest a day.
+
+        One store read by place and period (``StatsStore.read_period``): the commune's or
+        the territory's presence cells, and flows from or to the commune (every flow for
+        the territory; the digest of ``period="day"`` reads no flow).
+        """
+        if not days:
+            return []
+        scopes = ["commune" if place else "territory"]
+        if period is None:
+            scopes.append("flow")
+        cells = await self.stats().read_period(
+            days[0].isoformat(),
+            days[-1].isoformat(),
+            scopes=scopes,
+            places=[place] if place else None,
+            period=period,
+        )
+        by_day: dict[str, list[Cell]] = {}
+        for cell in cells:
+            by_day.setdefault(cell.day, []).append(cell)
         tz = self.tz
-        result = digest(day, cells, lambda t: datetime.fromtimestamp(t, tz).hour)
-        if day < today:
-            if len(self.digests) >= _DIGEST_CACHE:
-                self.digests.pop(min(self.digests))
-            self.digests[day] = result
-        return result
+
+        def hour_of(t: int) -> int:
+            return datetime.fromtimestamp(t, tz).hour
+
+        return [digest(d.isoformat(), by_day.get(d.isoformat(), ()), hour_of) for d in days]
 
     def _period(self, request: web.Request, now: float) -> tuple[date, date]:
         """The period asked for (``from``/``to``, ISO dates), else the last 30 days."""
@@ -696,16 +742,18 @@ class _Dashboard:
         now = self.clock()
         place = self._place(request)
         start, end = self._period(request, now)
-        today = datetime.fromtimestamp(now, self.tz).date().isoformat()
         days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-        digests = [await self._digest(d.isoformat(), today) for d in days]
-        last_year = []
+        digests = await self._digests(place, days)
+        before = []
         for d in days:
             try:
-                before = d.replace(year=d.year - 1)
+                before.append(d.replace(year=d.year - 1))
             except ValueError:  # 29 February
                 continue
-            last_year.append(await self._digest(before.isoformat(), today))
+        wanted = {d.isoformat() for d in before}
+        last_year = [
+            x for x in await self._digests(place, _span(before), period="day") if x.day in wanted
+        ]
         account = self._account(request)
         visible = None if account is None or account.sees_territory else set(account.communes)
         return place, start, end, usage_view(place, digests, last_year, visible)
@@ -729,6 +777,9 @@ class _Dashboard:
             end=end.isoformat(),
             view=view,
             commune_name_of=self._name,
+            megabytes=_megabytes,
+            charts_url=CHARTS_URL if self.bundle is not None else None,
+            chart_json=_json_block(chart_data(place, view, self._name)),
             daily_chart=Markup(
                 bar_chart(
                     [v.get("visitors", 0) for _, v in view.daily],
@@ -808,6 +859,23 @@ class _Dashboard:
             content_type="text/csv",
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    async def charts_library(self, request: web.Request) -> web.Response:
+        """``GET /assets/echarts.min.js``: the charting library npm installed (404 without)."""
+        bundle = self.bundle
+        if bundle is None:
+            raise web.HTTPNotFound(text="bibliothèque non installée / library not installed")
+        headers = {"Cache-Control": "public, max-age=86400", "ETag": bundle.etag}
+        if request.headers.get("If-None-Match") == bundle.etag:
+            return web.Response(status=304, headers=headers)
+        body = bundle.body
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            body = bundle.gzipped
+            headers["Content-Encoding"] = "gzip"
+        headers["Vary"] = "Accept-Encoding"
+        return web.Response(
+            body=body, content_type="text/javascript", charset="utf-8", headers=headers
         )
 
     # -- login --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import collections
 import datetime as dt
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -61,6 +61,26 @@ class StatsStore(Protocol):
 
     async def read_day(self, day: str) -> list[Cell]:
         """Every stored cell of local day ``day``."""
+
+    async def read_period(
+        self,
+        first_day: str,
+        last_day: str,
+        *,
+        scopes: Collection[str],
+        places: Collection[str] | None = None,
+        period: str | None = None,
+    ) -> list[Cell]:
+        """The cells of a place over a period, in one query per measurement.
+
+        Args:
+            first_day: the first local day, ``YYYY-MM-DD``.
+            last_day: the last local day (included).
+            scopes: the scopes wanted (``territory``, ``commune``, ``hotspot``, ``flow``).
+            places: None for every place; else INSEE codes (``""`` is the territory):
+                presence cells of those places, flows from or to one of them.
+            period: ``day`` or ``hour`` only (None: both).
+        """
 
     async def aclose(self) -> None:
         """Release connections."""
@@ -146,8 +166,58 @@ class SqlStatsStore:
             )
         return out
 
+    async def read_period(
+        self,
+        first_day: str,
+        last_day: str,
+        *,
+        scopes: Collection[str],
+        places: Collection[str] | None = None,
+        period: str | None = None,
+    ) -> list[Cell]:
+        """One query over the place and period indexes (``ix_stats_cells_place``,
+        ``ix_stats_cells_destination``)."""
+        t = stats_cells.c
+        where = [t.scope.in_(list(scopes)), t.day >= first_day, t.day <= last_day]
+        if period is not None:
+            where.append(t.period == period)
+        if places is None:
+            query: Any = sa.select(stats_cells).where(*where)
+        else:
+            codes = list(places)
+            # Flows into a place come through the destination index; the rest (presence
+            # of the places, flows out of them) through the place index.
+            query = sa.union_all(
+                sa.select(stats_cells).where(*where, t.insee.in_(codes)),
+                sa.select(stats_cells).where(
+                    *where,
+                    t.scope == "flow",
+                    t.destination.in_(codes),
+                    t.insee.not_in(codes),
+                ),
+            )
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_cell(r) for r in rows]
+
     async def aclose(self) -> None:
         """Nothing to release: the database belongs to the caller."""
+
+
+def _cell(r: Any) -> Cell:
+    names = FLOW_FIELDS if r.kind == "flow" else PRESENCE_FIELDS
+    return Cell(
+        r.kind,
+        r.scope,
+        r.period,
+        int(r.start),
+        r.day,
+        r.insee,
+        r.ap_id,
+        r.destination,
+        {n: int(getattr(r, n)) for n in names},
+        bool(r.noised),
+    )
 
 
 def _row(c: Cell) -> dict[str, Any]:
@@ -170,7 +240,10 @@ def _row(c: Cell) -> dict[str, Any]:
 # -------------------------------------------------------------------------- InfluxQL reads
 
 
-def _cells_from_influxql(answer: dict[str, Any], kind: str, day: str, tz: ZoneInfo) -> list[Cell]:
+def _cells_from_influxql(
+    answer: dict[str, Any], kind: str, day: str | None, tz: ZoneInfo
+) -> list[Cell]:
+    # ``day`` None: each cell's local day comes from its start (a read over a period).
     out: list[Cell] = []
     for result in answer.get("results", []):
         if "error" in result:
@@ -180,6 +253,7 @@ def _cells_from_influxql(answer: dict[str, Any], kind: str, day: str, tz: ZoneIn
             for values in series["values"]:
                 rec = dict(zip(cols, values, strict=True))
                 start = int(rec.pop("time"))
+                cell_day = day if day is not None else day_of(start, tz)
                 tags = {
                     k: rec.pop(k) or ""
                     for k in ("ap", "insee", "period", "scope", "origin", "destination")
@@ -193,7 +267,7 @@ def _cells_from_influxql(answer: dict[str, Any], kind: str, day: str, tz: ZoneIn
                             "flow",
                             "day",
                             start,
-                            day,
+                            cell_day,
                             tags.get("origin", ""),
                             "",
                             tags.get("destination", ""),
@@ -207,7 +281,7 @@ def _cells_from_influxql(answer: dict[str, Any], kind: str, day: str, tz: ZoneIn
                             tags.get("scope", ""),
                             tags.get("period", ""),
                             start,
-                            day,
+                            cell_day,
                             tags.get("insee", ""),
                             tags.get("ap", ""),
                             "",
@@ -221,6 +295,46 @@ def _influxql_day(day: str, tz: ZoneInfo) -> dict[str, str]:
     start, end = day_bounds(day, tz)
     where = f"time >= {int(start)}s AND time < {int(end)}s"
     return {m: f"SELECT * FROM {MEASUREMENTS[m]} WHERE {where}" for m in MEASUREMENTS}
+
+
+def _quote(value: str) -> str:
+    # An InfluxQL string literal: backslashes and single quotes escaped.
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _any_of(tag: str, values: Collection[str]) -> str:
+    return "(" + " OR ".join(f"{tag} = {_quote(v)}" for v in values) + ")"
+
+
+def _influxql_period(
+    first_day: str,
+    last_day: str,
+    tz: ZoneInfo,
+    scopes: Collection[str],
+    places: Collection[str] | None,
+    period: str | None,
+) -> dict[str, str]:
+    """One InfluxQL statement per measurement holding a wanted scope."""
+    start, _ = day_bounds(first_day, tz)
+    _, end = day_bounds(last_day, tz)
+    base = [f"time >= {int(start)}s", f"time < {int(end)}s"]
+    if period is not None:
+        base.append(f"period = {_quote(period)}")
+    out: dict[str, str] = {}
+    presence = [s for s in scopes if s != "flow"]
+    if presence:
+        # A territory cell has no insee tag: ``insee = ''`` matches it in InfluxQL.
+        where = [*base, _any_of("scope", presence)]
+        if places is not None:
+            where.append(_any_of("insee", places))
+        out["presence"] = f"SELECT * FROM {MEASUREMENTS['presence']} WHERE {' AND '.join(where)}"
+    if "flow" in scopes:
+        where = list(base)
+        if places is not None:
+            codes = [p for p in places if p] or [""]
+            where.append(f"({_any_of('origin', codes)} OR {_any_of('destination', codes)})")
+        out["flow"] = f"SELECT * FROM {MEASUREMENTS['flow']} WHERE {' AND '.join(where)}"
+    return out
 
 
 class _InfluxQLReader:
@@ -257,6 +371,22 @@ class _InfluxQLReader:
         out: list[Cell] = []
         for kind, q in _influxql_day(day, self.tz).items():
             out.extend(_cells_from_influxql(await self.query(q), kind, day, self.tz))
+        return out
+
+    async def read_period(
+        self,
+        first_day: str,
+        last_day: str,
+        *,
+        scopes: Collection[str],
+        places: Collection[str] | None = None,
+        period: str | None = None,
+    ) -> list[Cell]:
+        """The cells of places over a period: one InfluxQL query per measurement."""
+        out: list[Cell] = []
+        queries = _influxql_period(first_day, last_day, self.tz, scopes, places, period)
+        for kind, q in queries.items():
+            out.extend(_cells_from_influxql(await self.query(q), kind, None, self.tz))
         return out
 
 

@@ -17,8 +17,10 @@ __all__ = [
     "consumer_offsets",
     "dashboard_account_communes",
     "dashboard_accounts",
+    "dashboard_commune_contacts",
     "dashboard_incidents",
     "dashboard_logins",
+    "dashboard_reports",
     "metadata",
     "processed_messages",
     "session_events",
@@ -357,4 +359,36 @@ portal_consents = sa.Table(
     sa.Column("method", sa.String(32), nullable=False),
     sa.Column("language", sa.String(8), nullable=False),
     sa.Index("ix_portal_consents_device", "device_hash", "insee", "version"),
+)
+# Reads by place and period (dashboards): presence and outgoing flows by place, incoming
+# flows by destination.
+sa.Index("ix_stats_cells_place", stats_cells.c.scope, stats_cells.c.insee, stats_cells.c.day)
+sa.Index(
+    "ix_stats_cells_destination",
+    stats_cells.c.scope,
+    stats_cells.c.destination,
+    stats_cells.c.day,
+)
+# Monthly reports per commune, generated on schedule (dashboards.reports): gzip'd
+# print-ready HTML, downloaded by the commune's accounts.
+dashboard_reports = sa.Table(
+    "dashboard_reports",
+    metadata,
+    sa.Column("insee", sa.String(5), primary_key=True),
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("generated_at", Time, nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+)
+# A commune's contact details, kept by its manager on the dashboards (for the portal).
+dashboard_commune_contacts = sa.Table(
+    "dashboard_commune_contacts",
+    metadata,
+    sa.Column("insee", sa.String(5), primary_key=True),
+    sa.Column("label", sa.String(200), nullable=False, server_default=""),
+    sa.Column("phone", sa.String(32), nullable=False, server_default=""),
+    sa.Column("email", sa.String(200), nullable=False, server_default=""),
+    sa.Column("address", sa.String(500), nullable=False, server_default=""),
+    sa.Column("hours", sa.String(500), nullable=False, server_default=""),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("updated_by", sa.String(64), nullable=False),
 )

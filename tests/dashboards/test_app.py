@@ -31,6 +31,9 @@ from controller.storage import open_database
 from dashboards._auth import Role, hash_password
 from dashboards.accounts import AccountStore
 from dashboards.app import COOKIE, create_app
+from tests.dashboards.test_assets import installed
+
+__all__ = ["installed"]  # npm-installed ECharts, from the assets tests
 
 NOW = 1_780_000_000.0  # a fixed moment: the page's relative times are deterministic
 INSEE = {c.name: c.insee for c in lot_communes()}
@@ -725,3 +728,47 @@ async def test_monthly_report_renders_with_charts_and_is_scoped(
     assert '<dd id="report-visitors">201</dd>' in html  # 100 + 101, both days in May
     assert (await viewer.get(f"/report?commune={INSEE['Cahors']}")).status == 403
     assert (await viewer.get("/report?month=2026-13")).status == 400
+
+
+def _with_assets(controller: Controller, assets_dir: Path) -> Controller:
+    d = controller.settings.dashboard.model_copy(update={"assets_dir": assets_dir})
+    settings = controller.settings.model_copy(update={"dashboard": d})
+    return Controller(settings, controller.db, controller.registry)
+
+
+async def test_usage_page_loads_the_installed_library_and_embeds_its_figures(
+    accounts: Controller, aiohttp_client: ClientFactory, installed: Path
+) -> None:
+    """With ECharts installed the page loads it (nonced) and carries its chart data; the
+    library is served gzip'd with an ETag, and the server-drawn charts stay as fallback."""
+    first = await _write_usage_cells(accounts)
+    viewer = await _logged_in(_with_assets(accounts, installed), aiohttp_client, "roc")
+    html = await (await viewer.get(f"/usage?from={first}")).text()
+    nonce = re.search(r'<script nonce="([^"]+)" src="/assets/echarts.min.js">', html)
+    assert nonce is not None
+    block = re.search(r'<script type="application/json" id="chart-data">(.*?)</script>', html)
+    assert block is not None
+    data = json.loads(block.group(1))
+    assert data["visitors"][:2] == [100, 101]
+    assert {x["label"] for x in data["sankey"]["nodes"]} == {"Rocamadour", "Cahors", "Figeac"}
+    assert 'data-fallback="daily"' in html and 'class="chart"' in html
+    resp = await viewer.get("/assets/echarts.min.js", headers={"Accept-Encoding": "gzip"})
+    assert resp.status == 200 and resp.headers["Content-Encoding"] == "gzip"
+    assert resp.headers["Cache-Control"].startswith("public")
+    assert len(await resp.read()) > 500_000  # decompressed by the client
+    again = await viewer.get(
+        "/assets/echarts.min.js", headers={"If-None-Match": resp.headers["ETag"]}
+    )
+    assert again.status == 304
+
+
+async def test_without_the_library_pages_keep_their_own_charts(
+    accounts: Controller, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    """No install: no script tag for it, 404 for the file, the SVG charts and tables stay."""
+    first = await _write_usage_cells(accounts)
+    viewer = await _logged_in(_with_assets(accounts, tmp_path), aiohttp_client, "roc")
+    html = await (await viewer.get(f"/usage?from={first}")).text()
+    assert "/assets/echarts.min.js" not in html
+    assert html.count('class="chart"') == 2 and "<table>" in html
+    assert (await viewer.get("/assets/echarts.min.js")).status == 404
