@@ -206,3 +206,57 @@ def test_nothing_else_in_borne_reads_the_legal_log() -> None:
             if IMPORTS_LEGAL.search(path.read_text(encoding="utf-8")):
                 offenders.append(str(path.relative_to(root)))
     assert offenders == []
+
+
+def test_fenced_lookup_agrees_with_a_full_scan_and_with_the_old_layout(
+    store: LegalStore,
+) -> None:
+    """Over a sealed day of several fence blocks, lookups through ``index.fence`` give the
+    record numbers a scan of every record gives, for values with one, many or no record;
+    a day sealed before fences existed is searched too, and sealing it again adds one."""
+    n = 3000  # 12,000+ index entries: about 50 fence blocks
+    # 40 records share a private address and gateway: a run of entries crossing blocks.
+    recs = [
+        record(i, private_ip="10.47.9.9" if i % 75 == 0 else f"10.46.{i // 200}.{i % 200}")
+        for i in range(n)
+    ]
+    store.append([(i + 1, r) for i, r in enumerate(recs)], T0)
+    store.seal(DAY)
+    path = store.directory / DAY
+    assert (path / "index.fence").stat().st_size == 16 * -(
+        -(path / "index.sorted").stat().st_size // 20 // 256
+    )
+    wanted = {
+        ("mac", record(2999).client_mac): [2999],
+        ("mac", record(0).client_mac): [0],
+        ("private", "10.47.9.9|ap-46201-01"): [i for i in range(n) if i % 75 == 0],
+        ("user", "cmd-1234"): [1234],
+        ("mac", "02:ff:ff:ff:ff:ff"): [],
+    }
+    reader = LegalStore(store.directory, store.provider)
+    for (kind, value), seqs in wanted.items():
+        assert reader.lookup(DAY, kind, value)[0] == seqs, (kind, value)
+    (path / "index.fence").unlink()
+    for (kind, value), seqs in wanted.items():
+        assert reader.lookup(DAY, kind, value)[0] == seqs, (kind, value)
+    store.seal(DAY)  # already sealed: only the missing fence is written
+    assert (path / "index.fence").exists()
+    found = reader.read(DAY, [0, 75, 2999])
+    assert [f.record for f in found] == [recs[0], recs[75], recs[2999]]
+
+
+def test_a_reader_never_repairs_a_day_another_store_is_writing(
+    tmp_path: Path, master: MasterKey, signing: Ed25519PrivateKey
+) -> None:
+    """A search from another process (the dashboards, the CLI) on the day the consumer is
+    writing reads what is durable and leaves a batch in flight alone (no truncation)."""
+    writer = LegalStore(tmp_path, master, signing, checkpoint_s=0)
+    fill(writer, 5)
+    with (tmp_path / DAY / "records.log").open("ab") as fh:
+        fh.write(b"\x00\x00\x01\x00in flight")  # the next batch, before its hashes
+    size = (tmp_path / DAY / "records.log").stat().st_size
+    reader = LegalStore(tmp_path, master)
+    seqs, keys = reader.lookup(DAY, "mac", record(3).client_mac)
+    assert seqs == [3] and keys is not None
+    assert [f.record for f in reader.read(DAY, seqs, keys)] == [record(3)]
+    assert (tmp_path / DAY / "records.log").stat().st_size == size
