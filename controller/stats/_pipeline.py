@@ -49,6 +49,9 @@ class _Day:
     sessions: dict[int, Visit] = field(default_factory=dict)
     first_event: int | None = None
     opted_out: int = 0
+    # Pseudonyms of devices that opted out after some of their sessions of the day were
+    # taken: those sessions are left out when the day is aggregated.
+    erased: set[bytes] = field(default_factory=set)
 
 
 class Pipeline:
@@ -129,6 +132,10 @@ class Pipeline:
         if mac in self.optout:
             state.opted_out += 1
             self.counters.opted_out += 1
+            if state.sessions and self.keys.has(day):
+                # Opted out during the day (portal checkbox): the sessions already taken
+                # under the day's key are dropped at the end of the day, with this one.
+                state.erased.add(self.keys.pseudonym(day, mac))
             return False
         randomised = is_randomised(mac)
         visit = Visit(
@@ -146,7 +153,11 @@ class Pipeline:
         """Aggregate and protect ``day``; its key and sessions are destroyed."""
         state = self._days.pop(day, None) or _Day(DayAggregator(day, self.tz, self.limits))
         agg = state.aggregator
-        agg.add_all(state.sessions.values())
+        if state.erased:
+            agg.add_all(v for v in state.sessions.values() if v.pseudonym not in state.erased)
+            state.erased.clear()
+        else:
+            agg.add_all(state.sessions.values())
         state.sessions.clear()
         self.keys.destroy(day)
         cells = agg.cells()

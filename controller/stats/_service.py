@@ -34,13 +34,18 @@ from controller.stats._stores import (
 from controller.storage import Database
 from controller.storage.schema import session_events, sessions, stats_days, stats_optout
 
-__all__ = ["CONSUMER", "StatsService", "make_pipeline", "make_store", "record_day"]
+__all__ = [
+    "CONSUMER",
+    "StatsService",
+    "make_pipeline",
+    "make_store",
+    "record_day",
+    "record_optout",
+]
 
 logger = logging.getLogger(__name__)
 
 CONSUMER = "stats"
-# The opt-out list is read again this often (seconds).
-_OPTOUT_REFRESH_S = 60.0
 
 
 def make_pipeline(settings: StatsSettings) -> Pipeline:
@@ -88,6 +93,21 @@ async def record_day(db: Database, report: DayReport, k: int, epsilon: float | N
         await conn.execute(stats_days.insert().values(day=report.day, **values))
 
 
+async def record_optout(db: Database, settings: StatsSettings, mac: str, now: float) -> str:
+    """Opt a device out of the statistics: its keyed hash goes to ``stats_optout`` (never
+    the MAC). The consumer reads the list again before its next events, so a device opted
+    out before its session opens is never pseudonymised. Returns the hash.
+
+    Raises:
+        ValueError: not a MAC address.
+    """
+    h = OptOut(settings.optout_key.get_secret_value().encode()).hash(mac)
+    async with db.begin() as conn:
+        await conn.execute(stats_optout.delete().where(stats_optout.c.mac_hash == h))
+        await conn.execute(stats_optout.insert().values(mac_hash=h, created_at=now))
+    return h
+
+
 class StatsService:
     """Follows the outbox and publishes each finished day.
 
@@ -111,7 +131,7 @@ class StatsService:
         self.clock = clock
         self.cursor = 0
         self.reports: list[DayReport] = []
-        self._optout_at = -_OPTOUT_REFRESH_S
+        self._optout_version: tuple[Any, ...] | None = None
         self._pipeline: Pipeline | None = None
         self._writer: BatchWriter | None = None
 
@@ -158,16 +178,29 @@ class StatsService:
         )
 
     async def _refresh_optout(self) -> None:
-        now = time.monotonic()
-        if now - self._optout_at < _OPTOUT_REFRESH_S:
-            return
+        """Read the opt-out list again whenever it changed (one small query per step), so
+        that an opt-out recorded at login is known before the session's first event."""
         async with self.db.connect() as conn:
+            version = tuple(
+                (
+                    await conn.execute(
+                        sa.select(sa.func.count(), sa.func.max(stats_optout.c.created_at))
+                    )
+                ).one()
+            )
+            if version == self._optout_version:
+                return
             hashes = (await conn.execute(sa.select(stats_optout.c.mac_hash))).scalars().all()
         self.pipeline.optout.replace(hashes)
-        self._optout_at = now
+        self._optout_version = version
 
     async def step(self, limit: int = 1000) -> int:
-        """Read and handle pending events, finalise finished days; events handled."""
+        """Read and handle pending events, finalise finished days; events handled.
+
+        The time is read before the events: a day is finalised only by a step that began
+        after the day ended, so every event written during the day has been read by then.
+        """
+        now = self.clock()
         await self._refresh_optout()
         handled = 0
         while True:
@@ -197,13 +230,13 @@ class StatsService:
             handled += len(rows)
             if len(rows) < limit:
                 break
-        await self.finalise_past_days()
+        await self.finalise_past_days(now)
         await self._advance()
         return handled
 
-    async def finalise_past_days(self) -> list[DayReport]:
-        """Finalise every day in memory that is over by the clock."""
-        today = local_day(self.clock(), self.pipeline.tz)
+    async def finalise_past_days(self, now: float | None = None) -> list[DayReport]:
+        """Finalise every day in memory that is over at ``now`` (default: the clock)."""
+        today = local_day(self.clock() if now is None else now, self.pipeline.tz)
         done = []
         for day in self.pipeline.open_days():
             if day >= today:

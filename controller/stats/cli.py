@@ -120,21 +120,19 @@ async def _export(args: argparse.Namespace) -> int:
 async def _optout(args: argparse.Namespace) -> int:
     import time
 
-    from controller.stats._pseudo import OptOut
+    from controller.stats._pseudo import normalise_mac
+    from controller.stats._service import record_optout
     from controller.storage import open_database
-    from controller.storage.schema import stats_optout
 
     settings = _settings(args.config)
     try:
-        h = OptOut(settings.stats.optout_key.get_secret_value().encode()).hash(args.mac)
+        mac = normalise_mac(args.mac)
     except ValueError:
         print("adresse MAC invalide / invalid MAC address", file=sys.stderr)
         return 2
     db = await open_database(settings.database.url.get_secret_value())
     try:
-        async with db.begin() as conn:
-            await conn.execute(stats_optout.delete().where(stats_optout.c.mac_hash == h))
-            await conn.execute(stats_optout.insert().values(mac_hash=h, created_at=time.time()))
+        await record_optout(db, settings.stats, mac, time.time())
     finally:
         await db.aclose()
     print("appareil exclu des statistiques / device opted out of the statistics")
