@@ -143,7 +143,7 @@ class CodePages(VisitorPages):
             self.send_limiter.verdict(
                 f"{channel}:{identity}", now, cap=per_identity, cooldown_s=cooldown
             ),
-            self.send_limiter.verdict(f"{channel}-dev:{device}", now, cap=per_identity),
+            self.send_limiter.verdict(f"{channel}-dev:{device}", now, cap=per_source),
             self.send_limiter.verdict(f"{channel}-ip:{request.remote}", now, cap=per_source),
         )
         if "capped" in verdicts:

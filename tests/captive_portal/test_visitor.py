@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any
 
-from tests.captive_portal.portal_fixtures import CLIENT_IP, logged_in, portal_client
-from tests.captive_portal.test_app import FakeBackend, text_of
+from captive_portal.models import CommunePolicy, LoginResult
+from controller.config import CommunePortalSettings
+from tests.captive_portal.portal_fixtures import AP, CLIENT_IP, logged_in, portal_client
+from tests.captive_portal.test_app import TERMS_VERSION, FakeBackend, text_of
 
 
 async def test_landing_page_explains_how_to_log_in_or_sends_to_the_status(
@@ -21,3 +25,58 @@ async def test_landing_page_explains_how_to_log_in_or_sends_to_the_status(
     backend.statuses[CLIENT_IP] = logged_in()
     online = await client.get("/", allow_redirects=False)
     assert (online.status, online.headers["Location"]) == (302, "/status")
+
+
+async def test_extend_once_where_the_commune_allows_it(aiohttp_client: Any) -> None:
+    """The status page offers "extend" (and the API says can-extend-session) only where
+    the commune allows it and the session was not extended yet; the form needs its
+    anti-forgery token; the backend re-authorises the device."""
+    backend = FakeBackend()
+    backend.commune_policy = CommunePolicy(
+        insee="46042", commune="Cahors", terms_version=TERMS_VERSION
+    )
+    backend.statuses[CLIENT_IP] = logged_in()
+    client = await portal_client(
+        aiohttp_client,
+        backend,
+        communes={"46042": CommunePortalSettings(can_extend_session=True)},
+    )
+    page = await client.get("/status", params={"lang": "en"})
+    body = await page.text()
+    assert "Extend my session" in text_of(body)
+    api = await (await client.get("/capport/api")).json(content_type=None)
+    assert api["can-extend-session"] is True
+    token = re.search(
+        r'action="/status/extend">\s*<input type="hidden" name="csrf" value="([^"]+)"', body
+    )
+    assert token is not None
+    forged = await client.post("/status/extend", data={"csrf": "x", "lang": "en"})
+    assert forged.status == 403 and backend.extends == []
+    done = await client.post("/status/extend", data={"csrf": token.group(1), "lang": "en"})
+    assert done.status == 200
+    assert "Your session has been extended by 24 hours." in text_of(await done.text())
+    assert backend.extends == [(AP, "aa:bb:cc:dd:ee:01")]
+
+    backend.statuses[CLIENT_IP] = dataclasses.replace(logged_in(), method="extend")
+    again = text_of(await (await client.get("/status", params={"lang": "en"})).text())
+    assert "Extend my session" not in again
+    api = await (await client.get("/capport/api")).json(content_type=None)
+    assert api["can-extend-session"] is False
+    refused = await client.post("/status/extend", data={"csrf": token.group(1), "lang": "en"})
+    assert "This session cannot be extended." in text_of(await refused.text())
+    assert len(backend.extends) == 1
+
+    backend.extend_result = LoginResult(ok=False, session_minutes=0, error="no ack")
+    backend.statuses[CLIENT_IP] = logged_in()
+    failed = await client.post("/status/extend", data={"csrf": token.group(1), "lang": "en"})
+    assert failed.status == 503
+
+
+async def test_no_extend_where_the_commune_does_not_allow_it(aiohttp_client: Any) -> None:
+    backend = FakeBackend()
+    backend.statuses[CLIENT_IP] = logged_in()
+    client = await portal_client(aiohttp_client, backend)
+    page = await client.get("/status", params={"lang": "en"})
+    assert "Extend my session" not in text_of(await page.text())
+    api = await (await client.get("/capport/api")).json(content_type=None)
+    assert api["can-extend-session"] is False
