@@ -47,6 +47,7 @@ __all__ = [
     "gateway_auth_url",
     "mac_tag",
     "sign_state",
+    "uam_request",
     "verify_state",
 ]
 
@@ -72,6 +73,8 @@ _B64_RE: Final = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 _KEY_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # openNDS's hid is the SHA-256 of the client token, in lower-case hex.
 _HID_RE: Final = re.compile(r"[0-9a-f]{64}")
+# A UAM gateway's challenge: 16 random octets in hex (CoovaChilli redir.c).
+_UAM_CHALLENGE_RE: Final = re.compile(r"[0-9a-f]{32}")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _HOSTNAME_RE: Final = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -91,6 +94,7 @@ _STATE_FIELDS: Final = (
     "gateway_address",
     "origin_url",
     "auth_dir",
+    "uam_challenge",
 )
 _STATE_KEY_LABEL: Final = b"borne/captive_portal/login-state/v1"
 _LOG_KEY_LABEL: Final = b"borne/captive_portal/log-mac/v1"
@@ -113,6 +117,8 @@ class FasRequest:
         client_if: the gateway interface the client uses, informational.
         version: the openNDS version, informational.
         auth_dir: the virtual directory of openNDS's auth endpoint.
+        uam_challenge: for a UAM gateway (CoovaChilli-style, ``captive_portal._uam``),
+            the challenge of its redirect, 32 lower-case hex digits; None for openNDS.
     """
 
     hid: str
@@ -127,6 +133,7 @@ class FasRequest:
     client_if: str | None = None
     version: str | None = None
     auth_dir: str = DEFAULT_AUTH_DIR
+    uam_challenge: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -259,10 +266,13 @@ def _build(
     client_if: str | None,
     version: str | None,
     auth_dir: str | None,
+    uam_challenge: str | None = None,
 ) -> FasRequest:
     """Validate decoded values; required ones raise, informational ones become None."""
     if not _HID_RE.fullmatch(hid):
         raise FasError("hid is not 64 lower-case hex digits")
+    if uam_challenge is not None and not _UAM_CHALLENGE_RE.fullmatch(uam_challenge):
+        raise FasError("the UAM challenge is not 32 lower-case hex digits")
     return FasRequest(
         hid=hid,
         client_ip=_ip(client_ip),
@@ -276,6 +286,41 @@ def _build(
         client_if=_text(client_if),
         version=_text(version),
         auth_dir=_auth_dir(auth_dir),
+        uam_challenge=uam_challenge,
+    )
+
+
+def uam_request(
+    *,
+    challenge: str,
+    client_ip: str,
+    client_mac: str,
+    gateway_name: str,
+    gateway_address: str,
+    origin_url: str | None,
+) -> FasRequest:
+    """Validate a UAM gateway's redirect fields as a login request (``captive_portal._uam``).
+
+    ``hid`` has no meaning there: it is derived from the challenge so that the state
+    keeps one shape.
+
+    Raises:
+        FasError: a field is malformed.
+    """
+    return _build(
+        hid=hashlib.sha256(b"borne/uam/" + challenge.encode()).hexdigest(),
+        client_ip=client_ip,
+        client_mac=client_mac,
+        gateway_name=gateway_name,
+        gateway_address=gateway_address,
+        origin_url=origin_url,
+        gateway_mac=None,
+        gateway_url=None,
+        client_type=None,
+        client_if=None,
+        version=None,
+        auth_dir=None,
+        uam_challenge=challenge,
     )
 
 
@@ -505,6 +550,7 @@ def verify_state(token: str, key: str, *, now: float) -> LoginState:
             client_if=None,
             version=None,
             auth_dir=fields.get("auth_dir"),
+            uam_challenge=fields.get("uam_challenge"),
         )
     except FasError as exc:
         raise StateInvalid(f"the login state's fields are invalid: {exc}") from exc

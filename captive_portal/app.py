@@ -27,13 +27,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
+from captive_portal._codepages import CodePages
+from captive_portal._continuity import redirect
 from captive_portal._fas import (
     FasRequest,
     LoginState,
@@ -47,7 +49,8 @@ from captive_portal._i18n import (
 )
 from captive_portal._legal import localize
 from captive_portal._pages import PortalRoutes, field, portal_routes
-from captive_portal._visitor import VisitorPages
+from captive_portal._uam import UAM_PATH, UamPages
+from captive_portal._wifi4eu import content_security_policy, snippet
 from captive_portal.errors import FasError, StateExpired, StateInvalid
 from captive_portal.models import (
     CommunePolicy,
@@ -125,6 +128,12 @@ def create_app(
     app.router.add_get(routes.fas, portal.login_page)
     app.router.add_post(routes.accept, portal.accept)
     app.router.add_post(routes.voucher, portal.voucher)
+    base = routes.fas.rstrip("/")
+    app.router.add_post(f"{base}/email", portal.send_email)
+    app.router.add_post(f"{base}/sms", portal.send_sms)
+    app.router.add_post(f"{base}/code", portal.code)
+    app.router.add_post(routes.status.rstrip("/") + "/extend", portal.extend)
+    app.on_cleanup.append(portal.close)
     app.router.add_get(routes.terms, portal.terms_page)
     app.router.add_get(routes.privacy, portal.privacy_page)
     app.router.add_get(routes.health, _healthz)
@@ -134,6 +143,7 @@ def create_app(
     app.router.add_post(routes.logout, portal.logout)
     app.router.add_get(routes.capport, portal.capport)
     app.router.add_get(routes.capport + "/{ap_id}", portal.capport)
+    app.router.add_get(UAM_PATH, portal.uam_entry)
     return app
 
 
@@ -195,8 +205,15 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-class _Portal(VisitorPages):
-    """The login flow's handlers (the visitor's other pages come from VisitorPages)."""
+class _Portal(UamPages, CodePages):
+    """The login flow's handlers (the visitor's other pages come from VisitorPages,
+    the e-mail and SMS code forms from CodePages)."""
+
+    async def close(self, app: web.Application) -> None:
+        """Close the SMS provider's connections at shutdown."""
+        close = getattr(self.sms_provider, "close", None)
+        if close is not None:
+            await close()
 
     def login_form(
         self,
@@ -208,18 +225,34 @@ class _Portal(VisitorPages):
         terms_version: str,
         error: str | None = None,
         code_error: str | None = None,
+        **extra: Any,
     ) -> web.Response:
         _ = self.translations[lang].gettext
+        options = self.options(policy)
+        wifi4eu = (
+            snippet(options.wifi4eu_network_id, lang, self_test=options.wifi4eu_self_test)
+            if options.wifi4eu_network_id is not None
+            else None
+        )
         query = urlencode({"lang": lang, "state": state})
         accepted = policy.accepted_version if policy is not None else None
         prior_date = None
         if policy is not None and accepted == terms_version and policy.accepted_at:
             prior_date = time.strftime("%d/%m/%Y", time.gmtime(policy.accepted_at))
-        return self.render(
+        fields: dict[str, Any] = {
+            "email_error": None,
+            "sms_error": None,
+            "email_value": "",
+            "sms_value": "",
+            **extra,
+        }
+        response = self.render(
             "login.html",
             lang,
             title=_("Connect"),
-            status=400 if (error or code_error) else 200,
+            status=400
+            if (error or code_error or fields["email_error"] or fields["sms_error"])
+            else 200,
             switch_to=self.form_url(state),
             state=state,
             error=error,
@@ -228,12 +261,23 @@ class _Portal(VisitorPages):
             commune=policy.commune if policy is not None else None,
             terms_url=f"{self.routes.terms}?{query}",
             privacy_url=f"{self.routes.privacy}?{query}",
-            methods=self.settings.portal.methods,
+            methods=options.methods,
+            collects_identity=options.collects_identity,
             voucher_url=self.routes.voucher,
+            email_url=self.routes.fas.rstrip("/") + "/email",
+            sms_url=self.routes.fas.rstrip("/") + "/sms",
+            wifi4eu=wifi4eu,
             prior_date=prior_date,
             terms_version=terms_version,
             changed=accepted is not None and accepted != terms_version,
+            **fields,
         )
+        if wifi4eu is not None:
+            # Only this page, only this commune: the snippet's script and nothing else.
+            response.headers["Content-Security-Policy"] = content_security_policy(
+                CONTENT_SECURITY_POLICY, wifi4eu
+            )
+        return response
 
     async def commune_policy(self, ap_id: str, mac: str | None) -> CommunePolicy | None:
         """The commune's legal texts and the device's last acceptance (None: built-in)."""
@@ -296,6 +340,17 @@ class _Portal(VisitorPages):
                 return self.invalid_link(lang, request)
             policy = await self.commune_policy(fas.gateway_name, fas.client_mac)
             version = self.terms_version(policy)
+            if await self.returning_login(fas, policy, lang) is not None:
+                # Territorial continuity: no page at all, straight to the page asked for.
+                if fas.origin_url is not None:
+                    return redirect(fas.origin_url)
+                return self.message(
+                    lang,
+                    title=_("You are connected"),
+                    text=_("This device is connected."),
+                    status=200,
+                    alert=False,
+                )
             state = sign_state(fas, self.key, now=self.clock(), terms_version=version)
             logger.info(
                 "login page for ap=%s client=%s",
@@ -320,7 +375,9 @@ class _Portal(VisitorPages):
             ap = query.get("gatewayname")
             status = await self.lookup(request, ap if ap else None)
             if status is not None:
-                return self.render_status(request, lang, status)
+                return self.render_status(
+                    request, lang, status, can_extend=await self.can_extend(status)
+                )
             return self.message(
                 lang,
                 title=_("You are connected"),
@@ -352,6 +409,15 @@ class _Portal(VisitorPages):
     async def voucher(self, request: web.Request) -> web.Response:
         """``POST {faspath}voucher``: check the consent and the code, let the client in."""
         return await self.login(request, "voucher")
+
+    async def code(self, request: web.Request) -> web.Response:
+        """``POST {faspath}code``: the code sent by e-mail or SMS."""
+        form = await request.post()
+        channel = self.code_channel(form)
+        if channel is None:
+            asked = field(form, "channel")
+            channel = "sms" if asked == "sms" else "email"
+        return await self.login(request, channel)
 
     async def login(self, request: web.Request, method: LoginMethod) -> web.Response:
         """Both login forms: state, terms version, consent, code limits, then authorise."""
@@ -393,9 +459,11 @@ class _Portal(VisitorPages):
                 error=_("Please tick the box to accept the terms of use."),
             )
         code = None
+        identity = None
+        if not self.options(policy).offers(method):
+            self.counters.method_off += 1
+            raise web.HTTPNotFound()
         if method == "voucher":
-            if "voucher" not in self.settings.portal.methods:
-                raise web.HTTPNotFound()
             now = self.clock()
             keys = (f"mac:{client}", f"ip:{request.remote}")
             if any(self.code_limiter.blocked(k, now) for k in keys):
@@ -409,8 +477,11 @@ class _Portal(VisitorPages):
                     code_error=_("Too many wrong codes. Please wait ten minutes."),
                 )
             code = field(form, "code") or ""
-        elif "click-through" not in self.settings.portal.methods:
-            raise web.HTTPNotFound()
+        elif method in ("email", "sms"):
+            checked = self.check_code(request, form, lang, token, fas)
+            if isinstance(checked, web.Response):
+                return checked
+            identity = checked.identity
         login_request = LoginRequest(
             ap_id=fas.gateway_name,
             client_mac=fas.client_mac,
@@ -419,10 +490,16 @@ class _Portal(VisitorPages):
             terms_version=login.terms_version,
             language=lang,
             code=code,
+            identity=identity,
         )
         result: LoginResult | None
+        logon: str | None = None
         try:
-            result = await self.backend.authorize(login_request)
+            if fas.uam_challenge is not None:
+                # A UAM gateway: a one-time credential for its /logon instead of a command.
+                result, logon = await self.uam_authorize(login_request, fas)
+            else:
+                result = await self.backend.authorize(login_request)
         except Exception:
             # The backend reports failures in its result; this is a bug, not a refusal.
             self.counters.authorize_crashed += 1
@@ -463,7 +540,7 @@ class _Portal(VisitorPages):
                 hint=_("This is usually temporary. Please try again in a few seconds."),
                 status=503,
                 retry_state=token if method == "click-through" else None,
-                back_url=str(self.form_url(token)) if method == "voucher" else None,
+                back_url=str(self.form_url(token)) if method != "click-through" else None,
                 switch_to=self.form_url(token),
             )
         self.counters.logins += 1
@@ -474,6 +551,8 @@ class _Portal(VisitorPages):
             result.session_minutes,
             extra={"ap": fas.gateway_name},
         )
+        if logon is not None:
+            return redirect(logon)
         return self.render(
             "success.html",
             lang,
@@ -520,6 +599,7 @@ class _Portal(VisitorPages):
             commune=policy.commune if policy is not None else None,
             legal=legal,
             back_url=back_url,
+            identity=self.options(policy).collects_identity,
         )
 
 

@@ -21,7 +21,7 @@ __all__ = [
     "PortalCounters",
 ]
 
-LoginMethod = Literal["click-through", "voucher"]
+LoginMethod = Literal["click-through", "voucher", "email", "sms", "returning"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,6 +36,8 @@ class LoginRequest:
         terms_version: the version of the terms of use the visitor accepted.
         language: the page language (``fr``, ``en``, ``es``, ``de``, ``nl``, ``it``).
         code: the voucher code typed, for ``method="voucher"``.
+        identity: the e-mail address or phone number whose code the visitor typed, for
+            ``method="email"`` or ``"sms"`` (normalised; stored only for the law).
     """
 
     ap_id: str
@@ -45,6 +47,7 @@ class LoginRequest:
     terms_version: str
     language: str
     code: str | None = None
+    identity: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -157,6 +160,12 @@ class PortalBackend(Protocol):
         """
         ...
 
+    async def extend(self, ap_id: str, client_mac: str) -> LoginResult:
+        """Extend the client's open session once by the session length (re-authorise
+        the same device); ``ok=False`` if it was extended already or the AP refused.
+        """
+        ...
+
 
 @dataclasses.dataclass(slots=True)
 class PortalCounters:
@@ -179,6 +188,18 @@ class PortalCounters:
         bad_code: voucher codes that could not be used.
         code_rate_limited: voucher attempts refused after too many wrong codes.
         terms_changed: forms sent back after the legal texts changed.
+        method_off: forms of a login method the commune has not turned on.
+        codes_sent: e-mail and SMS codes sent.
+        code_send_failed: codes the SMTP relay or the SMS provider did not take.
+        code_send_cooldown: codes refused because one was sent a moment ago.
+        code_send_capped: codes refused by a daily cap (address, number or source).
+        bad_address: e-mail addresses or phone numbers that are not valid.
+        prefix_refused: phone numbers of a country codes are not sent to.
+        extends: sessions extended.
+        extend_refused: extensions refused (already extended, or the AP refused).
+        returning: devices let in without a page (territorial continuity).
+        uam_logins: one-time credentials handed to a UAM gateway.
+        bad_uam: UAM redirects refused (malformed, unknown gateway, wrong checksum).
     """
 
     bad_fas: int = 0
@@ -197,6 +218,18 @@ class PortalCounters:
     bad_code: int = 0
     code_rate_limited: int = 0
     terms_changed: int = 0
+    method_off: int = 0
+    codes_sent: int = 0
+    code_send_failed: int = 0
+    code_send_cooldown: int = 0
+    code_send_capped: int = 0
+    bad_address: int = 0
+    prefix_refused: int = 0
+    extends: int = 0
+    extend_refused: int = 0
+    returning: int = 0
+    uam_logins: int = 0
+    bad_uam: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """Return a copy of the counters, by name."""

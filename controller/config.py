@@ -24,9 +24,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
+    "ApConfigSettings",
+    "CommunePortalSettings",
     "ConfigError",
     "DashboardSettings",
     "DatabaseSettings",
+    "EmailCodeSettings",
     "LegalSettings",
     "MqttSettings",
     "PortalSettings",
@@ -34,6 +37,7 @@ __all__ = [
     "RadiusSettings",
     "SessionSettings",
     "Settings",
+    "SmsCodeSettings",
     "StatsSettings",
     "check_file",
     "load_settings",
@@ -62,6 +66,9 @@ class MqttSettings(_Section):
     share_group: str | None = None
     # Messages waiting for the database; when full the bridge stops reading the socket.
     queue_size: Annotated[int, Field(ge=10, le=1_000_000)] = 10_000
+    # After `borne ap rotate`, an AP's previous command key and MQTT login stay valid this
+    # long (an AP not yet redeployed keeps working), then are forgotten.
+    rotation_grace_s: Annotated[int, Field(ge=1, le=90 * 86400)] = 86400
 
     @model_validator(mode="after")
     def _password_needs_user(self) -> MqttSettings:
@@ -84,6 +91,59 @@ class DatabaseSettings(_Section):
         return v
 
 
+LoginMethodName = Literal["click-through", "voucher", "email", "sms"]
+# Country calling codes of the EU member states (France first): where SMS codes may go.
+EU_CALLING_CODES = (
+    "+33", "+32", "+49", "+43", "+359", "+357", "+385", "+45", "+34", "+372", "+358",
+    "+30", "+36", "+353", "+39", "+371", "+370", "+352", "+356", "+31", "+48", "+351",
+    "+420", "+40", "+421", "+386", "+46", "+262", "+590", "+594", "+596",
+)  # fmt: skip
+
+
+class EmailCodeSettings(_Section):
+    """E-mail login codes: the SMTP relay and the abuse limits."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: Port = 25
+    # "starttls" upgrades a plain connection, "tls" connects over TLS (port 465).
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    sender: str = "wifi@localhost"
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    code_minutes: Annotated[int, Field(ge=1, le=60)] = 10
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    cooldown_s: Annotated[int, Field(ge=0, le=3600)] = 60
+    per_address_per_day: Annotated[int, Field(ge=1, le=100)] = 5
+    per_ip_per_day: Annotated[int, Field(ge=1, le=10_000)] = 20
+
+
+class SmsCodeSettings(_Section):
+    """SMS login codes through a generic HTTP provider (JSON POST) and the abuse limits."""
+
+    url: str | None = None
+    token: SecretStr | None = None
+    # The JSON body; "{to}" and "{text}" in any string value are replaced.
+    body: dict[str, str] = {"to": "{to}", "text": "{text}"}
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    code_minutes: Annotated[int, Field(ge=1, le=60)] = 10
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    cooldown_s: Annotated[int, Field(ge=0, le=3600)] = 60
+    per_number_per_day: Annotated[int, Field(ge=1, le=100)] = 3
+    per_ip_per_day: Annotated[int, Field(ge=1, le=10_000)] = 10
+    allowed_prefixes: tuple[str, ...] = EU_CALLING_CODES
+
+
+class CommunePortalSettings(_Section):
+    """One commune's portal options (``[portal.communes."46042"]``); unset: the defaults."""
+
+    methods: tuple[LoginMethodName, ...] | None = None
+    can_extend_session: bool | None = None
+    # WiFi4EU: the network identifier (UUID) the Commission gave the commune.
+    wifi4eu_network_id: Annotated[str, Field(pattern=r"^[0-9A-Fa-f-]{8,64}$")] | None = None
+    wifi4eu_self_test: bool = False
+
+
 class PortalSettings(_Section):
     """The captive portal openNDS sends visitors to (FAS)."""
 
@@ -104,10 +164,24 @@ class PortalSettings(_Section):
     # Keys the hashes of voucher codes and of devices in proofs of acceptance (never
     # shared with the access points, unlike fas_key).
     secret_key: SecretStr = SecretStr("change-me-portal-secret-key")
-    # Login methods offered: "click-through", "voucher".
-    methods: tuple[Literal["click-through", "voucher"], ...] = ("click-through", "voucher")
+    # Login methods offered by default: "click-through", "voucher", "email", "sms"
+    # (e-mail and SMS collect identity data, kept 5 years: off unless a commune asks).
+    methods: tuple[LoginMethodName, ...] = ("click-through", "voucher")
+    communes: dict[str, CommunePortalSettings] = {}
+    email: EmailCodeSettings = EmailCodeSettings()
+    sms: SmsCodeSettings = SmsCodeSettings()
+    # Identity data (e-mail, phone) is kept this long (CPCE R10-13 I: 5 years).
+    identity_retention_days: Annotated[int, Field(ge=1, le=3660)] = 1827
     # Wrong voucher codes allowed per client (and per source address) in 10 minutes.
     max_code_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    # Territorial continuity: a device that accepted the terms in force is let in at
+    # every hotspot without a page (openNDS) or by MAC authentication (RADIUS) for this
+    # long after the acceptance; 0 turns it off. A new version of the terms ends it.
+    continuity_hours: Annotated[int, Field(ge=0, le=8760)] = 24
+    # UAM gateways (CoovaChilli-style): the uamsecret of NAS without their own, and how
+    # long the one-time credential handed to the gateway's /logon stays usable.
+    uam_secret: SecretStr | None = None
+    uam_credential_s: Annotated[int, Field(ge=10, le=3600)] = 120
 
 
 class SessionSettings(_Section):
@@ -120,6 +194,27 @@ class SessionSettings(_Section):
     acct_interval_s: Annotated[int, Field(ge=10, le=3600)] = 60
     stale_factor: Annotated[int, Field(ge=2, le=100)] = 3
     command_ttl_s: Annotated[int, Field(ge=5, le=3600)] = 120
+
+
+class ApConfigSettings(_Section):
+    """Gateway settings pushed to the access points (``apply_config``, docs/AGENT.md).
+
+    Session length and rates come from ``[sessions]``, the FAS from ``[portal]
+    public_url``, the RFC 8908 API URL (DHCP option 114) from the portal's address.
+    """
+
+    # Push when an AP comes online reporting another version than the controller's.
+    auto_push: bool = False
+    # Host names, IPv4 addresses or networks reachable before login, and their ports
+    # (empty: 80 and 443).
+    walled_garden: tuple[str, ...] = ()
+    walled_garden_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = ()
+    up_quota_kb: Annotated[int, Field(ge=0)] = 0
+    down_quota_kb: Annotated[int, Field(ge=0)] = 0
+    # Send the portal's RFC 8908 API URL as DHCP option 114 (RFC 8910).
+    capport: bool = True
+    # openNDS needs the FAS's address: set it when public_url names a host.
+    fas_remote_ip: str | None = None
 
 
 class DashboardSettings(_Section):
@@ -149,8 +244,8 @@ class RadiusSettings(_Section):
     # Reply limits of an Access-Accept (Session-Timeout comes from [sessions]).
     idle_timeout_s: Annotated[int, Field(ge=0, le=86400)] = 900
     max_total_mb: Annotated[int, Field(ge=0)] = 0
-    # MAC authentication: how long a device stays recognised after a login.
-    device_validity_days: Annotated[int, Field(ge=1, le=365)] = 7
+    # Keys the hash under which a device is remembered for territorial continuity
+    # (portal and MAC authentication; the period is [portal] continuity_hours).
     device_key: SecretStr = SecretStr("change-me-radius-device-key")
     # Accounting records waiting for the database; when full, requests are dropped
     # (counted) and the NAS retransmits them.
@@ -238,6 +333,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     portal: PortalSettings = PortalSettings()
     sessions: SessionSettings = SessionSettings()
+    ap_config: ApConfigSettings = ApConfigSettings()
     dashboard: DashboardSettings = DashboardSettings()
     stats: StatsSettings = StatsSettings()
     legal: LegalSettings = LegalSettings()

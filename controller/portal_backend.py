@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from typing import Any
 
 import sqlalchemy as sa
 
 from agents.contract import AuthorizeArgs, DeauthorizeArgs
+from captive_portal._uam import UamGateway, UamGrant
+from captive_portal.identities import IdentityStore
 from captive_portal.models import (
     ClientStatus,
     CommunePolicy,
@@ -28,6 +31,8 @@ from captive_portal.models import (
 from captive_portal.store import PortalStore
 from controller.service import Controller, mac_tag
 from controller.storage.schema import access_points, commands, communes, sessions
+from radius._policy import AccessPolicy
+from radius._store import NasRegistry
 
 __all__ = ["ControllerPortalBackend", "remaining"]
 
@@ -78,6 +83,15 @@ class ControllerPortalBackend:
         self.store = PortalStore(
             controller.db, controller.settings.portal.secret_key.get_secret_value()
         )
+        self.identities = IdentityStore(
+            controller.db,
+            controller.settings.portal.secret_key.get_secret_value(),
+            controller.settings.portal.identity_retention_days,
+        )
+        # Territorial continuity and UAM gateways (RADIUS side: radius._devices, _policy).
+        self.radius = AccessPolicy(controller.db, controller.settings)
+        self.devices = self.radius.devices
+        self.nas = NasRegistry(controller.db)
 
     async def _commune(self, ap_id: str) -> tuple[str, str] | None:
         """``(insee, commune name)`` of a registered access point."""
@@ -114,19 +128,49 @@ class ControllerPortalBackend:
 
     async def authorize(self, request: LoginRequest) -> LoginResult:
         """Redeem the voucher if any, send ``authorize`` to the AP and wait for its ack,
-        then store the proof of acceptance; failures come back as ``ok=False``."""
-        s = self._c.settings.sessions
-        minutes = s.session_minutes
+        then store the proof of acceptance; failures come back as ``ok=False``.
+
+        A ``returning`` login (territorial continuity) is checked here again and stores
+        no new proof: the device accepted these texts earlier.
+        """
         found = await self._commune(request.ap_id)
         if found is None or self._c.registry.key_for(request.ap_id) is None:
             self._c.counters["portal_unknown_ap"] += 1
             return LoginResult(ok=False, session_minutes=0, error="unknown access point")
         insee = found[0]
         now = self._c.clock()
+        granted = await self._grant(request, insee, now)
+        if isinstance(granted, LoginResult):
+            return granted
+        args = granted
+        cmd_id = await self._c.send_command(request.ap_id, args, purpose=request.method)
+        ack = await self._c.wait_ack(cmd_id, self._wait)
+        if ack is None:
+            self._c.forget_ack(cmd_id)
+            logger.warning("no ack from %s for %s", request.ap_id, mac_tag(request.client_mac))
+            return LoginResult(ok=False, session_minutes=0, error="access point did not answer")
+        if not ack.ok:
+            return LoginResult(ok=False, session_minutes=0, error=ack.error or "refused")
+        self._c.counters["portal_logins"] += 1
+        await self._accepted(request, insee, now)
+        return LoginResult(ok=True, session_minutes=args.minutes)
+
+    async def _grant(
+        self, request: LoginRequest, insee: str, now: float
+    ) -> AuthorizeArgs | LoginResult:
+        """The limits a login gets (a voucher's, or the settings'), or why it gets none."""
+        s = self._c.settings.sessions
         args = AuthorizeArgs(
-            mac=request.client_mac, minutes=minutes, up_kbps=s.up_kbps, down_kbps=s.down_kbps
+            mac=request.client_mac,
+            minutes=s.session_minutes,
+            up_kbps=s.up_kbps,
+            down_kbps=s.down_kbps,
         )
-        if request.method == "voucher":
+        if request.method == "returning":
+            if not await self.devices.returning(request.client_mac, insee, now):
+                return LoginResult(ok=False, session_minutes=0, error="not a returning device")
+            self._c.counters["portal_returning"] += 1
+        elif request.method == "voucher":
             grant = await self.store.redeem(
                 request.code or "",
                 ap_id=request.ap_id,
@@ -137,27 +181,24 @@ class ControllerPortalBackend:
             if grant is None:
                 self._c.counters["portal_bad_codes"] += 1
                 return LoginResult(ok=False, session_minutes=0, error="bad code", bad_code=True)
-            minutes = min(grant.minutes, 7 * 24 * 60)
             # openNDS counts quotas in kB (1024 bytes) per direction; a voucher's data
             # quota (MB, 10^6 bytes) applies to each direction.
             quota_kb = grant.quota_mb * 1_000_000 // 1024
             args = AuthorizeArgs(
                 mac=request.client_mac,
-                minutes=minutes,
+                minutes=min(grant.minutes, 7 * 24 * 60),
                 up_kbps=grant.up_kbps,
                 down_kbps=grant.down_kbps,
                 up_quota_kb=quota_kb,
                 down_quota_kb=quota_kb,
             )
-        cmd_id = await self._c.send_command(request.ap_id, args, purpose=request.method)
-        ack = await self._c.wait_ack(cmd_id, self._wait)
-        if ack is None:
-            self._c.forget_ack(cmd_id)
-            logger.warning("no ack from %s for %s", request.ap_id, mac_tag(request.client_mac))
-            return LoginResult(ok=False, session_minutes=0, error="access point did not answer")
-        if not ack.ok:
-            return LoginResult(ok=False, session_minutes=0, error=ack.error or "refused")
-        self._c.counters["portal_logins"] += 1
+        return args
+
+    async def _accepted(self, request: LoginRequest, insee: str, now: float) -> None:
+        """After a login: the proof of acceptance, and the device remembered for the
+        territorial continuity with the texts it accepted."""
+        if request.method == "returning":
+            return
         await self.store.record_consent(
             mac=request.client_mac,
             insee=insee,
@@ -167,7 +208,72 @@ class ControllerPortalBackend:
             language=request.language,
             now=now,
         )
-        return LoginResult(ok=True, session_minutes=minutes)
+        if request.method in ("email", "sms") and request.identity:
+            # Identity data, only for the legal obligation (captive_portal.identities).
+            await self.identities.record(
+                method=request.method,
+                identity=request.identity,
+                mac=request.client_mac,
+                insee=insee,
+                ap_id=request.ap_id,
+                now=now,
+            )
+        terms = await self.devices.terms_in_force(insee)
+        if terms.version == request.terms_version:
+            await self.devices.remember(
+                request.client_mac,
+                terms,
+                now=now,
+                hours=self._c.settings.portal.continuity_hours,
+            )
+
+    async def returning(self, ap_id: str, client_mac: str) -> bool:
+        """Whether territorial continuity lets this device in at ``ap_id`` now."""
+        if self._c.settings.portal.continuity_hours <= 0:
+            return False
+        found = await self._commune(ap_id)
+        if found is None:
+            return False
+        return await self.devices.returning(client_mac, found[0], self._c.clock())
+
+    async def uam_gateway(self, nas_id: str) -> UamGateway | None:
+        """A registered RADIUS NAS that sends visitors here as a UAM gateway."""
+        found = await self.nas.uam_gateway(nas_id)
+        return None if found is None else UamGateway(insee=found[0], secret=found[1])
+
+    async def uam_login(self, request: LoginRequest) -> UamGrant:
+        """A login at a UAM gateway: the same checks as ``authorize``, then a one-time
+        RADIUS credential bound to that NAS and that device, with the login's limits,
+        instead of a command to an agent."""
+        gateway = await self.nas.uam_gateway(request.ap_id)
+        if gateway is None:
+            self._c.counters["portal_unknown_ap"] += 1
+            return UamGrant(ok=False, error="unknown NAS")
+        insee = gateway[0]
+        now = self._c.clock()
+        granted = await self._grant(request, insee, now)
+        if isinstance(granted, LoginResult):
+            return UamGrant(ok=False, error=granted.error, bad_code=granted.bad_code)
+        quota_kb = granted.up_quota_kb or 0
+        username = "uam-" + secrets.token_hex(8)
+        password = secrets.token_urlsafe(12)
+        await self.radius.add_credential(
+            username,
+            password,
+            now + self._c.settings.portal.uam_credential_s,
+            granted.minutes,
+            nas_id=request.ap_id,
+            mac=request.client_mac,
+            up_kbps=granted.up_kbps,
+            down_kbps=granted.down_kbps,
+            # The voucher's data quota (MB) back from the kB per direction, rounded up.
+            quota_mb=-(-quota_kb * 1024 // 1_000_000) if quota_kb else None,
+        )
+        self._c.counters["portal_uam_credentials"] += 1
+        await self._accepted(request, insee, now)
+        return UamGrant(
+            ok=True, session_minutes=granted.minutes, username=username, password=password
+        )
 
     async def deauthorize(self, ap_id: str, client_mac: str) -> LogoutResult:
         """Send ``deauthorize`` to the AP and wait for its ack; failures give ``ok=False``."""
@@ -230,3 +336,61 @@ class ControllerPortalBackend:
             bytes_remaining=left,
             bytes_used=int(row.up_bytes) + int(row.down_bytes),
         )
+
+    async def extend(self, ap_id: str, client_mac: str) -> LoginResult:
+        """Extend the client's open session once by its granted length.
+
+        openNDS ignores ``ndsctl auth`` for a client already authenticated, so the
+        device is re-authorised: ``deauthorize``, then ``authorize`` (purpose
+        ``extend``) with what was left plus the granted length, and the same rates and
+        quotas. The new session's method is ``extend``: it cannot be extended again.
+        """
+        query = (
+            sa.select(sessions, commands.c.args.label("cmd_args"))
+            .select_from(
+                sessions.outerjoin(
+                    commands,
+                    (commands.c.id == sessions.c.auth_ref) & (commands.c.cmd == "authorize"),
+                )
+            )
+            .where(
+                sessions.c.ap_id == ap_id,
+                sessions.c.mac == client_mac,
+                sessions.c.stopped_at.is_(None),
+            )
+            .order_by(sessions.c.started_at.desc())
+            .limit(1)
+        )
+        async with self._c.db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return LoginResult(ok=False, session_minutes=0, error="no open session")
+        if row.auth_method == "extend":
+            return LoginResult(ok=False, session_minutes=0, error="already extended")
+        try:
+            args: dict[str, Any] = json.loads(row.cmd_args) if row.cmd_args else {}
+        except ValueError:
+            args = {}
+        s = self._c.settings.sessions
+        granted = int(args.get("minutes", 0)) or s.session_minutes
+        seconds, _ = remaining(row, args or None, granted, self._c.clock())
+        new_args = AuthorizeArgs(
+            mac=client_mac,
+            minutes=min((seconds or 0) // 60 + granted, 14 * 24 * 60),
+            up_kbps=int(args.get("up_kbps", s.up_kbps)),
+            down_kbps=int(args.get("down_kbps", s.down_kbps)),
+            up_quota_kb=int(args.get("up_quota_kb", 0)),
+            down_quota_kb=int(args.get("down_quota_kb", 0)),
+        )
+        cut = await self.deauthorize(ap_id, client_mac)
+        if not cut.ok:
+            return LoginResult(ok=False, session_minutes=0, error=cut.error)
+        cmd_id = await self._c.send_command(ap_id, new_args, purpose="extend")
+        ack = await self._c.wait_ack(cmd_id, self._wait)
+        if ack is None:
+            self._c.forget_ack(cmd_id)
+            return LoginResult(ok=False, session_minutes=0, error="access point did not answer")
+        if not ack.ok:
+            return LoginResult(ok=False, session_minutes=0, error=ack.error or "refused")
+        self._c.counters["portal_extends"] += 1
+        return LoginResult(ok=True, session_minutes=granted)

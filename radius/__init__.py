@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from controller.storage import Database
     from radius._codec import Attr, Code
     from radius._core import AccessLimits, AcctRecord, AcctStatus, NasClient, ServerCore
+    from radius._devices import KnownDevices, Terms
     from radius._io import DynAuthClient, DynAuthResult, RadiusServer
     from radius._policy import AccessPolicy, Decision
     from radius._store import AccountingStore, NasRegistry, NasRegistryError
@@ -31,6 +32,7 @@ __all__ = [
     "Decision",
     "DynAuthClient",
     "DynAuthResult",
+    "KnownDevices",
     "LocalProtocolError",
     "NasClient",
     "NasRegistry",
@@ -39,6 +41,7 @@ __all__ = [
     "RadiusServer",
     "RemoteProtocolError",
     "ServerCore",
+    "Terms",
     "build_server",
 ]
 
@@ -52,6 +55,8 @@ _HOMES = {
     "AcctStatus": "radius._core",
     "NasClient": "radius._core",
     "ServerCore": "radius._core",
+    "KnownDevices": "radius._devices",
+    "Terms": "radius._devices",
     "DynAuthClient": "radius._io",
     "DynAuthResult": "radius._io",
     "RadiusServer": "radius._io",

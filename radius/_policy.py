@@ -1,10 +1,13 @@
 """Who gets an Access-Accept: one-time credentials (PAP) and known devices (MAC auth).
 
 One-time credentials are what the captive portal hands to a UAM gateway after a login
-(CoovaChilli-style): accepted exactly once, before their expiry. A device that logged in
-is remembered, as a keyed hash of its MAC only, for the territorial continuity period;
-a NAS's MAC-authentication request for it is then accepted directly. Decisions that
-consume a credential are committed before the Access-Accept leaves.
+(CoovaChilli-style): bound to the NAS and the device (keyed hash of its MAC) the login
+came through, accepted exactly once, before their expiry, with the limits of that login
+as reply attributes. A device that accepted the terms is remembered by the portal for
+the territorial continuity period (``radius._devices``); a NAS's MAC-authentication
+request for it is accepted while the texts in force at that NAS's commune are the ones
+it accepted. Decisions that consume a credential are committed before the Access-Accept
+leaves.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ import hmac
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from controller.config import Settings
 from controller.storage import Database
-from controller.storage.schema import radius_credentials, radius_known_devices
+from controller.storage.schema import radius_credentials
 from radius._core import AccessLimits, AccessRequestReceived
+from radius._devices import KnownDevices
 
 __all__ = ["AccessPolicy", "Decision"]
 
@@ -39,28 +42,56 @@ class AccessPolicy:
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
         self._settings = settings
-        self._key = settings.radius.device_key.get_secret_value().encode()
+        self.devices = KnownDevices(
+            db,
+            settings.radius.device_key.get_secret_value(),
+            settings.portal.terms_version,
+        )
 
     def device_hash(self, mac: str) -> str:
         """The keyed hash under which a device is remembered (never the MAC itself)."""
-        return hmac.new(self._key, b"borne/radius-device/" + mac.encode(), "sha256").hexdigest()
+        return self.devices.device_hash(mac)
 
-    def limits(self, session_minutes: int | None = None) -> AccessLimits:
-        """The reply attributes given at login, from the settings."""
+    def limits(
+        self,
+        session_minutes: int | None = None,
+        *,
+        up_kbps: int | None = None,
+        down_kbps: int | None = None,
+        quota_mb: int | None = None,
+    ) -> AccessLimits:
+        """The reply attributes given at login: the login's own limits (a voucher's),
+        else the settings'."""
         s, r = self._settings.sessions, self._settings.radius
         return AccessLimits(
             session_timeout_s=60 * (session_minutes or s.session_minutes),
             idle_timeout_s=r.idle_timeout_s,
             interim_interval_s=s.acct_interval_s,
-            bandwidth_up_bps=s.up_kbps * 1000,
-            bandwidth_down_bps=s.down_kbps * 1000,
-            max_total_octets=r.max_total_mb * 1_000_000,
+            bandwidth_up_bps=(s.up_kbps if up_kbps is None else up_kbps) * 1000,
+            bandwidth_down_bps=(s.down_kbps if down_kbps is None else down_kbps) * 1000,
+            max_total_octets=(r.max_total_mb if quota_mb is None else quota_mb) * 1_000_000,
         )
 
     async def add_credential(
-        self, username: str, password: str, expires_at: float, session_minutes: int | None = None
+        self,
+        username: str,
+        password: str,
+        expires_at: float,
+        session_minutes: int | None = None,
+        *,
+        nas_id: str | None = None,
+        mac: str | None = None,
+        up_kbps: int | None = None,
+        down_kbps: int | None = None,
+        quota_mb: int | None = None,
     ) -> None:
-        """Issue a one-time credential (the portal's UAM flow calls this)."""
+        """Issue a one-time credential (the portal's UAM flow calls this).
+
+        Args:
+            nas_id: the only NAS that may use it (None: any registered NAS).
+            mac: the only device (Calling-Station-Id) that may use it (None: any).
+            up_kbps, down_kbps, quota_mb: the login's limits (None: the settings').
+        """
         digest = hashlib.sha256(password.encode()).hexdigest()
         async with self._db.begin() as conn:
             await conn.execute(
@@ -72,34 +103,28 @@ class AccessPolicy:
                     password_sha256=digest,
                     session_minutes=session_minutes,
                     expires_at=expires_at,
+                    nas_id=nas_id,
+                    mac_hash=self.device_hash(mac) if mac is not None else None,
+                    up_kbps=up_kbps,
+                    down_kbps=down_kbps,
+                    quota_mb=quota_mb,
                 )
             )
 
-    async def remember_device(self, mac: str, now: float) -> None:
-        """Recognise ``mac`` for MAC authentication until the continuity period ends."""
-        until = now + 86400 * self._settings.radius.device_validity_days
-        mod = postgresql if self._db.dialect == "postgresql" else sqlite
-        stmt = mod.insert(radius_known_devices).values(
-            mac_hash=self.device_hash(mac), expires_at=until
-        )
+    async def prune_credentials(self, now: float) -> int:
+        """Delete the credentials that expired (used or not); return how many."""
         async with self._db.begin() as conn:
-            await conn.execute(
-                stmt.on_conflict_do_update(index_elements=["mac_hash"], set_={"expires_at": until})
+            result = await conn.execute(
+                radius_credentials.delete().where(radius_credentials.c.expires_at <= now)
             )
+        return int(result.rowcount)
 
     async def decide(self, req: AccessRequestReceived, now: float) -> Decision:
         """Accept or reject one Access-Request."""
         if req.mac_auth and req.mac is not None:
-            async with self._db.connect() as conn:
-                known = (
-                    await conn.execute(
-                        sa.select(radius_known_devices.c.expires_at).where(
-                            radius_known_devices.c.mac_hash == self.device_hash(req.mac),
-                            radius_known_devices.c.expires_at > now,
-                        )
-                    )
-                ).first()
-            if known is None:
+            if self._settings.portal.continuity_hours <= 0:
+                return Decision(False, "continuity_off")
+            if not await self.devices.returning(req.mac, req.nas.insee, now):
                 return Decision(False, "unknown_device")
             return Decision(True, "mac_auth", self.limits())
         if not req.user_name or req.password is None:
@@ -117,6 +142,12 @@ class AccessPolicy:
                 return Decision(False, "bad_credentials")
             if row.expires_at <= now:
                 return Decision(False, "expired_credentials")
+            if row.nas_id is not None and row.nas_id != req.nas.nas_id:
+                return Decision(False, "wrong_nas")
+            if row.mac_hash is not None and (
+                req.mac is None or not hmac.compare_digest(row.mac_hash, self.device_hash(req.mac))
+            ):
+                return Decision(False, "wrong_device")
             # Exactly once, even with several controllers: the update wins only once.
             used = await conn.execute(
                 radius_credentials.update()
@@ -128,6 +159,10 @@ class AccessPolicy:
             )
             if used.rowcount != 1:
                 return Decision(False, "used_credentials")
-        if req.mac is not None:
-            await self.remember_device(req.mac, now)
-        return Decision(True, "pap", self.limits(row.session_minutes))
+        limits = self.limits(
+            row.session_minutes,
+            up_kbps=row.up_kbps,
+            down_kbps=row.down_kbps,
+            quota_mb=row.quota_mb,
+        )
+        return Decision(True, "pap", limits)

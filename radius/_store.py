@@ -41,8 +41,20 @@ class NasRegistry:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, nas_id: str, address: str, secret: str, *, coa_port: int = 3799) -> None:
+    async def add(
+        self,
+        nas_id: str,
+        address: str,
+        secret: str,
+        *,
+        coa_port: int = 3799,
+        uam_secret: str | None = None,
+    ) -> None:
         """Register or update a NAS; its id must be a registered access point's.
+
+        Args:
+            uam_secret: the gateway's UAM secret (CoovaChilli ``uamsecret``), if it is
+                a UAM gateway with its own; None: ``[portal] uam_secret``.
 
         Raises:
             NasRegistryError: bad address, short secret, or no access point ``nas_id``.
@@ -54,6 +66,8 @@ class NasRegistry:
         if len(secret) < 16:
             # RFC 2865 §3 asks for at least 16 octets; shorter secrets fall to brute force.
             raise NasRegistryError("the shared secret must be at least 16 characters")
+        if uam_secret is not None and not 8 <= len(uam_secret) <= 200:
+            raise NasRegistryError("the UAM secret must be 8 to 200 characters")
         async with self._db.begin() as conn:
             ap = (
                 await conn.execute(
@@ -70,6 +84,7 @@ class NasRegistry:
                     secret=secret,
                     coa_port=coa_port,
                     created_at=time.time(),
+                    uam_secret=uam_secret,
                 )
             )
 
@@ -85,6 +100,18 @@ class NasRegistry:
                     )
                 ).all()
             )
+
+    async def uam_gateway(self, nas_id: str) -> tuple[str, str | None] | None:
+        """``(commune INSEE, UAM secret or None)`` of a registered NAS; None if unknown."""
+        async with self._db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(nas_clients.c.uam_secret, access_points.c.insee)
+                    .join(access_points, access_points.c.ap_id == nas_clients.c.nas_id)
+                    .where(nas_clients.c.nas_id == nas_id)
+                )
+            ).first()
+        return None if row is None else (str(row.insee), row.uam_secret)
 
     async def clients(self) -> dict[str, list[NasClient]]:
         """NAS clients by source address, as the server core wants them."""

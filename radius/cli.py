@@ -31,6 +31,11 @@ def register(subparsers: Any) -> None:
         "--secret", default=None, help="secret partagé (généré si absent) / shared secret"
     )
     add.add_argument("--coa-port", type=int, default=3799)
+    add.add_argument(
+        "--uam-secret",
+        default=None,
+        help="uamsecret de la passerelle UAM (CoovaChilli) / the UAM gateway's uamsecret",
+    )
     add.add_argument("--name", default=None)
     add.add_argument("-c", "--config", help="fichier TOML du contrôleur / controller TOML")
     add.set_defaults(func=_cmd_nas_add)
@@ -70,7 +75,13 @@ def _cmd_nas_add(args: argparse.Namespace) -> int:
             await reg.add_communes(await asyncio.to_thread(lot_communes))
             if await reg.access_point(args.nas_id) is None:
                 await reg.add_access_point(args.nas_id, args.insee, args.name or args.nas_id)
-            await NasRegistry(db).add(args.nas_id, args.address, secret, coa_port=args.coa_port)
+            await NasRegistry(db).add(
+                args.nas_id,
+                args.address,
+                secret,
+                coa_port=args.coa_port,
+                uam_secret=args.uam_secret,
+            )
         except (RegistryError, NasRegistryError) as exc:
             print(f"borne radius nas-add : {exc}", file=sys.stderr)
             return 2
@@ -94,7 +105,8 @@ def _cmd_nas_list(args: argparse.Namespace) -> int:
         db = await open_database(settings.database.url.get_secret_value())
         try:
             for r in await NasRegistry(db).rows():
-                print(f"{r.nas_id}\t{r.address}\tINSEE {r.insee}\tCoA {r.coa_port}")
+                uam = "UAM" if r.uam_secret else "-"
+                print(f"{r.nas_id}\t{r.address}\tINSEE {r.insee}\tCoA {r.coa_port}\t{uam}")
         finally:
             await db.aclose()
         return 0

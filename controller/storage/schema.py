@@ -11,7 +11,10 @@ import sqlalchemy as sa
 
 __all__ = [
     "access_points",
+    "ap_configs",
+    "ap_key_rotations",
     "ap_mqtt_logins",
+    "ap_mqtt_logins_retired",
     "commands",
     "communes",
     "consumer_offsets",
@@ -93,6 +96,10 @@ sessions = sa.Table(
     sa.Column("down_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("terminate_cause", sa.String(32), nullable=True),
     sa.Column("backfilled", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Migration 0010: the NAT port block of the session (agents/_nat.py), None without NAT.
+    sa.Column("public_ip", sa.String(45), nullable=True),
+    sa.Column("port_start", sa.Integer, nullable=True),
+    sa.Column("port_end", sa.Integer, nullable=True),
     sa.Index("ix_sessions_open", "ap_id", "mac", "stopped_at"),
     sa.Index("ix_sessions_started", "started_at"),
 )
@@ -152,6 +159,8 @@ nas_clients = sa.Table(
     sa.Column("secret", sa.String(200), nullable=False),
     sa.Column("coa_port", sa.Integer, nullable=False, server_default="3799"),
     sa.Column("created_at", Time, nullable=False),
+    # Migration 0013: the NAS's UAM secret (CoovaChilli uamsecret), None: [portal]'s.
+    sa.Column("uam_secret", sa.String(200), nullable=True),
 )
 
 radius_sessions = sa.Table(
@@ -171,6 +180,12 @@ radius_credentials = sa.Table(
     sa.Column("session_minutes", sa.Integer, nullable=True),
     sa.Column("expires_at", Time, nullable=False),
     sa.Column("used_at", Time, nullable=True),
+    # Migration 0013: bound to one NAS and one device (keyed hash), with the login's limits.
+    sa.Column("nas_id", sa.String(63), nullable=True),
+    sa.Column("mac_hash", sa.String(64), nullable=True),
+    sa.Column("up_kbps", sa.Integer, nullable=True),
+    sa.Column("down_kbps", sa.Integer, nullable=True),
+    sa.Column("quota_mb", sa.Integer, nullable=True),
 )
 
 radius_known_devices = sa.Table(
@@ -178,6 +193,10 @@ radius_known_devices = sa.Table(
     metadata,
     sa.Column("mac_hash", sa.String(64), primary_key=True),
     sa.Column("expires_at", Time, nullable=False),
+    # Migration 0013: the legal texts accepted (scope: commune, "*", "" built-in).
+    sa.Column("terms_scope", sa.String(5), nullable=True),
+    sa.Column("terms_version", sa.String(32), nullable=True),
+    sa.Column("accepted_at", Time, nullable=True),
 )
 
 radius_dynauth = sa.Table(
@@ -391,4 +410,62 @@ dashboard_commune_contacts = sa.Table(
     sa.Column("hours", sa.String(500), nullable=False, server_default=""),
     sa.Column("updated_at", Time, nullable=False),
     sa.Column("updated_by", sa.String(64), nullable=False),
+)
+# Identity data given at login by e-mail or SMS code (CPCE R10-13 I): kept only for the
+# legal obligation, as keyed hashes, until keep_until (5 years), then deleted.
+portal_identities = sa.Table(
+    "portal_identities",
+    metadata,
+    _serial_id(),
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("identity_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("device_hash", sa.String(64), nullable=False),
+    sa.Column("insee", sa.String(5), nullable=False),
+    sa.Column("ap_id", sa.String(63), nullable=False),
+    sa.Column("logged_in_at", Time, nullable=False),
+    sa.Column("keep_until", Time, nullable=False, index=True),
+)
+# Credential rotations (controller.enroll): the new command key until the AP confirms it
+# (then in access_points.command_key), the old one until the end of the grace period;
+# both NULL once forgotten.
+ap_key_rotations = sa.Table(
+    "ap_key_rotations",
+    metadata,
+    sa.Column("ap_id", sa.String(63), primary_key=True),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("new_key", sa.String(200), nullable=True),
+    sa.Column("old_key", sa.String(200), nullable=True),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("grace_until", Time, nullable=False),
+    sa.Column("confirmed_at", Time, nullable=True),
+    sa.Column("finished_at", Time, nullable=True),
+    sa.Column("command_id", sa.String(64), nullable=True),
+)
+# MQTT logins replaced by a rotation, still valid until the end of its grace period.
+ap_mqtt_logins_retired = sa.Table(
+    "ap_mqtt_logins_retired",
+    metadata,
+    sa.Column("username", sa.String(80), primary_key=True),
+    sa.Column("ap_id", sa.String(63), nullable=False, index=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("valid_until", Time, nullable=False),
+)
+# Migration 0009: the gateway settings of each access point (controller.apconfig): the
+# controller's version (raised when the settings change), the last push and its ack, and
+# the version the agent reports in its status.
+ap_configs = sa.Table(
+    "ap_configs",
+    metadata,
+    sa.Column("ap_id", sa.String(63), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("command_id", sa.String(64), nullable=True),
+    sa.Column("pushed_at", Time, nullable=True),
+    sa.Column("applied_version", sa.Integer, nullable=True),
+    sa.Column("result", sa.String(200), nullable=True),
+    sa.Column("acked_at", Time, nullable=True),
+    sa.Column("reported_version", sa.Integer, nullable=True),
+    sa.Column("reported_at", Time, nullable=True),
 )

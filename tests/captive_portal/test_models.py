@@ -39,6 +39,9 @@ def test_counters_start_at_zero_and_snapshot_is_a_copy() -> None:
         "prefix_refused": 0,
         "extends": 0,
         "extend_refused": 0,
+        "returning": 0,
+        "uam_logins": 0,
+        "bad_uam": 0,
     }
     counters.bad_fas += 1
     assert snapshot["bad_fas"] == 0

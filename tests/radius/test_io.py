@@ -15,7 +15,12 @@ from pyrad.packet import CoAPacket
 from controller.config import Settings
 from controller.outbox import pending
 from controller.storage import Database
-from controller.storage.schema import radius_dynauth, sessions
+from controller.storage.schema import (
+    portal_legal_texts,
+    radius_dynauth,
+    radius_known_devices,
+    sessions,
+)
 from radius import AccessPolicy, DynAuthClient, NasRegistry, build_server
 from tests.radius.conftest import NAS_ID, SECRET, Running, radclient
 
@@ -210,16 +215,81 @@ async def test_pap_one_time_credential_accepted_once(
 async def test_mac_authentication_of_a_known_device(
     radius_server: Running, radius_db: Database, radius_settings: Settings
 ) -> None:
-    """MAC auth accepts a device remembered for continuity and rejects an unknown one."""
-    await AccessPolicy(radius_db, radius_settings).remember_device("02:00:00:00:00:aa", time.time())
+    """MAC auth accepts a device remembered for continuity with the texts in force at the
+    NAS's commune, with Session-Timeout and Idle-Timeout; an unknown device, a device whose
+    period is over, and any device once new texts are published are rejected. The table
+    holds no MAC."""
+    devices = AccessPolicy(radius_db, radius_settings).devices
+    now = time.time()
+    terms = await devices.terms_in_force("46201")
+    await devices.remember("02:00:00:00:00:aa", terms, now=now, hours=24)
+    await devices.remember("02:00:00:00:00:cc", terms, now=now - 25 * 3600, hours=24)
     req = (
         'User-Name = "{m}"\nUser-Password = "{m}"\nCalling-Station-Id = "{m}"\n'
         "Message-Authenticator = 0x00\n"
     )
     known = await radclient(radius_server.auth_port, "auth", req.format(m="02-00-00-00-00-AA"))
-    assert "Received Access-Accept" in known.out and "Session-Timeout = 7200" in known.out
-    unknown = await radclient(radius_server.auth_port, "auth", req.format(m="02-00-00-00-00-BB"))
-    assert "Received Access-Reject" in unknown.out, unknown.out
+    assert "Received Access-Accept" in known.out, known.out
+    assert "Session-Timeout = 7200" in known.out and "Idle-Timeout = 600" in known.out
+    for mac in ("02-00-00-00-00-BB", "02-00-00-00-00-CC"):
+        refused = await radclient(radius_server.auth_port, "auth", req.format(m=mac))
+        assert "Received Access-Reject" in refused.out, refused.out
+    async with radius_db.connect() as conn:
+        stored = " ".join(
+            str(v) for r in await conn.execute(sa.select(radius_known_devices)) for v in r
+        )
+    assert "02:00:00:00:00:aa" not in stored.lower() and "020000" not in stored
+    # The commune publishes new texts: the device must accept them before continuity.
+    async with radius_db.begin() as conn:
+        await conn.execute(
+            portal_legal_texts.insert().values(
+                insee="46201", version="2027-01-01", published_at=now, content="{}"
+            )
+        )
+    after = await radclient(radius_server.auth_port, "auth", req.format(m="02-00-00-00-00-AA"))
+    assert "Received Access-Reject" in after.out, after.out
+    outcomes = radius_server.server.outcomes
+    assert outcomes["access_mac_auth"] == 1 and outcomes["access_unknown_device"] == 3
+
+
+async def test_bound_credential_only_for_its_nas_and_device(
+    radius_server: Running, radius_db: Database, radius_settings: Settings
+) -> None:
+    """A credential bound to another NAS, or to another device, is rejected and not
+    consumed; from its own NAS and device it is accepted once, with the login's limits."""
+    policy = AccessPolicy(radius_db, radius_settings)
+    later = time.time() + 60
+    await policy.add_credential("uam-other-nas", "pw-1", later, nas_id="nas-46201-02")
+    await policy.add_credential(
+        "uam-bound", "pw-2", later, 30, nas_id=NAS_ID, mac="02:00:00:00:00:0b",
+        up_kbps=512, down_kbps=4096, quota_mb=5000,
+    )  # fmt: skip
+    req = (
+        'User-Name = "{u}"\nUser-Password = "{p}"\nCalling-Station-Id = "{m}"\n'
+        f'NAS-Identifier = "{NAS_ID}"\nMessage-Authenticator = 0x00\n'
+    )
+    for u, p, m in (
+        ("uam-other-nas", "pw-1", "02-00-00-00-00-0B"),
+        ("uam-bound", "pw-2", "02-00-00-00-00-0C"),
+    ):
+        res = await radclient(radius_server.auth_port, "auth", req.format(u=u, p=p, m=m))
+        assert "Received Access-Reject" in res.out, res.out
+    ok = await radclient(
+        radius_server.auth_port, "auth", req.format(u="uam-bound", p="pw-2", m="02-00-00-00-00-0B")
+    )
+    assert "Received Access-Accept" in ok.out, ok.out
+    for expected in (
+        "Session-Timeout = 1800",
+        "WISPr-Bandwidth-Max-Up = 512000",
+        "WISPr-Bandwidth-Max-Down = 4096000",
+        # 5,000,000,000 octets: 705,032,704 + 1 x 2^32.
+        "ChilliSpot-Max-Total-Octets = 705032704",
+        # CoovaChilli's Max-Total-Gigawords (VSA 23); FreeRADIUS 3.2's dictionary lacks it.
+        "Attr-26.14559.23 = 0x00000001",
+    ):
+        assert expected in ok.out, ok.out
+    outcomes = radius_server.server.outcomes
+    assert outcomes["access_wrong_nas"] == 1 and outcomes["access_wrong_device"] == 1
 
 
 async def test_status_server_on_both_ports(radius_server: Running) -> None:
