@@ -25,6 +25,7 @@ from controller.registry import Registry, lot_communes
 from controller.service import Controller
 from controller.storage import Database, open_database
 from controller.storage.schema import communes
+from dashboards.app import REPORTS as DASHBOARD_REPORTS
 from dashboards.app import WATCHER as DASHBOARD_WATCHER
 from dashboards.app import create_app as create_dashboard
 
@@ -141,6 +142,8 @@ async def run_controller(
         portal, dashboard = await asyncio.to_thread(web_apps, controller)
         # Records hotspot incidents while no dashboard page is open (dashboards.watch).
         watcher = tg.create_task(dashboard[DASHBOARD_WATCHER].run(), name="dashboards.watch")
+        # Each commune's monthly report, made at the start of the month (dashboards.reports).
+        reports = tg.create_task(dashboard[DASHBOARD_REPORTS].run(), name="dashboards.reports")
         p, d = settings.portal, settings.dashboard
         async with (
             serve_app(portal, p.listen_host, p.listen_port) as portal_url,
@@ -161,6 +164,7 @@ async def run_controller(
             await stop.wait()
             logger.info("stopping")
         watcher.cancel()
+        reports.cancel()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(sig)

@@ -76,6 +76,7 @@ from dashboards._core import (
     sessions_view,
 )
 from dashboards._health import DAY, health_rows
+from dashboards._legal import LegalPages
 from dashboards._map import MapMarker, Territory, load_territory, render_map
 from dashboards._usage import (
     DAY_FIELDS,
@@ -91,9 +92,17 @@ from dashboards.accounts import AccountError, AccountStore, Login
 from dashboards.assets import URL as CHARTS_URL
 from dashboards.assets import Bundle, load_bundle
 from dashboards.models import FleetResponse, SessionsResponse
+from dashboards.reports import (
+    ReportError,
+    ReportScheduler,
+    ReportStore,
+    month_days,
+    parse_month,
+    previous_month,
+)
 from dashboards.watch import FleetWatcher
 
-__all__ = ["ACCOUNTS", "CONTROLLER", "COOKIE", "REFRESH_S", "WATCHER", "create_app"]
+__all__ = ["ACCOUNTS", "CONTROLLER", "COOKIE", "REFRESH_S", "REPORTS", "WATCHER", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +126,7 @@ _API_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 CONTROLLER: Final = web.AppKey("dashboards.controller", Controller)
 ACCOUNTS: Final = web.AppKey("dashboards.accounts", AccountStore)
 WATCHER: Final = web.AppKey("dashboards.watcher", FleetWatcher)
+REPORTS: Final = web.AppKey("dashboards.reports", ReportScheduler)
 # A live page gets a comment line at least this often, so that proxies keep it open and
 # a closed page is noticed.
 KEEPALIVE_S: Final = 15.0
@@ -196,6 +206,7 @@ def create_app(
     app[CONTROLLER] = controller
     app[ACCOUNTS] = dashboard.accounts
     app[WATCHER] = dashboard.watcher
+    app[REPORTS] = dashboard.scheduler
     app.on_response_prepare.append(_headers)
     app.on_shutdown.append(dashboard.shutdown)
     app.on_cleanup.append(dashboard.close)
@@ -205,6 +216,8 @@ def create_app(
     app.router.add_get("/usage", dashboard.usage, name="usage")
     app.router.add_get("/usage.csv", dashboard.usage_csv, name="usage-csv")
     app.router.add_get("/report", dashboard.report, name="report")
+    app.router.add_get("/reports", dashboard.reports_page, name="reports")
+    app.router.add_get("/reports/{insee}/{month}", dashboard.stored_report, name="stored-report")
     app.router.add_get("/api/events", dashboard.events, name="api-events")
     app.router.add_get("/api/fleet", dashboard.fleet, name="api-fleet")
     app.router.add_get("/api/sessions", dashboard.sessions, name="api-sessions")
@@ -217,6 +230,10 @@ def create_app(
     app.router.add_post("/admin/accounts", dashboard.accounts_create)
     app.router.add_post("/admin/accounts/{username}/active", dashboard.accounts_active)
     app.router.add_get("/healthz", _healthz, name="healthz")
+    # The legal officer's requisition pages (dashboards._legal).
+    LegalPages(controller.settings.legal, dashboard._render, dashboard._account, clock).add_routes(
+        app.router
+    )
     app.router.add_get(CHARTS_URL, dashboard.charts_library, name="charts-library")
     return app
 
@@ -307,6 +324,10 @@ class _Dashboard:
         self.day_visitors: dict[str, dict[str, int]] = {}
         self.accounts = AccountStore(controller.db)
         self.watcher = FleetWatcher(controller.db, clock)
+        self.report_store = ReportStore(controller.db)
+        self.scheduler = ReportScheduler(
+            self.report_store, self.generate_report, self.equipped_communes, self.tz, clock
+        )
         self.closing = asyncio.Event()
         d = controller.settings.dashboard
         self.loopback = _is_loopback(d.listen_host)
@@ -386,18 +407,22 @@ class _Dashboard:
         token = request.get(_TOKEN)
         return csrf_token(self.csrf_key, token) if token else ""
 
+    def _html(self, name: str, request: web.Request | None, nonce: str, **values: Any) -> str:
+        """A template rendered for a request's account (None: a stored document)."""
+        return self.env.get_template(name).render(
+            network_name=self.controller.settings.name,
+            nonce=nonce,
+            account=self._account(request) if request is not None else None,
+            role_labels=ROLE_LABELS,
+            csrf=self._csrf(request) if request is not None else "",
+            **values,
+        )
+
     def _render(
         self, name: str, request: web.Request, status: int = 200, **values: Any
     ) -> web.Response:
         nonce = secrets.token_urlsafe(18)
-        html = self.env.get_template(name).render(
-            network_name=self.controller.settings.name,
-            nonce=nonce,
-            account=self._account(request),
-            role_labels=ROLE_LABELS,
-            csrf=self._csrf(request),
-            **values,
-        )
+        html = self._html(name, request, nonce, **values)
         response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
         response.headers["Content-Security-Policy"] = _page_csp(nonce)
         # The map makes a page of a few hundred kB of SVG; gzip brings it to a few dozen.
@@ -739,9 +764,16 @@ class _Dashboard:
         return ""
 
     async def _usage(self, request: web.Request) -> tuple[str, date, date, UsageView]:
-        now = self.clock()
         place = self._place(request)
-        start, end = self._period(request, now)
+        start, end = self._period(request, self.clock())
+        account = self._account(request)
+        visible = None if account is None or account.sees_territory else set(account.communes)
+        return place, start, end, await self._usage_view(place, start, end, visible)
+
+    async def _usage_view(
+        self, place: str, start: date, end: date, visible: set[str] | None
+    ) -> UsageView:
+        """The usage tables of a place (``""``: the territory) from ``start`` to ``end``."""
         days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
         digests = await self._digests(place, days)
         before = []
@@ -754,9 +786,7 @@ class _Dashboard:
         last_year = [
             x for x in await self._digests(place, _span(before), period="day") if x.day in wanted
         ]
-        account = self._account(request)
-        visible = None if account is None or account.sees_territory else set(account.communes)
-        return place, start, end, usage_view(place, digests, last_year, visible)
+        return usage_view(place, digests, last_year, visible)
 
     def _name(self, insee: str) -> str:
         return self.commune_names.get(insee, insee) if insee else "Territoire"
@@ -793,47 +823,121 @@ class _Dashboard:
             csv={t: str(csv_url.with_query({**query, "table": t})) for t in _CSV_TABLES},
         )
 
-    async def report(self, request: web.Request) -> web.Response:
-        """``GET /report?commune=INSEE&month=YYYY-MM``: a commune's monthly report, to print."""
+    async def _report_values(
+        self, place: str, first: date, visible: set[str] | None, account: Account | None
+    ) -> dict[str, Any]:
+        """What the monthly report shows: the month's usage, the hotspots, the charts."""
         now = self.clock()
-        today = datetime.fromtimestamp(now, self.tz).date()
-        raw = request.query.get("month")
-        try:
-            first = (
-                date.fromisoformat(f"{raw}-01")
-                if raw
-                else (today.replace(day=1) - timedelta(days=1)).replace(day=1)
-            )
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text="mois AAAA-MM attendu / expected YYYY-MM") from exc
-        last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
-        query = dict(request.query)
-        query.update({"from": first.isoformat(), "to": last.isoformat()})
-        sub = request.clone(rel_url=request.rel_url.with_query(query))
-        place, _, _, view = await self._usage(sub)
-        fleet, _ = await self._fleet(now, self._account(request), place or None)
-        return self._render(
-            "report.html",
-            request,
-            place=place,
-            place_name=self._name(place),
-            month=first.strftime("%m/%Y"),
-            month_iso=first.isoformat()[:7],
-            generated=datetime.fromtimestamp(now, self.tz).strftime("%d/%m/%Y %H:%M"),
-            view=view,
-            fleet=fleet,
-            commune_name_of=self._name,
-            daily_chart=Markup(
+        start, last = month_days(first)
+        view = await self._usage_view(place, start, last, visible)
+        fleet, _ = await self._fleet(now, account, place or None)
+        return {
+            "place": place,
+            "place_name": self._name(place),
+            "month": first.strftime("%m/%Y"),
+            "month_iso": first.isoformat()[:7],
+            "generated": datetime.fromtimestamp(now, self.tz).strftime("%d/%m/%Y %H:%M"),
+            "view": view,
+            "fleet": fleet,
+            "commune_name_of": self._name,
+            "daily_chart": Markup(
                 bar_chart(
                     [v.get("visitors", 0) for _, v in view.daily],
                     [d[8:] for d, _ in view.daily],
                     "Visiteurs par jour du mois",
                 )
             ),
-            hours_chart=Markup(
+            "hours_chart": Markup(
                 bar_chart(view.hours, [f"{h} h" for h in range(24)], "Visiteurs par heure")
             ),
+            "dwell_chart": Markup(
+                bar_chart(
+                    [n for _, n in view.dwell], [x for x, _ in view.dwell], "Sessions par durée"
+                )
+            ),
+        }
+
+    async def report(self, request: web.Request) -> web.Response:
+        """``GET /report?commune=INSEE&month=YYYY-MM``: a commune's monthly report, to print."""
+        today = datetime.fromtimestamp(self.clock(), self.tz).date()
+        try:
+            first = parse_month(request.query.get("month") or previous_month(today))
+        except ReportError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+        place = self._place(request)
+        account = self._account(request)
+        visible = None if account is None or account.sees_territory else set(account.communes)
+        values = await self._report_values(place, first, visible, account)
+        return self._render("report.html", request, stored=False, **values)
+
+    async def generate_report(self, insee: str, month: str) -> str:
+        """A commune's monthly report as a self-contained HTML document (no script, no
+        link to the site), as the scheduler stores it.
+
+        Raises:
+            ReportError: a bad month or an unknown commune.
+        """
+        if insee not in self.commune_names:
+            raise ReportError(f"commune inconnue / unknown commune: {insee}")
+        values = await self._report_values(insee, parse_month(month), {insee}, None)
+        return self._html("report.html", None, secrets.token_urlsafe(18), stored=True, **values)
+
+    async def equipped_communes(self) -> list[str]:
+        """The communes with at least one hotspot."""
+        return sorted({r.insee for r in await self.controller.registry.access_points()})
+
+    async def reports_page(self, request: web.Request) -> web.Response:
+        """``GET /reports[?commune=]``: the stored monthly reports the account may open."""
+        insee = self._commune_param(request, request.query.get("commune"))
+        account = self._account(request)
+        if account is not None and not account.sees_fleet:
+            raise web.HTTPForbidden(text="accès refusé / forbidden")
+        if insee is not None:
+            scope: set[str] | None = {insee}
+        elif account is None or account.sees_territory:
+            scope = None
+        else:
+            scope = set(account.communes)
+        rows = await self.report_store.listing(scope)
+        return self._render(
+            "reports.html",
+            request,
+            rows=rows,
+            commune_name_of=self._name,
+            local_date=lambda t: datetime.fromtimestamp(t, self.tz).strftime("%d/%m/%Y"),
         )
+
+    async def stored_report(self, request: web.Request) -> web.Response:
+        """``GET /reports/{insee}/{month}``: a stored report (403 outside the scope)."""
+        insee = self._commune_param(request, request.match_info["insee"])
+        account = self._account(request)
+        if insee is None or (account is not None and not account.sees_fleet):
+            raise web.HTTPForbidden(text="accès refusé / forbidden")
+        month = request.match_info["month"]
+        try:
+            parse_month(month)
+        except ReportError as exc:
+            raise web.HTTPNotFound(text=str(exc)) from exc
+        html = await self.report_store.get(insee, month)
+        if html is None:
+            raise web.HTTPNotFound(text="rapport absent / no such report")
+        name = f"borne-rapport-{insee}-{month}.html"
+        disposition = "attachment" if request.query.get("download") else "inline"
+        response = web.Response(
+            text=html,
+            content_type="text/html",
+            charset="utf-8",
+            headers={
+                "Content-Disposition": f'{disposition}; filename="{name}"',
+                # A stored document: its own inline styles, no script at all.
+                "Content-Security-Policy": (
+                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; "
+                    "base-uri 'none'; form-action 'none'"
+                ),
+            },
+        )
+        response.enable_compression()
+        return response
 
     async def usage_csv(self, request: web.Request) -> web.Response:
         """``GET /usage.csv?table=daily|hours|dwell|flows&…``: a chart's data as CSV."""

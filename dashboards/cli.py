@@ -1,4 +1,6 @@
-"""``borne account ...``: dashboard accounts from the command line (the first admin too).
+"""``borne account ...``: dashboard accounts from the command line (the first admin too);
+``borne dashboard assets install`` (the charting library, from npm) and ``borne dashboard
+report`` (monthly reports by hand: a month missed, a commune added, again with --force).
 
 Messages are in French first, then English. The password is read from the terminal
 (twice, not echoed) or, with ``--password-stdin``, from the first line of standard input;
@@ -153,8 +155,59 @@ async def _set(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _assets(args: argparse.Namespace) -> int:
+    from dashboards.assets import ECHARTS_VERSION, AssetError, install
+
+    directory = Path(args.dir) if args.dir else _settings(args.config).dashboard.assets_dir
+    try:
+        path = await asyncio.to_thread(install, directory, args.npm)
+    except AssetError as exc:
+        print(f"borne dashboard assets install: {exc}", file=sys.stderr)
+        return 1
+    print(f"echarts {ECHARTS_VERSION} installé / installed: {path}")
+    return 0
+
+
+async def _report(args: argparse.Namespace) -> int:
+    from controller.registry import Registry
+    from controller.service import Controller
+    from controller.storage import open_database
+    from dashboards.app import REPORTS, create_app
+    from dashboards.reports import ReportError, parse_month
+
+    settings = _settings(args.config)
+    try:
+        parse_month(args.month)
+    except ReportError as exc:
+        print(f"borne dashboard report: {exc}", file=sys.stderr)
+        return 2
+    if not args.all and not args.commune:
+        print("--commune INSEE ou --all / --commune INSEE or --all", file=sys.stderr)
+        return 2
+    db = await open_database(settings.database.url.get_secret_value())
+    try:
+        registry = Registry(db, settings.command_master_key.get_secret_value())
+        app = await asyncio.to_thread(create_app, Controller(settings, db, registry))
+        scheduler = app[REPORTS]
+        try:
+            communes = (
+                await scheduler.communes()
+                if args.all
+                else [c.strip().upper() for c in args.commune]
+            )
+            made = await scheduler.make(args.month, communes, force=args.force)
+        finally:
+            await app.shutdown()
+            await app.cleanup()
+    finally:
+        await db.aclose()
+    print(f"{args.month}: {len(made)} rapport(s) établi(s) / report(s) made: {' '.join(made)}")
+    return 1 if scheduler.failures else 0
+
+
 def register(sub: Any) -> None:
-    """Add ``account`` to the ``borne`` command."""
+    """Add ``account`` and ``dashboard`` to the ``borne`` command."""
+    _register_dashboard(sub)
     from dashboards._auth import Role
 
     a = sub.add_parser("account", help="comptes du tableau de bord / dashboard accounts")
@@ -185,3 +238,22 @@ def register(sub: Any) -> None:
             p.add_argument("--password-stdin", action="store_true")
         p.add_argument("-c", "--config", help="fichier TOML du contrôleur / controller TOML file")
         p.set_defaults(func=lambda x: asyncio.run(_set(x)))
+
+
+def _register_dashboard(sub: Any) -> None:
+    d = sub.add_parser("dashboard", help="tableaux de bord / dashboards")
+    d_sub = d.add_subparsers(dest="dashboard_command", required=True)
+    assets = d_sub.add_parser("assets", help="bibliothèque de graphiques / charting library")
+    a_sub = assets.add_subparsers(dest="assets_command", required=True)
+    inst = a_sub.add_parser("install", help="installer ECharts avec npm / install ECharts")
+    inst.add_argument("--dir", default=None, help="dossier (défaut : [dashboard] assets_dir)")
+    inst.add_argument("--npm", default=None, help="chemin de npm / path to npm")
+    inst.add_argument("-c", "--config", help="fichier TOML du contrôleur / controller TOML file")
+    inst.set_defaults(func=lambda x: asyncio.run(_assets(x)))
+    rep = d_sub.add_parser("report", help="rapports mensuels / monthly reports")
+    rep.add_argument("--month", required=True, help="AAAA-MM / YYYY-MM")
+    rep.add_argument("--commune", action="append", default=[], help="code INSEE (répétable)")
+    rep.add_argument("--all", action="store_true", help="toutes les communes équipées")
+    rep.add_argument("--force", action="store_true", help="refaire les rapports existants")
+    rep.add_argument("-c", "--config", help="fichier TOML du contrôleur / controller TOML file")
+    rep.set_defaults(func=lambda x: asyncio.run(_report(x)))

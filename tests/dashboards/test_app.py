@@ -724,7 +724,7 @@ async def test_monthly_report_renders_with_charts_and_is_scoped(
     assert resp.status == 200
     html = await resp.text()
     assert "Rapport mensuel du Wi-Fi public — Rocamadour" in html
-    assert "@media print" in html and html.count('class="chart"') == 2
+    assert "@media print" in html and html.count('class="chart"') == 3
     assert '<dd id="report-visitors">201</dd>' in html  # 100 + 101, both days in May
     assert (await viewer.get(f"/report?commune={INSEE['Cahors']}")).status == 403
     assert (await viewer.get("/report?month=2026-13")).status == 400
