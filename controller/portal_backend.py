@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 # How long the visitor's page waits for the access point; a phone's captive-portal
 # window gives up after about 30 s, and a healthy AP answers in well under a second.
 ACK_WAIT_S = 10.0
+# How often a login also deletes the continuity records and credentials that are over.
+PRUNE_EVERY_S = 3600.0
 
 
 def remaining(
@@ -92,6 +94,7 @@ class ControllerPortalBackend:
         self.radius = AccessPolicy(controller.db, controller.settings)
         self.devices = self.radius.devices
         self.nas = NasRegistry(controller.db)
+        self._pruned = 0.0
 
     async def _commune(self, ap_id: str) -> tuple[str, str] | None:
         """``(insee, commune name)`` of a registered access point."""
@@ -218,6 +221,11 @@ class ControllerPortalBackend:
                 ap_id=request.ap_id,
                 now=now,
             )
+        if now - self._pruned >= PRUNE_EVERY_S:
+            # Devices whose period is over and used or expired credentials: deleted.
+            self._pruned = now
+            await self.devices.prune(now)
+            await self.radius.prune_credentials(now)
         terms = await self.devices.terms_in_force(insee)
         if terms.version == request.terms_version:
             await self.devices.remember(
