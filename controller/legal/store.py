@@ -219,8 +219,10 @@ class LegalStore:
 
     def _index_key(self, day: str) -> bytes | None:
         """The day's unwrapped index key, None once destroyed (one file, one unwrap)."""
+        # Plain strings, not pathlib: a year's search does this 365 times.
         try:
-            blob = (self.directory / day / "keys" / "index.key").read_bytes()
+            with open(f"{os.fspath(self.directory)}/{day}/keys/index.key", "rb") as fh:
+                blob = fh.read()
         except FileNotFoundError:
             return None
         return unwrap(self.provider, day, "index", blob)
@@ -496,11 +498,9 @@ class LegalStore:
         if index_key is None:
             return [], None
         t = fmt.tag(index_key, kind, value)
-        path = self.directory / day
-        if (path / "index.sorted").exists():
-            seqs = _sorted_lookup(path, t)
-        else:
-            seqs = _unsealed_lookup(path, t)
+        seqs = _sorted_lookup(f"{os.fspath(self.directory)}/{day}", t)
+        if seqs is None:
+            seqs = _unsealed_lookup(self.directory / day, t)
         if not seqs:
             return [], fmt.DayKeys(None, None, index_key)
         return seqs, self.keys(day)
@@ -678,15 +678,20 @@ def _write_fence(path: Path) -> None:
     tmp.rename(path / "index.fence")
 
 
-def _sorted_lookup(path: Path, t: bytes) -> list[int]:
-    """Record numbers under tag ``t`` in a sealed day's sorted index."""
-    with (path / "index.sorted").open("rb") as fh:
-        fd = fh.fileno()
+def _sorted_lookup(base: str, t: bytes) -> list[int] | None:
+    """Record numbers under tag ``t`` in the sorted index of the day folder ``base``;
+    None when the day has no sorted index (not sealed yet)."""
+    try:
+        fd = os.open(f"{base}/index.sorted", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
         n = os.fstat(fd).st_size // _ENTRY.size
         if n == 0:
             return []
         try:
-            fence = (path / "index.fence").read_bytes()
+            with open(f"{base}/index.fence", "rb") as fh:
+                fence = fh.read()
         except FileNotFoundError:
             fence = b""
         if len(fence) == 16 * ((n + _FENCE_EVERY - 1) // _FENCE_EVERY):
@@ -701,13 +706,17 @@ def _sorted_lookup(path: Path, t: bytes) -> list[int]:
         while i < n:
             count = min(n - i, 2 * _FENCE_EVERY)
             block = os.pread(fd, count * _ENTRY.size, i * _ENTRY.size)
-            for tag_, seq in _ENTRY.iter_unpack(block[: len(block) - len(block) % _ENTRY.size]):
-                if tag_ > t:
-                    return out
-                if tag_ == t:
-                    out.append(seq)
-            i += count
+            m = len(block) // _ENTRY.size
+            k = bisect.bisect_left(_TagView(block, m, _ENTRY.size), t)
+            while k < m and block[k * _ENTRY.size : k * _ENTRY.size + 16] == t:
+                out.append(_ENTRY.unpack_from(block, k * _ENTRY.size)[1])
+                k += 1
+            if k < m or m < count:
+                return out
+            i += count  # the run of equal tags goes on in the next block
         return out
+    finally:
+        os.close(fd)
 
 
 def _unsealed_lookup(path: Path, t: bytes) -> list[int]:

@@ -194,10 +194,15 @@ def test_a_wrong_master_key_cannot_open_a_day(
 
 
 def test_nothing_else_in_borne_reads_the_legal_log() -> None:
-    """Only the controller's startup (main.py) and the CLI registry name the legal package:
-    no dashboard, statistics or portal code can import it (purpose limitation, L34-1)."""
+    """Only the controller's startup (main.py), the CLI registry and the legal officer's
+    pages (dashboards/_legal.py, which refuse every other role) name the legal package: no
+    other dashboard, statistics or portal code can import it (purpose limitation, L34-1)."""
     root = Path(__file__).resolve().parents[3]
-    allowed = {root / "controller" / "main.py", root / "controller" / "cli.py"}
+    allowed = {
+        root / "controller" / "main.py",
+        root / "controller" / "cli.py",
+        root / "dashboards" / "_legal.py",
+    }
     offenders = []
     for pkg in ("agents", "controller", "captive_portal", "radius", "dashboards"):
         for path in (root / pkg).rglob("*.py"):
