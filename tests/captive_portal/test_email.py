@@ -23,6 +23,7 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], EmailMessage]] = []
         self.refuse = False
+        self.arrived = asyncio.Event()
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refuse:
@@ -31,6 +32,7 @@ class Inbox:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append((list(envelope.rcpt_tos), message))
+        self.arrived.set()
         return "250 OK"
 
 

@@ -4,8 +4,9 @@ testbed's client namespace by tests/e2e/test_browser.py).
 Usage: python _cdp_client.py <json plan>; prints one JSON result per step. The plan is a
 list of steps: {"go": url}, {"lang": "de"}, {"shot": path}, {"eval": js}, {"axe": path
 of axe.min.js} (the WCAG 2.1 A/AA violations of the page),
-{"click_submit": [checkbox_id_or_null, form_selector, {field: value}]}. Standard library
-and aiohttp only.
+{"click_submit": [checkbox_id_or_null, form_selector, {field: value}]},
+{"submit_file": [path, form_selector, field]} (waits for the file, types its content).
+Standard library and aiohttp only.
 """
 
 from __future__ import annotations
@@ -130,6 +131,24 @@ async def run(ws: aiohttp.ClientWebSocketResponse, plan: list[dict[str, Any]]) -
                     f".value = {json.dumps(value)};"
                 )
             js += f"document.querySelector({json.dumps(form)}).requestSubmit();"
+            await call("Runtime.evaluate", expression=js)
+            await asyncio.sleep(0.5)
+            await loaded()
+            out = await page_facts(call)
+        elif "submit_file" in step:
+            # A value the test learns while the browser waits (a code sent by e-mail):
+            # wait for the file, type its content into the field, submit.
+            path, form, name = step["submit_file"]
+            for _ in range(600):
+                if await asyncio.to_thread(Path(path).exists):
+                    break
+                await asyncio.sleep(0.05)
+            value = (await asyncio.to_thread(Path(path).read_text, "utf-8")).strip()
+            js = (
+                f"document.querySelector({json.dumps(form)}).elements[{json.dumps(name)}]"
+                f".value = {json.dumps(value)};"
+                f"document.querySelector({json.dumps(form)}).requestSubmit();"
+            )
             await call("Runtime.evaluate", expression=js)
             await asyncio.sleep(0.5)
             await loaded()

@@ -1,6 +1,6 @@
 """A real browser through a real gateway: headless Chromium in the testbed's client
 namespace goes through openNDS to the portal, in each language, and logs in by
-click-through and by voucher, then reaches the upstream host.
+click-through, by voucher and by a code sent by e-mail, then reaches the upstream host.
 
 The browser is Debian's Chromium, driven over the DevTools protocol by
 ``tests/e2e/_cdp_client.py`` (run inside the client namespace). The gateway and the
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -25,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from captive_portal._i18n import LANGUAGES
 from captive_portal._vouchers import normalize_code
-from captive_portal.models import LoginRequest, LoginResult
-from controller.config import Settings
+from captive_portal.models import CommunePolicy, LoginRequest, LoginResult
+from controller.config import CommunePortalSettings, EmailCodeSettings, Settings
+from tests.captive_portal.test_email import Inbox
 from tests.e2e.test_portal_opennds import UPSTREAM_URL, NdsctlBackend, gateway, serve_portal
 from tests.testbed import UPSTREAM_BODY, Hotspot, require
 
@@ -189,3 +192,83 @@ async def test_chromium_through_opennds_in_every_language_then_logs_in(
     assert "You are connected" in right["text"], right
     assert upstream["text"].strip() == UPSTREAM_BODY, upstream
     assert [c.method for c in backend.calls] == ["click-through", "voucher", "voucher"]
+
+
+class EmailCommuneBackend(NdsctlBackend):
+    """``NdsctlBackend`` at an access point of a commune (Cahors) that turned e-mail
+    codes on."""
+
+    async def policy(self, ap_id: str, client_mac: str | None) -> CommunePolicy | None:
+        return CommunePolicy(insee="46042", commune="Cahors", terms_version="2026-11-01")
+
+
+async def test_chromium_logs_in_by_email_code_through_opennds(
+    _gateway: tuple[Hotspot, Settings], aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """Chromium asks for a code by e-mail on the portal behind openNDS; the code reaches a
+    real SMTP server (aiosmtpd) run by the test, which hands it to the browser; the
+    browser types it, is let in and reaches the upstream host. axe-core finds no serious
+    violation on the e-mail form and the code page."""
+    if CHROMIUM is None:
+        require("Debian's chromium (apt-get install chromium)")
+    hotspot, settings = _gateway
+    inbox = Inbox()
+    loop = asyncio.get_running_loop()
+    smtp = await loop.create_server(lambda: SMTP(inbox, hostname="portal.test"), "127.0.0.1", 0)
+    try:
+        port = smtp.sockets[0].getsockname()[1]
+        portal = settings.portal.model_copy(
+            update={
+                "terms_version": "2026-11-01",
+                "communes": {"46042": CommunePortalSettings(methods=("click-through", "email"))},
+                "email": EmailCodeSettings(smtp_port=port, sender="wifi@lot.example"),
+            }
+        )
+        backend = EmailCommuneBackend(hotspot)
+        await serve_portal(
+            aiohttp_server, settings.model_copy(update={"portal": portal}), backend, hotspot
+        )
+        axe = str(await asyncio.to_thread(axe_script))
+        await asyncio.to_thread(ARTIFACTS.mkdir, parents=True, exist_ok=True)
+        code_file = tmp_path / "code.txt"
+
+        async def hand_over_the_code() -> None:
+            await asyncio.wait_for(inbox.arrived.wait(), 90)
+            (_, message) = inbox.messages[0]
+            found = re.search(r"\b(\d{6})\b", message.get_content())
+            assert found is not None
+            await asyncio.to_thread(code_file.write_text, found.group(1))
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(hand_over_the_code(), name="code-relay")
+            out = await browse(
+                hotspot,
+                [
+                    {"lang": "en"},
+                    {"go": UPSTREAM_URL},
+                    {"axe": axe},
+                    {
+                        "click_submit": [
+                            "consent-email",
+                            'form[action$="/email"]',
+                            {"identity": "visitor@example.org"},
+                        ]
+                    },
+                    {"shot": str(ARTIFACTS / "email-code-en.png")},
+                    {"axe": axe},
+                    {"submit_file": [str(code_file), 'form[action$="/code"]', "code"]},
+                ],
+            )
+    finally:
+        smtp.close()
+        await smtp.wait_closed()
+    landing, form_axe, code_page, _, code_axe, connected = out[1:]
+    assert "Receive a code by e-mail" in landing["text"], landing
+    assert "We sent a 6-digit code to v•••@example.org" in code_page["text"], code_page
+    assert serious(form_axe) == [] and serious(code_axe) == [], (form_axe, code_axe)
+    assert "You are connected" in connected["text"], connected
+    ((rcpt, _),) = inbox.messages
+    assert rcpt == ["visitor@example.org"]
+    assert [(c.method, c.identity) for c in backend.calls] == [("email", "visitor@example.org")]
+    (upstream,) = await browse(hotspot, [{"go": UPSTREAM_URL}])
+    assert upstream["text"].strip() == UPSTREAM_BODY, upstream
