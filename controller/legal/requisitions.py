@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import fcntl
 import hashlib
 import io
 import json
@@ -139,20 +140,26 @@ class Journal:
     def append(
         self, actor: str, action: str, requisition: str, details: dict[str, Any], now: float
     ) -> dict[str, Any]:
-        """Append one entry chained to the previous one (fsynced)."""
-        prev = self.entries()
-        entry: dict[str, Any] = {
-            "n": len(prev) + 1,
-            "at": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="milliseconds"),
-            "actor": actor,
-            "action": action,
-            "requisition": requisition,
-            "details": details,
-            "prev": prev[-1]["hash"] if prev else GENESIS,
-        }
-        entry["hash"] = self._hash(entry)
+        """Append one entry chained to the previous one (fsynced).
+
+        The CLI and the dashboards' legal page may append at the same moment: the file
+        is locked (``flock``) from reading the last entry to writing the new one.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as fh:
+        with self.path.open("a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            fh.seek(0)
+            prev = [json.loads(x) for x in fh.read().splitlines() if x.strip()]
+            entry: dict[str, Any] = {
+                "n": len(prev) + 1,
+                "at": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="milliseconds"),
+                "actor": actor,
+                "action": action,
+                "requisition": requisition,
+                "details": details,
+                "prev": prev[-1]["hash"] if prev else GENESIS,
+            }
+            entry["hash"] = self._hash(entry)
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())

@@ -158,3 +158,29 @@ def test_export_is_signed_proven_and_journaled(
     changed = lines[3].replace("carol", "mallory")
     journal.path.write_text("\n".join([*lines[:3], changed]) + "\n")
     assert journal.verify() == ["entry 4: changed after it was written"]
+
+
+def _append_many(path: str, actor: str, n: int) -> None:
+    journal = Journal(Path(path))
+    for i in range(n):
+        journal.append(actor, "search", "PV-1", {"i": i}, T0 + i)
+
+
+def test_concurrent_appenders_keep_the_journal_chained(tmp_path: Path) -> None:
+    """Four processes (the CLI and the dashboards' legal page, say) appending at once
+    leave one intact chain with every entry."""
+    import multiprocessing
+
+    path = tmp_path / "journal.jsonl"
+    ctx = multiprocessing.get_context("fork")
+    procs = [
+        ctx.Process(target=_append_many, args=(str(path), f"officer-{k}", 50)) for k in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    journal = Journal(path)
+    assert journal.verify() == []
+    assert len(journal.entries()) == 200
