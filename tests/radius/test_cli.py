@@ -31,7 +31,20 @@ def test_nas_add_generates_a_secret_and_lists_it(tmp_path: Path) -> None:
     secret = out.rsplit(": ", 1)[1].strip()
     assert len(secret) >= 24
     rc, out = borne(tmp_path, "nas-list")
-    assert rc == 0 and "nas-46042-01\t192.0.2.10\tINSEE 46042\tCoA 3799" in out, out
+    assert rc == 0 and "nas-46042-01\t192.0.2.10\tINSEE 46042\tCoA 3799\t-" in out, out
+
+
+def test_nas_add_of_a_uam_gateway(tmp_path: Path) -> None:
+    """--uam-secret registers a UAM gateway's uamsecret (listed as UAM, never printed);
+    a too short one is refused."""
+    args = ("nas-add", "nas-46042-02", "--insee", "46042", "--address", "192.0.2.11")
+    rc, out = borne(tmp_path, *args, "--uam-secret", "abc")
+    assert rc == 2 and "UAM secret must be 8 to 200" in out, out
+    rc, out = borne(tmp_path, *args, "--uam-secret", "uam-secret-of-the-gateway")
+    assert rc == 0, out
+    rc, out = borne(tmp_path, "nas-list")
+    assert rc == 0 and "nas-46042-02\t192.0.2.11\tINSEE 46042\tCoA 3799\tUAM" in out, out
+    assert "uam-secret-of-the-gateway" not in out
 
 
 def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
