@@ -101,6 +101,27 @@ class Account:
         return self.role is Role.ADMIN
 
     @property
+    def manages_commune(self) -> bool:
+        """True for a commune manager: its communes' viewer accounts and contact details."""
+        return self.role is Role.COMMUNE_MANAGER
+
+    def may_manage(self, other: Account) -> bool:
+        """Whether this account may create, disable or enable ``other``.
+
+        The syndicate admin manages every account; a commune manager only the viewer
+        accounts limited to its own communes (never a manager, nor an account that also
+        sees a commune outside its scope).
+        """
+        if self.manages_accounts:
+            return True
+        return (
+            self.manages_commune
+            and other.role is Role.COMMUNE_VIEWER
+            and bool(other.communes)
+            and other.communes <= self.communes
+        )
+
+    @property
     def needs_second_factor(self) -> bool:
         """True when a TOTP code is asked after the password."""
         return self.role in SECOND_FACTOR_ROLES

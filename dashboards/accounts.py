@@ -1,4 +1,5 @@
-"""Dashboard accounts and login sessions in the state database (SQLite or PostgreSQL).
+"""Dashboard accounts and login sessions in the state database (SQLite or PostgreSQL);
+the communes' contact details their managers keep (``dashboard_commune_contacts``).
 
 Stores argon2id hashes (made by ``dashboards._auth``), never a password; login sessions
 by the SHA-256 of their token, never the token. It decides nothing about rights: that is
@@ -19,16 +20,28 @@ from controller.storage import Database
 from controller.storage.schema import (
     dashboard_account_communes,
     dashboard_accounts,
+    dashboard_commune_contacts,
     dashboard_logins,
 )
 from dashboards._auth import SECOND_FACTOR_ROLES, Account, Role
 
-__all__ = ["AccountError", "AccountStore", "Credentials", "Login"]
+__all__ = [
+    "AccountError",
+    "AccountStore",
+    "CommuneContact",
+    "Credentials",
+    "Login",
+    "check_contact",
+]
 
 # Lower-case letters, digits, dots, dashes and underscores: safe in URLs, logs and forms.
 _USERNAME: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 _INSEE: Final = re.compile(r"^[0-9][0-9AB][0-9]{3}$")
 _SCOPED: Final = frozenset({Role.COMMUNE_VIEWER, Role.COMMUNE_MANAGER})
+# A French or international phone number as people write it.
+_PHONE: Final = re.compile(r"^\+?[0-9][0-9 .-]{5,30}$")
+_EMAIL: Final = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}$")
+_CONTACT_LIMITS: Final = {"label": 200, "phone": 32, "email": 200, "address": 500, "hours": 500}
 
 
 class AccountError(Exception):
@@ -59,6 +72,53 @@ class Login:
     second_factor_ok: bool
     totp_secret: str | None
     expires_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommuneContact:
+    """How visitors reach the town hall about the Wi-Fi (shown on the portal and pages).
+
+    Attributes:
+        insee: the commune.
+        label: who answers (``Mairie de Rocamadour``).
+        phone: a phone number.
+        email: an e-mail address.
+        address: a postal address.
+        hours: opening hours, as free text.
+        updated_at: when it was last changed (Unix time).
+        updated_by: by which account.
+    """
+
+    insee: str
+    label: str = ""
+    phone: str = ""
+    email: str = ""
+    address: str = ""
+    hours: str = ""
+    updated_at: float = 0.0
+    updated_by: str = ""
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to show."""
+        return not any((self.label, self.phone, self.email, self.address, self.hours))
+
+
+def check_contact(fields: dict[str, str]) -> dict[str, str]:
+    """Trimmed, checked contact fields (label, phone, email, address, hours).
+
+    Raises:
+        AccountError: a field too long, a malformed phone number or e-mail address.
+    """
+    out = {k: " ".join(str(fields.get(k, "")).split()) for k in _CONTACT_LIMITS}
+    for key, limit in _CONTACT_LIMITS.items():
+        if len(out[key]) > limit:
+            raise AccountError(f"{key} : {limit} caractères au plus / at most {limit} characters")
+    if out["phone"] and not _PHONE.match(out["phone"]):
+        raise AccountError("numéro de téléphone invalide / bad phone number")
+    if out["email"] and not _EMAIL.match(out["email"]):
+        raise AccountError("adresse électronique invalide / bad e-mail address")
+    return out
 
 
 def check_new_account(username: str, role: Role, communes: Iterable[str]) -> frozenset[str]:
@@ -290,3 +350,41 @@ class AccountStore:
             await conn.execute(
                 dashboard_logins.delete().where(dashboard_logins.c.token_hash == token_hash)
             )
+
+    # -- communes' contact details ---------------------------------------------------------
+
+    async def contacts(self, insees: Iterable[str]) -> dict[str, CommuneContact]:
+        """The stored contact details of those communes (absent: none stored)."""
+        t = dashboard_commune_contacts
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(sa.select(t).where(t.c.insee.in_(sorted(insees))))).all()
+        return {
+            r.insee: CommuneContact(
+                r.insee,
+                r.label,
+                r.phone,
+                r.email,
+                r.address,
+                r.hours,
+                float(r.updated_at),
+                r.updated_by,
+            )
+            for r in rows
+        }
+
+    async def set_contact(
+        self, insee: str, fields: dict[str, str], by: str, now: float
+    ) -> CommuneContact:
+        """Replace a commune's contact details (checked by :func:`check_contact`).
+
+        Raises:
+            AccountError: a bad field.
+        """
+        values = check_contact(fields)
+        t = dashboard_commune_contacts
+        async with self.db.begin() as conn:
+            await conn.execute(t.delete().where(t.c.insee == insee))
+            await conn.execute(
+                t.insert().values(insee=insee, updated_at=now, updated_by=by, **values)
+            )
+        return CommuneContact(insee, updated_at=now, updated_by=by, **values)

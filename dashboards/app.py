@@ -88,7 +88,7 @@ from dashboards._usage import (
     to_csv,
     usage_view,
 )
-from dashboards.accounts import AccountError, AccountStore, Login
+from dashboards.accounts import AccountError, AccountStore, CommuneContact, Login
 from dashboards.assets import URL as CHARTS_URL
 from dashboards.assets import Bundle, load_bundle
 from dashboards.models import FleetResponse, SessionsResponse
@@ -229,6 +229,10 @@ def create_app(
     app.router.add_get("/admin/accounts", dashboard.accounts_page, name="accounts")
     app.router.add_post("/admin/accounts", dashboard.accounts_create)
     app.router.add_post("/admin/accounts/{username}/active", dashboard.accounts_active)
+    app.router.add_get("/commune-admin", dashboard.manage_page, name="manage")
+    app.router.add_post("/commune-admin/accounts", dashboard.manage_create)
+    app.router.add_post("/commune-admin/accounts/{username}/active", dashboard.manage_active)
+    app.router.add_post("/commune-admin/contact/{insee}", dashboard.manage_contact)
     app.router.add_get("/healthz", _healthz, name="healthz")
     # The legal officer's requisition pages (dashboards._legal).
     LegalPages(controller.settings.legal, dashboard._render, dashboard._account, clock).add_routes(
@@ -590,9 +594,11 @@ class _Dashboard:
             for i in (account.communes if account is not None else ())
             if i in self.commune_names
         )
+        contact = (await self.accounts.contacts([insee])).get(insee) if insee else None
         return self._render(
             "index.html",
             request,
+            contact=contact,
             map_svg=Markup(await self._map(now, account, fleet, insee)),
             map_days=MAP_DAYS,
             fleet=fleet,
@@ -831,7 +837,9 @@ class _Dashboard:
         start, last = month_days(first)
         view = await self._usage_view(place, start, last, visible)
         fleet, _ = await self._fleet(now, account, place or None)
+        contact = (await self.accounts.contacts([place])).get(place) if place else None
         return {
+            "contact": contact,
             "place": place,
             "place_name": self._name(place),
             "month": first.strftime("%m/%Y"),
@@ -1164,3 +1172,118 @@ class _Dashboard:
         except AccountError as exc:
             return await self._accounts_render(request, 404, error=str(exc))
         raise web.HTTPSeeOther(str(request.app.router["accounts"].url_for()))
+
+    # -- a commune manager's page: its viewers, its contact details ------------------------
+
+    def _manager(self, request: web.Request) -> Account:
+        account = self._account(request)
+        if account is None or not account.manages_commune:
+            raise web.HTTPForbidden(text="réservé aux gestionnaires de commune / managers only")
+        return account
+
+    async def _manage_render(
+        self, request: web.Request, manager: Account, status: int = 200, **values: Any
+    ) -> web.Response:
+        rows = [(a, active) for a, active in await self.accounts.accounts() if a.communes]
+        viewers = [(a, active) for a, active in rows if manager.may_manage(a)]
+        # The other accounts of its communes, shown but not manageable (managers, EPCI).
+        others = [
+            a
+            for a, _ in rows
+            if a.username != manager.username
+            and not manager.may_manage(a)
+            and a.communes & manager.communes
+        ]
+        communes = sorted((self.commune_names.get(i, i), i) for i in manager.communes)
+        stored = await self.accounts.contacts(manager.communes)
+        contacts = [(name, i, stored.get(i, CommuneContact(i))) for name, i in communes]
+        values.setdefault("error", None)
+        values.setdefault("notice", None)
+        return self._render(
+            "manage.html",
+            request,
+            status=status,
+            viewers=viewers,
+            others=others,
+            communes=communes,
+            contacts=contacts,
+            commune_names=self.commune_names,
+            local_date=lambda t: datetime.fromtimestamp(t, self.tz).strftime("%d/%m/%Y %H:%M"),
+            **values,
+        )
+
+    async def manage_page(self, request: web.Request) -> web.Response:
+        """``GET /commune-admin``: the manager's viewers and communes' contact details."""
+        return await self._manage_render(request, self._manager(request))
+
+    async def manage_create(self, request: web.Request) -> web.Response:
+        """``POST /commune-admin/accounts``: a viewer account for some of its communes."""
+        manager = self._manager(request)
+        form = await request.post()
+        wanted = {str(v).strip().upper() for v in form.getall("communes", []) if str(v).strip()}
+        if not wanted or not wanted <= manager.communes:
+            return await self._manage_render(
+                request,
+                manager,
+                400,
+                error="Choisissez une ou plusieurs de vos communes. / Pick some of your communes.",
+            )
+        password = str(form.get("password", ""))
+        problem = password_problem(password)
+        if problem is not None:
+            return await self._manage_render(
+                request, manager, 400, error=f"Mot de passe : {problem}"
+            )
+        pw_hash = await asyncio.to_thread(hash_password, password)
+        try:
+            account = await self.accounts.create(
+                str(form.get("username", "")).strip().lower(),
+                str(form.get("display_name", "")).strip()[:200],
+                Role.COMMUNE_VIEWER,
+                pw_hash,
+                communes=wanted,
+                now=self.clock(),
+            )
+        except AccountError as exc:
+            return await self._manage_render(request, manager, 400, error=str(exc))
+        logger.info(
+            "dashboard viewer created by a commune manager",
+            extra={"user": account.username, "by": manager.username},
+        )
+        return await self._manage_render(
+            request, manager, 201, notice=f"Compte {account.username} créé."
+        )
+
+    async def manage_active(self, request: web.Request) -> web.StreamResponse:
+        """``POST /commune-admin/accounts/{username}/active``: disable or enable a viewer."""
+        manager = self._manager(request)
+        username = request.match_info["username"]
+        target = next(
+            (a for a, _ in await self.accounts.accounts() if a.username == username), None
+        )
+        if target is None or not manager.may_manage(target):
+            raise web.HTTPForbidden(text="compte hors de vos communes / not one of your accounts")
+        active = str((await request.post()).get("active", "")) == "1"
+        await self.accounts.set_active(username, active)
+        logger.info(
+            "dashboard viewer %s by a commune manager",
+            "enabled" if active else "disabled",
+            extra={"user": username, "by": manager.username},
+        )
+        raise web.HTTPSeeOther(str(request.app.router["manage"].url_for()))
+
+    async def manage_contact(self, request: web.Request) -> web.Response:
+        """``POST /commune-admin/contact/{insee}``: the commune's contact details."""
+        manager = self._manager(request)
+        insee = request.match_info["insee"].upper()
+        if insee not in manager.communes:
+            raise web.HTTPForbidden(text="accès refusé / forbidden")
+        form = await request.post()
+        fields = {k: str(form.get(k, "")) for k in ("label", "phone", "email", "address", "hours")}
+        try:
+            await self.accounts.set_contact(insee, fields, manager.username, self.clock())
+        except AccountError as exc:
+            return await self._manage_render(request, manager, 400, error=str(exc))
+        return await self._manage_render(
+            request, manager, notice=f"Coordonnées de {self._name(insee)} enregistrées."
+        )

@@ -24,7 +24,12 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
         url = request.getfixturevalue("postgres_url")
     database = await open_database(url)
     async with database.begin() as conn:
-        for table in ("dashboard_logins", "dashboard_account_communes", "dashboard_accounts"):
+        for table in (
+            "dashboard_logins",
+            "dashboard_account_communes",
+            "dashboard_accounts",
+            "dashboard_commune_contacts",
+        ):
             await conn.execute(sa.text(f"DELETE FROM {table}"))
     try:
         yield database
@@ -119,3 +124,27 @@ async def test_the_database_holds_no_token(db: Database) -> None:
     async with db.connect() as conn:
         rows = (await conn.execute(sa.text("SELECT * FROM dashboard_logins"))).all()
     assert rows and all(token not in str(tuple(r)) for r in rows)
+
+
+async def test_commune_contacts_round_trip_and_are_checked(db: Database) -> None:
+    """Contact details are stored per commune, replaced whole, trimmed; bad ones refused."""
+    store = AccountStore(db)
+    assert await store.contacts(["46240"]) == {}
+    fields = {
+        "label": "  Mairie de   Rocamadour ",
+        "phone": "05 65 33 62 59",
+        "email": "mairie@rocamadour.example",
+        "address": "Le Bourg, 46500 Rocamadour",
+        "hours": "lundi–vendredi 9 h–12 h",
+    }
+    saved = await store.set_contact("46240", fields, "epci", 1000.0)
+    assert saved.label == "Mairie de Rocamadour" and not saved.empty
+    got = await store.contacts(["46240", "46042"])
+    assert list(got) == ["46240"] and got["46240"] == saved
+    await store.set_contact("46240", {"phone": "+33 5 65 33 62 59"}, "epci", 2000.0)
+    again = (await store.contacts(["46240"]))["46240"]
+    assert again.phone == "+33 5 65 33 62 59" and again.label == "" and again.updated_at == 2000.0
+    for bad in ({"phone": "appelez-nous"}, {"email": "pas une adresse"}, {"hours": "x" * 501}):
+        with pytest.raises(AccountError):
+            await store.set_contact("46240", bad, "epci", 3000.0)
+    assert (await store.contacts(["46240"]))["46240"].updated_at == 2000.0

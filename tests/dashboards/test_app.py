@@ -772,3 +772,67 @@ async def test_without_the_library_pages_keep_their_own_charts(
     assert "/assets/echarts.min.js" not in html
     assert html.count('class="chart"') == 2 and "<table>" in html
     assert (await viewer.get("/assets/echarts.min.js")).status == 404
+
+
+async def test_a_commune_manager_manages_its_viewers_and_contact_details(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """The Rocamadour + Cahors manager creates a Cahors viewer, disables Rocamadour's,
+    cannot touch other accounts nor communes, and sets the contact details the commune
+    page and the report then show; a viewer has none of this."""
+    roc, cah, fig = INSEE["Rocamadour"], INSEE["Cahors"], INSEE["Figeac"]
+    manager = await _logged_in(accounts, aiohttp_client, "epci")
+    page = await (await manager.get("/commune-admin")).text()
+    assert 'data-account="roc"' in page and 'data-account="admin"' not in page
+    assert f'data-contact="{roc}"' in page and f'data-contact="{cah}"' in page
+    csrf = await _csrf_of(manager, "/commune-admin")
+    form = {"csrf": csrf, "username": "cahors-accueil", "password": PASSWORD, "communes": cah}
+    assert (await manager.post("/commune-admin/accounts", data=form)).status == 201
+    outside = await manager.post(
+        "/commune-admin/accounts", data={**form, "username": "figeac", "communes": fig}
+    )
+    assert outside.status == 400
+    # A role in the form is ignored: a manager only ever makes viewers.
+    sneaky = {**form, "username": "cahors-2", "role": "admin"}
+    assert (await manager.post("/commune-admin/accounts", data=sneaky)).status == 201
+    rows = {a.username: a for a, _ in await AccountStore(accounts.db).accounts()}
+    assert rows["cahors-accueil"].role is Role.COMMUNE_VIEWER
+    assert rows["cahors-accueil"].communes == {cah} and "figeac" not in rows
+    assert rows["cahors-2"].role is Role.COMMUNE_VIEWER
+    new = await _logged_in(accounts, aiohttp_client, "cahors-accueil")
+    assert (await new.get(f"/commune/{roc}")).status == 403
+    viewer = await _logged_in(accounts, aiohttp_client, "roc")
+    for user in ("admin", "tech", "legal", "epci"):
+        resp = await manager.post(
+            f"/commune-admin/accounts/{user}/active", data={"csrf": csrf, "active": "0"}
+        )
+        assert resp.status == 403, user
+    resp = await manager.post(
+        "/commune-admin/accounts/roc/active",
+        data={"csrf": csrf, "active": "0"},
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    assert (await viewer.get("/api/fleet")).status == 401  # its login ended
+    contact = {
+        "csrf": csrf,
+        "label": "Mairie de Rocamadour",
+        "phone": "05 65 33 62 59",
+        "email": "mairie@rocamadour.example",
+        "hours": "9 h – 12 h",
+    }
+    assert (await manager.post(f"/commune-admin/contact/{roc}", data=contact)).status == 200
+    bad = await manager.post(f"/commune-admin/contact/{roc}", data={**contact, "email": "x"})
+    assert bad.status == 400
+    assert (await manager.post(f"/commune-admin/contact/{fig}", data=contact)).status == 403
+    commune_page = await (await manager.get(f"/commune/{roc}")).text()
+    assert "05 65 33 62 59" in commune_page and 'id="contact"' in commune_page
+    report = await (await manager.get(f"/report?commune={roc}")).text()
+    assert "mairie@rocamadour.example" in report
+    # A viewer has no management page and cannot post to it.
+    other = await _logged_in(accounts, aiohttp_client, "cahors-accueil")
+    assert (await other.get("/commune-admin")).status == 403
+    other_csrf = await _csrf_of(other, "/usage")
+    resp = await other.post(f"/commune-admin/contact/{cah}", data={**contact, "csrf": other_csrf})
+    assert resp.status == 403
+    assert "Gestion de la commune" not in await (await other.get("/")).text()

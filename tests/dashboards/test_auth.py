@@ -135,3 +135,19 @@ def test_limiter_memory_is_bounded() -> None:
     assert len(limiter._failures) == 100
     assert limiter.retry_after(["user:999"], NOW) > 0
     assert limiter.retry_after(["user:0"], NOW) == 0
+
+
+def test_a_commune_manager_manages_only_viewers_within_its_communes() -> None:
+    """A manager may manage a viewer of its communes, never a manager, a wider account or
+    a viewer of another commune; a viewer manages nobody; the admin manages everyone."""
+    manager = Account("m", "", Role.COMMUNE_MANAGER, frozenset({ROCAMADOUR, CAHORS}))
+    viewer = Account("v", "", Role.COMMUNE_VIEWER, frozenset({ROCAMADOUR}))
+    wide = Account("w", "", Role.COMMUNE_VIEWER, frozenset({ROCAMADOUR, FIGEAC}))
+    other = Account("o", "", Role.COMMUNE_VIEWER, frozenset({FIGEAC}))
+    peer = Account("p", "", Role.COMMUNE_MANAGER, frozenset({ROCAMADOUR}))
+    admin = Account("a", "", Role.ADMIN)
+    assert manager.manages_commune and not viewer.manages_commune
+    assert manager.may_manage(viewer)
+    assert not any(manager.may_manage(x) for x in (wide, other, peer, admin))
+    assert not viewer.may_manage(viewer)
+    assert all(admin.may_manage(x) for x in (manager, viewer, wide, peer))
