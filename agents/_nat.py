@@ -199,6 +199,8 @@ def plan_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
         return [(f"agent.{missing}", "NAT needs both nat_interface and nat_subnet")]
     if len(iface) > 15 or not iface.replace("-", "").replace("_", "").replace(".", "").isalnum():
         return [("agent.nat_interface", "not an interface name")]
+    if "nat_iptables" in values and not values["nat_iptables"].strip():
+        return [("agent.nat_iptables", "empty: the iptables command is needed")]
     try:
         PortBlocks(
             subnet,
@@ -248,6 +250,8 @@ class IptablesNat:
         self.blocks = blocks
         self.interface = interface
         argv = shlex.split(iptables) if isinstance(iptables, str) else list(iptables)
+        if not argv:
+            raise NatError("no iptables command")
         self._iptables = argv
         self._restore = [*argv[:-1], argv[-1] + "-restore"]
         self._timeout = timeout_s
@@ -264,7 +268,7 @@ class IptablesNat:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise NatError(f"{argv[-1] if stdin is None else argv[0]}: {exc}") from exc
+            raise NatError(f"{shlex.join(argv)[:200]}: {exc}") from exc
 
     def _jump(self, op: str) -> list[str]:
         return (

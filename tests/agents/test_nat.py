@@ -129,6 +129,10 @@ def test_the_agent_configuration_checks_the_plan() -> None:
             "agent.nat_subnet",
         ),
         ({"nat_block_size": 70000}, "agent.nat_block_size"),
+        (
+            {"nat_interface": "wan", "nat_subnet": "10.46.1.0/24", "nat_iptables": " "},
+            "agent.nat_iptables",
+        ),
     ]
     for extra, path in cases:
         with pytest.raises(AgentConfigError) as err:
@@ -287,6 +291,11 @@ def test_a_refused_install_says_why(gw_ns: str) -> None:
     with pytest.raises(NatError, match=r"iptables-restore|No such file"):
         IptablesNat(pb, "up0", ["ip", "netns", "exec", gw_ns, "/nonexistent/iptables"]).install()
     assert CHAIN not in _nat_table(gw_ns)
+
+
+def test_an_empty_iptables_command_is_refused() -> None:
+    with pytest.raises(NatError, match="no iptables command"):
+        IptablesNat(PortBlocks("10.46.1.0/24", "192.0.2.1"), "up0", "")
 
 
 def test_interface_address_reads_the_uplink() -> None:
