@@ -124,6 +124,8 @@ class PortalBase:
         self.key = settings.portal.fas_key.get_secret_value()
         # Wrong voucher codes per client and per source address (10 minutes).
         self.code_limiter = FailureLimiter(settings.portal.max_code_failures, 600.0)
+        # Session extensions waiting for their device to come back: (ap, mac) -> deadline.
+        self.extending: dict[tuple[str, str], float] = {}
         self.translations = load_translations()
         self.envs = _build_environments(self.translations)
         # The portal's own names: requests for any other host name are probes or pages

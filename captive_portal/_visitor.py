@@ -9,12 +9,15 @@ adaptation only: the probe answers are in ``captive_portal._probes``, the API bo
 from __future__ import annotations
 
 import logging
+from typing import Final
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from captive_portal._capport import CAPTIVE_JSON, capport_body
 from captive_portal._csrf import check_token, make_token
 from captive_portal._fas import (
+    FasRequest,
     mac_tag,
 )
 from captive_portal._i18n import (
@@ -32,11 +35,15 @@ from captive_portal._probes import (
 from captive_portal.errors import StateExpired, StateInvalid
 from captive_portal.models import (
     ClientStatus,
+    LoginRequest,
 )
 
 __all__ = ["VisitorPages"]
 
 logger = logging.getLogger(__name__)
+
+# How long the portal waits for a device cut off to be re-authorised (session extend).
+EXTEND_WAIT_S: Final = 600.0
 
 
 class VisitorPages(PortalBase):
@@ -217,6 +224,10 @@ class VisitorPages(PortalBase):
                 back_url=self.routes.status,
             )
         self.counters.extends += 1
+        if result.reconnect:
+            # The gateway forgot the device; its next request comes back to the login
+            # page, which completes the extension (resume_extension).
+            self.extending[(status.ap_id, status.client_mac)] = self.clock() + EXTEND_WAIT_S
         logger.info(
             "session extended on ap=%s client=%s by %d min",
             status.ap_id,
@@ -228,8 +239,53 @@ class VisitorPages(PortalBase):
             title=_("Session extended"),
             text=_("Your session has been extended by %(duration)s.")
             % {"duration": format_duration(result.session_minutes, self.translations[lang])},
+            hint=_("Your device reconnects: if the login page opens, it lets you straight back in.")
+            if result.reconnect
+            else None,
             status=200,
             alert=False,
+        )
+
+    async def resume_extension(
+        self, fas: FasRequest, lang: str, terms_version: str
+    ) -> web.Response | None:
+        """The device of an extension waiting for it is back: re-authorise it and show
+        the success page; None if no extension waits for it."""
+        key = (fas.gateway_name, fas.client_mac)
+        now = self.clock()
+        for stale in [k for k, deadline in self.extending.items() if deadline <= now]:
+            del self.extending[stale]
+        if self.extending.pop(key, None) is None:
+            return None
+        try:
+            result = await self.backend.authorize(
+                LoginRequest(
+                    ap_id=fas.gateway_name,
+                    client_mac=fas.client_mac,
+                    client_ip=fas.client_ip,
+                    method="extend",
+                    terms_version=terms_version,
+                    language=lang,
+                )
+            )
+        except Exception:
+            self.counters.authorize_crashed += 1
+            logger.error("backend crashed completing an extension", exc_info=True)
+            return None
+        if not result.ok:
+            self.counters.extend_refused += 1
+            logger.warning("extension not completed on ap=%s: %s", fas.gateway_name, result.error)
+            return None
+        _ = self.translations[lang].gettext
+        query = urlencode({"lang": lang, "ap": fas.gateway_name})
+        return self.render(
+            "success.html",
+            lang,
+            title=_("Session extended"),
+            duration=format_duration(result.session_minutes, self.translations[lang]),
+            continue_url=None,
+            ap_id=fas.gateway_name,
+            status_url=f"{self.routes.status}?{query}",
         )
 
     async def logout(self, request: web.Request) -> web.Response:

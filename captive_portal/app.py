@@ -340,6 +340,9 @@ class _Portal(UamPages, CodePages):
                 return self.invalid_link(lang, request)
             policy = await self.commune_policy(fas.gateway_name, fas.client_mac)
             version = self.terms_version(policy)
+            extended = await self.resume_extension(fas, lang, version)
+            if extended is not None:
+                return extended
             if await self.returning_login(fas, policy, lang) is not None:
                 # Territorial continuity: no page at all, straight to the page asked for.
                 if fas.origin_url is not None:

@@ -21,7 +21,7 @@ __all__ = [
     "PortalCounters",
 ]
 
-LoginMethod = Literal["click-through", "voucher", "email", "sms", "returning"]
+LoginMethod = Literal["click-through", "voucher", "email", "sms", "returning", "extend"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,12 +59,15 @@ class LoginResult:
         session_minutes: the session length granted (meaningful when ``ok``).
         error: a short reason when not ``ok``, for logs (never shown verbatim).
         bad_code: the voucher code cannot be used (the visitor is told, without why).
+        reconnect: (``extend``) the device was cut off to be re-authorised and the
+            gateway lets it in again at its next request (the extension is waiting).
     """
 
     ok: bool
     session_minutes: int
     error: str | None = None
     bad_code: bool = False
+    reconnect: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 # How long the visitor's page waits for the access point; a phone's captive-portal
 # window gives up after about 30 s, and a healthy AP answers in well under a second.
 ACK_WAIT_S = 10.0
+# How long an extension waits for the device to come back after the re-authorisation's
+# cut (its next web request, or the OS's next connectivity probe).
+EXTEND_WAIT_S = 600.0
 # How often a login also deletes the continuity records and credentials that are over.
 PRUNE_EVERY_S = 3600.0
 
@@ -82,6 +85,8 @@ class ControllerPortalBackend:
     def __init__(self, controller: Controller, ack_wait_s: float = ACK_WAIT_S) -> None:
         self._c = controller
         self._wait = ack_wait_s
+        # Extensions waiting for their device: (ap, mac) -> (arguments, deadline, minutes).
+        self._extensions: dict[tuple[str, str], tuple[AuthorizeArgs, float, int]] = {}
         self.store = PortalStore(
             controller.db, controller.settings.portal.secret_key.get_secret_value()
         )
@@ -169,6 +174,8 @@ class ControllerPortalBackend:
             up_kbps=s.up_kbps,
             down_kbps=s.down_kbps,
         )
+        if request.method == "extend":
+            return self._pending_extension(request.ap_id, request.client_mac, now)
         if request.method == "returning":
             if not await self.devices.returning(request.client_mac, insee, now):
                 return LoginResult(ok=False, session_minutes=0, error="not a returning device")
@@ -200,7 +207,7 @@ class ControllerPortalBackend:
     async def _accepted(self, request: LoginRequest, insee: str, now: float) -> None:
         """After a login: the proof of acceptance, and the device remembered for the
         territorial continuity with the texts it accepted."""
-        if request.method == "returning":
+        if request.method in ("returning", "extend"):
             return
         await self.store.record_consent(
             mac=request.client_mac,
@@ -348,11 +355,68 @@ class ControllerPortalBackend:
     async def extend(self, ap_id: str, client_mac: str) -> LoginResult:
         """Extend the client's open session once by its granted length.
 
-        openNDS ignores ``ndsctl auth`` for a client already authenticated, so the
-        device is re-authorised: ``deauthorize``, then ``authorize`` (purpose
-        ``extend``) with what was left plus the granted length, and the same rates and
-        quotas. The new session's method is ``extend``: it cannot be extended again.
+        openNDS refuses ``ndsctl auth`` for a client already authenticated ("Failed to
+        authenticate"), so the device is re-authorised: ``deauthorize``, then
+        ``authorize`` (purpose ``extend``) with what was left plus the granted length
+        and the same rates and quotas. openNDS forgets a client it cuts off: the
+        ``authorize`` then waits (``reconnect``) until the device's next request brings
+        it back to the portal, which completes it (``authorize`` with method
+        ``extend``) within ``EXTEND_WAIT_S``. The new session's method is ``extend``: it
+        cannot be extended again.
         """
+        row = await self._open_session(ap_id, client_mac)
+        if row is None:
+            return LoginResult(ok=False, session_minutes=0, error="no open session")
+        if row.auth_method == "extend":
+            return LoginResult(ok=False, session_minutes=0, error="already extended")
+        if self._c.registry.key_for(ap_id) is None:
+            return LoginResult(ok=False, session_minutes=0, error="unknown access point")
+        try:
+            args: dict[str, Any] = json.loads(row.cmd_args) if row.cmd_args else {}
+        except ValueError:
+            args = {}
+        s = self._c.settings.sessions
+        granted = int(args.get("minutes", 0)) or s.session_minutes
+        now = self._c.clock()
+        seconds, _ = remaining(row, args or None, granted, now)
+        new_args = AuthorizeArgs(
+            mac=client_mac,
+            minutes=min((seconds or 0) // 60 + granted, 14 * 24 * 60),
+            up_kbps=int(args.get("up_kbps", s.up_kbps)),
+            down_kbps=int(args.get("down_kbps", s.down_kbps)),
+            up_quota_kb=int(args.get("up_quota_kb", 0)),
+            down_quota_kb=int(args.get("down_quota_kb", 0)),
+        )
+        self._extensions[(ap_id, client_mac)] = (new_args, now + EXTEND_WAIT_S, granted)
+        cut = await self.deauthorize(ap_id, client_mac)
+        if not cut.ok:
+            self._extensions.pop((ap_id, client_mac), None)
+            return LoginResult(ok=False, session_minutes=0, error=cut.error)
+        cmd_id = await self._c.send_command(ap_id, new_args, purpose="extend")
+        ack = await self._c.wait_ack(cmd_id, self._wait)
+        if ack is not None and ack.ok:
+            self._extensions.pop((ap_id, client_mac), None)
+            self._c.counters["portal_extends"] += 1
+            return LoginResult(ok=True, session_minutes=granted)
+        if ack is None:
+            self._c.forget_ack(cmd_id)
+        # The gateway forgot the device: its next request completes the extension.
+        return LoginResult(ok=True, session_minutes=granted, reconnect=True)
+
+    def _pending_extension(
+        self, ap_id: str, client_mac: str, now: float
+    ) -> AuthorizeArgs | LoginResult:
+        """The arguments of an extension waiting for the device to come back."""
+        pending = self._extensions.pop((ap_id, client_mac), None)
+        for key in [k for k, v in self._extensions.items() if v[1] <= now]:
+            del self._extensions[key]
+        if pending is None or pending[1] <= now:
+            return LoginResult(ok=False, session_minutes=0, error="no extension waiting")
+        self._c.counters["portal_extends"] += 1
+        return pending[0]
+
+    async def _open_session(self, ap_id: str, client_mac: str) -> Any:
+        """The open session of ``client_mac`` at ``ap_id`` with its command's arguments."""
         query = (
             sa.select(sessions, commands.c.args.label("cmd_args"))
             .select_from(
@@ -370,35 +434,4 @@ class ControllerPortalBackend:
             .limit(1)
         )
         async with self._c.db.connect() as conn:
-            row = (await conn.execute(query)).first()
-        if row is None:
-            return LoginResult(ok=False, session_minutes=0, error="no open session")
-        if row.auth_method == "extend":
-            return LoginResult(ok=False, session_minutes=0, error="already extended")
-        try:
-            args: dict[str, Any] = json.loads(row.cmd_args) if row.cmd_args else {}
-        except ValueError:
-            args = {}
-        s = self._c.settings.sessions
-        granted = int(args.get("minutes", 0)) or s.session_minutes
-        seconds, _ = remaining(row, args or None, granted, self._c.clock())
-        new_args = AuthorizeArgs(
-            mac=client_mac,
-            minutes=min((seconds or 0) // 60 + granted, 14 * 24 * 60),
-            up_kbps=int(args.get("up_kbps", s.up_kbps)),
-            down_kbps=int(args.get("down_kbps", s.down_kbps)),
-            up_quota_kb=int(args.get("up_quota_kb", 0)),
-            down_quota_kb=int(args.get("down_quota_kb", 0)),
-        )
-        cut = await self.deauthorize(ap_id, client_mac)
-        if not cut.ok:
-            return LoginResult(ok=False, session_minutes=0, error=cut.error)
-        cmd_id = await self._c.send_command(ap_id, new_args, purpose="extend")
-        ack = await self._c.wait_ack(cmd_id, self._wait)
-        if ack is None:
-            self._c.forget_ack(cmd_id)
-            return LoginResult(ok=False, session_minutes=0, error="access point did not answer")
-        if not ack.ok:
-            return LoginResult(ok=False, session_minutes=0, error=ack.error or "refused")
-        self._c.counters["portal_extends"] += 1
-        return LoginResult(ok=True, session_minutes=granted)
+            return (await conn.execute(query)).first()

@@ -80,3 +80,39 @@ async def test_no_extend_where_the_commune_does_not_allow_it(aiohttp_client: Any
     assert "Extend my session" not in text_of(await page.text())
     api = await (await client.get("/capport/api")).json(content_type=None)
     assert api["can-extend-session"] is False
+
+
+async def test_an_extension_the_gateway_completes_at_the_devices_return(
+    aiohttp_client: Any, make_fas: Any
+) -> None:
+    """openNDS forgets a device it cuts off: the extension then waits for the device's
+    next request, which openNDS sends to the login page; that page re-authorises it
+    (method ``extend``) without asking anything, once."""
+    backend = FakeBackend()
+    backend.commune_policy = CommunePolicy(
+        insee="46042", commune="Cahors", terms_version=TERMS_VERSION
+    )
+    backend.statuses[CLIENT_IP] = logged_in()
+    backend.extend_result = LoginResult(ok=True, session_minutes=60, reconnect=True)
+    client = await portal_client(
+        aiohttp_client,
+        backend,
+        communes={"46042": CommunePortalSettings(can_extend_session=True)},
+    )
+    body = await (await client.get("/status", params={"lang": "en"})).text()
+    token = re.search(
+        r'action="/status/extend">\s*<input type="hidden" name="csrf" value="([^"]+)"', body
+    )
+    assert token is not None
+    done = await client.post("/status/extend", data={"csrf": token.group(1), "lang": "en"})
+    assert "if the login page opens, it lets you straight back in" in text_of(await done.text())
+    assert backend.calls == []
+    back = await client.get("/fas/", params={"fas": make_fas(), "lang": "en"})
+    text = text_of(await back.text())
+    assert back.status == 200 and "Session extended" in text and "I accept" not in text
+    assert [(c.method, c.client_mac, c.ap_id) for c in backend.calls] == [
+        ("extend", "aa:bb:cc:dd:ee:01", AP)
+    ]
+    again = await client.get("/fas/", params={"fas": make_fas(), "lang": "en"})
+    assert "I accept the terms of use" in text_of(await again.text())
+    assert len(backend.calls) == 1

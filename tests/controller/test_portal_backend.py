@@ -255,3 +255,52 @@ async def test_voucher_login_carries_its_limits_and_leaves_a_proof_of_acceptance
     assert newer is not None
     assert (newer.terms_version, newer.accepted_version) == ("r-next", before.terms_version)
     assert newer.legal == LEGAL_MIN
+
+
+async def test_email_login_keeps_the_identity_hash_and_the_session_extends_once(
+    ctl: Controller, agent: AgentRun
+) -> None:
+    """An e-mail code login through a real agent leaves a keyed hash of the address for
+    the legal store; extending cuts the device off and re-authorises it (the simulated
+    gateway forgets it, as openNDS does, so the extension completes at its return) with
+    what was left plus the granted length; a second extension is refused."""
+    ap_id = await the_ap(ctl)
+    await until(lambda: _state(ctl, ap_id, "online"), what="AP online")
+    agent.gateway.arrive(MAC, "10.46.1.70")
+    backend = ControllerPortalBackend(ctl)
+    result = await backend.authorize(
+        LoginRequest(
+            ap_id, MAC, "10.46.1.70", "email", "2026-11-01", "fr", identity="marie@example.org"
+        )
+    )
+    assert result.ok, result
+    (login,) = await backend.identities.logins_of("email", "marie@example.org")
+    assert (login.insee, login.ap_id) == ("46201", ap_id)
+    assert await backend.identities.logins_of("sms", "marie@example.org") == []
+    await until(lambda: _open_method(ctl, "email"), what="e-mail session opened")
+
+    extended = await backend.extend(ap_id, MAC)
+    assert (extended.ok, extended.reconnect, extended.session_minutes) == (True, True, 24 * 60)
+    assert MAC not in {c.mac for c in agent.gateway.clients()}
+    agent.gateway.arrive(MAC, "10.46.1.70")
+    back = await backend.authorize(
+        LoginRequest(ap_id, MAC, "10.46.1.70", "extend", "2026-11-01", "fr")
+    )
+    assert back.ok, back
+    assert 2 * 24 * 60 - 2 <= back.session_minutes <= 2 * 24 * 60
+    await until(lambda: _open_method(ctl, "extend"), what="extended session opened")
+    status = await backend.client_status("10.46.1.70", ap_id)
+    assert status is not None and status.method == "extend"
+    assert status.seconds_remaining is not None
+    assert status.seconds_remaining > 24 * 3600 + 23 * 3600
+    again = await backend.extend(ap_id, MAC)
+    assert (again.ok, again.error) == (False, "already extended")
+    stray = await backend.authorize(
+        LoginRequest(ap_id, MAC, "10.46.1.70", "extend", "2026-11-01", "fr")
+    )
+    assert (stray.ok, stray.error) == (False, "no extension waiting")
+
+
+async def _open_method(ctl: Controller, method: str) -> bool:
+    rows = await session_rows(ctl)
+    return any(r.auth_method == method and r.stopped_at is None for r in rows)
