@@ -1,0 +1,109 @@
+"""A returning device through a real openNDS 9.10 gateway (network namespaces): after one
+login and a disconnection, openNDS's redirect to the portal comes back as a 302 to the
+page asked for, with the client already let in — no page at all.
+
+The continuity store is the real one (``radius._devices`` on SQLite); ``ndsctl`` plays
+the agent's part, as in ``test_portal_opennds.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from captive_portal.app import COUNTERS, create_app
+from captive_portal.models import LoginRequest, LoginResult
+from controller.config import PortalSettings, Settings
+from controller.storage import Database, open_database
+from radius._devices import KnownDevices
+from tests.captive_portal.test_app import FAS_KEY, state_of, text_of
+from tests.e2e.test_portal_opennds import NdsctlBackend
+from tests.testbed import ROOT_IP, UPSTREAM_BODY, UPSTREAM_IP, Hotspot, free_port
+
+UPSTREAM_URL = f"http://{UPSTREAM_IP}/"
+INSEE = "46042"
+
+
+class RememberingBackend(NdsctlBackend):
+    """``ndsctl`` as the agent, and the controller's continuity rules on a real store."""
+
+    def __init__(self, hotspot: Hotspot, devices: KnownDevices) -> None:
+        super().__init__(hotspot)
+        self.devices = devices
+
+    async def authorize(self, request: LoginRequest) -> LoginResult:
+        if request.method == "returning" and not await self.returning(
+            request.ap_id, request.client_mac
+        ):
+            return LoginResult(ok=False, session_minutes=0, error="not a returning device")
+        result = await super().authorize(request)
+        if result.ok and request.method != "returning":
+            terms = await self.devices.terms_in_force(INSEE)
+            await self.devices.remember(request.client_mac, terms, now=time.time(), hours=24)
+        return result
+
+    async def returning(self, ap_id: str, client_mac: str) -> bool:
+        return await self.devices.returning(client_mac, INSEE, time.time())
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Database]:
+    db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    yield db
+    await db.aclose()
+
+
+@pytest.mark.slow
+async def test_returning_device_gets_no_page_through_real_opennds(
+    make_hotspot: Callable[..., Hotspot], aiohttp_server: Any, store: Database
+) -> None:
+    """Login with the page; ``ndsctl deauth``; the next visit through openNDS gets a 302
+    to the page asked for and is online without seeing the portal."""
+    hotspot = await asyncio.to_thread(
+        make_hotspot,
+        fas_port=free_port(),
+        gateway_name="lot-cahors-01",
+        faspath="/fas/",
+        faskey=FAS_KEY,
+    )
+    settings = Settings(
+        portal=PortalSettings(
+            public_url=hotspot.fas_url, fas_key=SecretStr(FAS_KEY), continuity_hours=24
+        )
+    )
+    backend = RememberingBackend(hotspot, KnownDevices(store, "k" * 32, "2026-11-01"))
+    app = create_app(settings, backend)
+    await aiohttp_server(app, host=ROOT_IP, port=hotspot.fas_port)
+
+    first = await hotspot.acurl_from_client(UPSTREAM_URL)
+    assert first.status == 307 and first.location is not None, first
+    page = await hotspot.acurl_from_client(first.location)
+    assert page.status == 200 and "J'accepte les conditions d'utilisation" in text_of(page.body)
+    accepted = await hotspot.acurl_from_client(
+        f"{hotspot.fas_url}accept",
+        "--data-urlencode", f"state={state_of(page.body)}",
+        "--data", "consent=yes",
+        "--data", "lang=fr",
+    )  # fmt: skip
+    assert accepted.status == 200, accepted
+    assert (await hotspot.acurl_from_client(UPSTREAM_URL)).status == 200
+
+    # The visitor leaves (session over, Wi-Fi off...) and comes back.
+    res = await hotspot.arun_in("ap", "ndsctl", "deauth", hotspot.client_mac)
+    assert res.returncode == 0, res.stdout
+    back = await hotspot.acurl_from_client(UPSTREAM_URL)
+    assert back.status == 307 and back.location is not None, back
+    shortcut = await hotspot.acurl_from_client(back.location)
+    assert shortcut.status == 302, shortcut
+    assert shortcut.location == UPSTREAM_URL
+    assert "conditions" not in text_of(shortcut.body)
+    online = await hotspot.acurl_from_client(UPSTREAM_URL)
+    assert (online.status, online.body.strip()) == (200, UPSTREAM_BODY)
+    assert [c.method for c in backend.calls] == ["click-through", "returning"]
+    assert app[COUNTERS].returning == 1
