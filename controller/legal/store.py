@@ -4,7 +4,8 @@ Layout of ``<directory>/<YYYY-MM-DD>/``:
 
     records.log   frames of leaves (see ``_format``), append-only
     leaves.bin    the 32-byte RFC 6962 leaf hash of each record, in order
-    index.log     blind index entries (16-byte tag, u32 seq), append-only
+    index.log     blind index entries (16-byte tag, u32 seq), append-only; removed once
+                  the day is sealed (index.sorted holds the same entries)
     index.sorted  the same entries sorted by tag, written when the day is sealed
     index.fence   every 256th tag of index.sorted: a lookup reads it, then one block
     offsets.bin   where each record starts in records.log, written when sealed
@@ -402,9 +403,10 @@ class LegalStore:
         if not (self.directory / day / "keys").is_dir():
             raise StoreError(f"no day {day} in the legal log")
         if self._final_head(day) is not None:
-            # Sealed by an older version: add the fence if it is missing (derived data).
+            # Sealed by an older version: add the fence, drop the unsorted index.
             if not (self.directory / day / "index.fence").exists():
                 _write_fence(self.directory / day)
+            _drop_unsorted_index(self.directory / day)
             return
         if self._open is not None and self._open.day == day:
             od = self._open
@@ -424,6 +426,7 @@ class LegalStore:
             fh.write(struct.pack(f">{len(od.offsets)}Q", *od.offsets))
             os.fsync(fh.fileno())
         self._write_head(day, od.hashes, final=True, now=now)
+        _drop_unsorted_index(self.directory / day)
 
     def seal_before(self, day: str, now: float | None = None) -> list[str]:
         """Seal every unsealed day before ``day``; return them."""
@@ -676,6 +679,14 @@ def _write_fence(path: Path) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     tmp.rename(path / "index.fence")
+
+
+def _drop_unsorted_index(path: Path) -> None:
+    """Remove a sealed day's ``index.log``: ``index.sorted`` holds the same entries (a
+    fifth of the day's bytes). Only once the final head is written: until then a crash
+    recovers the day from ``index.log``."""
+    if (path / "index.sorted").exists():
+        (path / "index.log").unlink(missing_ok=True)
 
 
 def _sorted_lookup(base: str, t: bytes) -> list[int] | None:
