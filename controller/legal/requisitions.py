@@ -105,8 +105,7 @@ def search(store: LegalStore, q: Query) -> list[Found]:
     else:
         value = q.value
     latest: dict[str, Found] = {}
-    for day in _days(store, q):
-        seqs, keys = store.lookup(day, q.kind, value)
+    for day, seqs, keys in store.lookup_days(_days(store, q), q.kind, value):
         if not seqs or keys is None:
             continue
         try:
