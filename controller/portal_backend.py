@@ -31,6 +31,7 @@ from captive_portal.models import (
 from captive_portal.store import PortalStore
 from controller.service import Controller, mac_tag
 from controller.storage.schema import access_points, commands, communes, sessions
+from radius._devices import holds
 from radius._policy import AccessPolicy
 from radius._store import NasRegistry
 
@@ -233,6 +234,8 @@ class ControllerPortalBackend:
             self._pruned = now
             await self.devices.prune(now)
             await self.radius.prune_credentials(now)
+            # Identity data past its legal retention (5 years): deleted.
+            await self.identities.purge(now)
         terms = await self.devices.terms_in_force(insee)
         if terms.version == request.terms_version:
             await self.devices.remember(
@@ -246,10 +249,15 @@ class ControllerPortalBackend:
         """Whether territorial continuity lets this device in at ``ap_id`` now."""
         if self._c.settings.portal.continuity_hours <= 0:
             return False
+        # The device first (one primary-key read): most visitors are not returning.
+        now = self._c.clock()
+        device = await self.devices.find(client_mac)
+        if device is None or device.expires_at <= now:
+            return False
         found = await self._commune(ap_id)
         if found is None:
             return False
-        return await self.devices.returning(client_mac, found[0], self._c.clock())
+        return holds(device, await self.devices.terms_in_force(found[0]), now)
 
     async def uam_gateway(self, nas_id: str) -> UamGateway | None:
         """A registered RADIUS NAS that sends visitors here as a UAM gateway."""

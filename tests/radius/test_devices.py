@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from collections.abc import AsyncIterator
+from pathlib import Path
 
-from controller.storage import Database
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from controller.storage import Database, open_database
 from controller.storage.schema import portal_legal_texts, radius_known_devices
 from radius._devices import (
     BUILTIN_SCOPE,
@@ -17,6 +22,23 @@ from radius._devices import (
 
 NOW = 1_800_000_000.0
 MAC = "02:00:00:00:00:aa"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database: a SQLite file, or the test PostgreSQL emptied first."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            await conn.execute(sa.text("CREATE SCHEMA public"))
+        await engine.dispose()
+    database = await open_database(url)
+    yield database
+    await database.aclose()
 
 
 def test_holds() -> None:
@@ -40,22 +62,22 @@ async def _publish(db: Database, insee: str, version: str, at: float) -> None:
         )
 
 
-async def test_terms_in_force(radius_db: Database) -> None:
+async def test_terms_in_force(db: Database) -> None:
     """A commune's own texts first, then the default's, then the built-in summary."""
-    devices = KnownDevices(radius_db, "k" * 32, "2026-11-01")
+    devices = KnownDevices(db, "k" * 32, "2026-11-01")
     assert await devices.terms_in_force("46201") == Terms(BUILTIN_SCOPE, "2026-11-01")
-    await _publish(radius_db, DEFAULT_SCOPE, "d1", NOW)
+    await _publish(db, DEFAULT_SCOPE, "d1", NOW)
     assert await devices.terms_in_force("46201") == Terms(DEFAULT_SCOPE, "d1")
-    await _publish(radius_db, "46201", "c1", NOW + 1)
-    await _publish(radius_db, DEFAULT_SCOPE, "d2", NOW + 2)
+    await _publish(db, "46201", "c1", NOW + 1)
+    await _publish(db, DEFAULT_SCOPE, "d2", NOW + 2)
     assert await devices.terms_in_force("46201") == Terms("46201", "c1")
     assert await devices.terms_in_force("46042") == Terms(DEFAULT_SCOPE, "d2")
 
 
-async def test_remember_find_returning_forget_prune(radius_db: Database) -> None:
+async def test_remember_find_returning_forget_prune(db: Database) -> None:
     """A remembered device is recognised in every commune with the same texts, for the
     period only; the table holds a keyed hash, never the MAC; another key, another hash."""
-    devices = KnownDevices(radius_db, "k" * 32, "2026-11-01")
+    devices = KnownDevices(db, "k" * 32, "2026-11-01")
     terms = await devices.terms_in_force("46201")
     await devices.remember(MAC.upper(), terms, now=NOW, hours=24)
     found = await devices.find(MAC)
@@ -65,16 +87,16 @@ async def test_remember_find_returning_forget_prune(radius_db: Database) -> None
     assert not await devices.returning(MAC, "46201", NOW + 86400)
     assert not await devices.returning("02:00:00:00:00:bb", "46201", NOW)
     # A commune publishes its own texts: ask again there, not elsewhere.
-    await _publish(radius_db, "46042", "c1", NOW + 10)
+    await _publish(db, "46042", "c1", NOW + 10)
     assert not await devices.returning(MAC, "46042", NOW + 3600)
     assert await devices.returning(MAC, "46201", NOW + 3600)
-    async with radius_db.connect() as conn:
+    async with db.connect() as conn:
         rows = (await conn.execute(sa.select(radius_known_devices))).all()
     assert len(rows) == 1
     stored = " ".join(str(v) for v in rows[0]).lower()
     assert MAC not in stored and MAC.replace(":", "") not in stored
     assert rows[0].mac_hash == devices.device_hash(MAC)
-    assert KnownDevices(radius_db, "other-key" * 4, "x").device_hash(MAC) != rows[0].mac_hash
+    assert KnownDevices(db, "other-key" * 4, "x").device_hash(MAC) != rows[0].mac_hash
     # Accepting again moves the period; remembering with 0 hours does nothing.
     await devices.remember(MAC, terms, now=NOW + 7200, hours=24)
     assert (await devices.find(MAC)) == KnownDevice(terms, NOW + 7200, NOW + 7200 + 86400)
