@@ -208,7 +208,9 @@ async def test_chromium_logs_in_by_email_code_through_opennds(
     """Chromium asks for a code by e-mail on the portal behind openNDS; the code reaches a
     real SMTP server (aiosmtpd) run by the test, which hands it to the browser; the
     browser types it, is let in and reaches the upstream host. axe-core finds no serious
-    violation on the e-mail form and the code page."""
+    violation on the e-mail form and the code page. Then it extends its session from the
+    status page: openNDS cuts it off, its next page comes back to the portal through
+    openNDS and is let straight in again."""
     if CHROMIUM is None:
         require("Debian's chromium (apt-get install chromium)")
     hotspot, settings = _gateway
@@ -220,7 +222,11 @@ async def test_chromium_logs_in_by_email_code_through_opennds(
         portal = settings.portal.model_copy(
             update={
                 "terms_version": "2026-11-01",
-                "communes": {"46042": CommunePortalSettings(methods=("click-through", "email"))},
+                "communes": {
+                    "46042": CommunePortalSettings(
+                        methods=("click-through", "email"), can_extend_session=True
+                    )
+                },
                 "email": EmailCodeSettings(smtp_port=port, sender="wifi@lot.example"),
             }
         )
@@ -270,5 +276,24 @@ async def test_chromium_logs_in_by_email_code_through_opennds(
     ((rcpt, _),) = inbox.messages
     assert rcpt == ["visitor@example.org"]
     assert [(c.method, c.identity) for c in backend.calls] == [("email", "visitor@example.org")]
+    (upstream,) = await browse(hotspot, [{"go": UPSTREAM_URL}])
+    assert upstream["text"].strip() == UPSTREAM_BODY, upstream
+
+    # Extend from the status page: openNDS cuts the device off and forgets it; its next
+    # page goes through openNDS to the login page, which lets it straight back in.
+    portal_root = hotspot.fas_url.rsplit("/fas/", 1)[0]
+    status, extended, back = await browse(
+        hotspot,
+        [
+            {"go": f"{portal_root}/status?lang=en"},
+            {"click_submit": [None, 'form[action$="/extend"]', {}]},
+            {"go": UPSTREAM_URL},
+        ],
+    )
+    assert "Extend my session" in status["text"], status
+    assert "Your session has been extended by 1 hour." in extended["text"], extended
+    assert back["url"].startswith(hotspot.fas_url), back
+    assert "Session extended" in back["title"] and "Your session lasts" in back["text"], back
+    assert [c.method for c in backend.calls] == ["email", "extend"]
     (upstream,) = await browse(hotspot, [{"go": UPSTREAM_URL}])
     assert upstream["text"].strip() == UPSTREAM_BODY, upstream

@@ -79,7 +79,13 @@ class NdsctlBackend:
         return LogoutResult(ok=res.returncode == 0, error=res.stdout[-200:] or None)
 
     async def extend(self, ap_id: str, client_mac: str) -> LoginResult:
-        return LoginResult(ok=False, session_minutes=0, error="not extended in this test")
+        """What the controller does: cut the device off (openNDS refuses ``ndsctl auth``
+        for an authenticated client, and forgets it once cut off); the portal completes
+        the extension when the device comes back (``authorize``, method ``extend``)."""
+        res = await self.hotspot.arun_in("ap", "ndsctl", "deauth", client_mac)
+        if res.returncode != 0:
+            return LoginResult(ok=False, session_minutes=0, error=res.stdout[-200:])
+        return LoginResult(ok=True, session_minutes=self.minutes, reconnect=True)
 
 
 @pytest.fixture
