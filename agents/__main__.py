@@ -16,7 +16,7 @@ from types import FrameType
 
 from agents.agent import Agent
 from agents.config import AgentConfigError, load_agent_config
-from agents.gateway import Gateway, NdsctlGateway, SimulatedGateway
+from agents.gateway import ConfigTargets, Gateway, NdsctlGateway, SimulatedGateway
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         sim.populate(config.simulated_clients, time.time())
         gateway = sim
     else:
-        gateway = NdsctlGateway(config.ndsctl)
+        gateway = NdsctlGateway(
+            config.ndsctl,
+            targets=ConfigTargets(
+                opennds_config=config.opennds_config,
+                opennds_restart_cmd=config.opennds_restart_cmd or config.gateway_restart_cmd,
+                dnsmasq_conf=config.dnsmasq_conf,
+                dnsmasq_restart_cmd=config.dnsmasq_restart_cmd,
+            ),
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -57,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    Agent(config, gateway).run(stop)
+    Agent(config, gateway, config_path=Path(args.config)).run(stop)
     return 0
 
 

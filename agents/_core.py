@@ -42,6 +42,8 @@ __all__ = [
 # A command whose issue time lies further ahead than this is refused: the controller's
 # and the AP's clocks may drift (NTP is not always up on a weak uplink), not by minutes.
 CLOCK_TOLERANCE_S: Final = 300.0
+# A list argument (a walled garden) longer than this is refused.
+MAX_LIST_ARG: Final = 256
 
 
 class CommandRefused(Exception):
@@ -71,6 +73,26 @@ class CommandGuard:
         self._ap = ap_id
         self._key = key
         self._seen: dict[str, float] = dict(remembered or {})
+        # After a credential rotation: the previous key, still accepted until this time
+        # (commands the controller signed before it learnt of the switch).
+        self._previous: tuple[bytes, float] | None = None
+        # The key that signed the last command :meth:`check` accepted.
+        self.signed_with = key
+
+    def rekey(self, key: bytes, previous_until: float) -> None:
+        """Check signatures with ``key``; accept the current one until ``previous_until``."""
+        if key != self._key:
+            self._previous = (self._key, previous_until)
+            self._key = key
+
+    def _signed(self, fields: dict[str, Any], now: float) -> bytes | None:
+        """The key that signed ``fields`` (current, or previous within its time), or None."""
+        if signature_ok(fields, self._key):
+            return self._key
+        prev = self._previous
+        if prev is not None and now <= prev[1] and signature_ok(fields, prev[0]):
+            return prev[0]
+        return None
 
     def remembered(self, now: float) -> dict[str, float]:
         """Ids still inside their validity window, with their expiry."""
@@ -90,8 +112,10 @@ class CommandGuard:
         raw_id = fields.get("id")
         cmd_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 64 else None
         # The signature comes first: nothing else of an unsigned payload is trusted.
-        if not signature_ok(fields, self._key):
+        key = self._signed(fields, now)
+        if key is None:
             raise CommandRefused("bad_signature", cmd_id=cmd_id)
+        self.signed_with = key
         try:
             return self._check_signed(fields, cmd_id, now)
         except CommandRefused as exc:
@@ -144,6 +168,12 @@ def _parse_args(cmd: Command) -> Any:
                 raise CommandRefused("bad_args", f"{f.name} must be an integer", cmd.id)
             if not 0 <= value < 2**40:
                 raise CommandRefused("bad_args", f"{f.name} out of range", cmd.id)
+        elif f.type in ("list[str]", "list[int]"):
+            item = str if f.type == "list[str]" else int
+            if not isinstance(value, list) or len(value) > MAX_LIST_ARG:
+                raise CommandRefused("bad_args", f"{f.name} must be a short list", cmd.id)
+            if not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+                raise CommandRefused("bad_args", f"{f.name} items of the wrong type", cmd.id)
         elif not isinstance(value, str):
             raise CommandRefused("bad_args", f"{f.name} must be a string", cmd.id)
     mac = getattr(args, "mac", None)
@@ -174,6 +204,7 @@ class Envelope:
         keepalive_s: int,
         reason: str | None = None,
         last_will: bool = False,
+        config_version: int | None = None,
     ) -> StatusMsg:
         """A presence message; the Last Will uses the reserved sequence number 0."""
         return StatusMsg(
@@ -187,6 +218,7 @@ class Envelope:
             gateway=gateway,
             keepalive_s=keepalive_s,
             reason=reason,
+            config_version=config_version,
         )
 
     def health(self, now: float, **fields: Any) -> HealthMsg:
@@ -217,8 +249,15 @@ class Envelope:
             entries=entries,
         )
 
-    def ack(self, now: float, cmd_id: str, ok: bool, error: str | None = None) -> AckMsg:
-        """The single answer to a command."""
+    def ack(
+        self,
+        now: float,
+        cmd_id: str,
+        ok: bool,
+        error: str | None = None,
+        result: str | None = None,
+    ) -> AckMsg:
+        """The single answer to a command (``result``: what an accepted one did)."""
         return AckMsg(
             v=VERSION,
             ap=self.ap,
@@ -228,6 +267,7 @@ class Envelope:
             id=cmd_id,
             ok=ok,
             error=error,
+            result=result,
         )
 
 

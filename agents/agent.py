@@ -34,19 +34,25 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from agents._apply import ConfigApplier
 from agents._core import ClientTracker, CommandGuard, CommandRefused, Envelope
 from agents._dhcp import read_leases
 from agents._health import read_interfaces, read_temperature
 from agents._mqtt_io import LinkOptions, MqttLink
+from agents._nat import IptablesNat, NatError, PortBlocks, batches, from_config, with_blocks
 from agents._spool import Position, Spool
-from agents.config import AgentConfig
+from agents.config import AgentConfig, AgentConfigError, write_credentials
 from agents.contract import (
+    MAX_COMMAND_TTL_S,
+    ApplyConfigArgs,
     AuthorizeArgs,
     ClientEvent,
     Command,
     DeauthorizeArgs,
+    RotateCredentialsArgs,
     SyncArgs,
     agent_subscription,
+    open_credentials,
     seal,
     topic,
 )
@@ -77,8 +83,12 @@ class Agent:
         clock: Callable[[], float] = time.time,
         backoff_cap_s: float = 30.0,
         persist_state: bool = True,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
+        # Where rotate_credentials writes the new credentials (None: it is refused).
+        self._config_path = config_path
+        self._relogin = False
         self.gateway = gateway
         self.clock = clock
         self.counters: collections.Counter[str] = collections.Counter()
@@ -103,6 +113,14 @@ class Agent:
         self.clock_offset_s: float | None = None
         self._gw_failures = 0
         self._last_restart = float("-inf")
+        self.nat: IptablesNat | None = None
+        # apply_config: versioned gateway settings (agents/_apply.py); what the last
+        # accepted command did ("applied", "unchanged"), for its ack.
+        self.applier = ConfigApplier(
+            gateway,
+            Path(config.state_dir) / f"config-{config.ap_id}.json" if persist_state else None,
+        )
+        self._result: str | None = None
         will = self.envelope.status(
             clock(),
             "offline",
@@ -227,6 +245,7 @@ class Agent:
                 agent_version=AGENT_VERSION,
                 gateway=self.gateway.name,
                 keepalive_s=self.config.keepalive_s,
+                config_version=self.applier.version,
             ),
             retain=True,
         )
@@ -264,6 +283,7 @@ class Agent:
             info = self.link.publish(rec.topic, rec.payload, qos=1, retain=rec.retain)
             self._inflight.append([info.mid, rec.end, False, time.monotonic()])
             self.counters["sent_from_spool"] += 1
+        self._relogin_when_idle()
 
     # the work ------------------------------------------------------------------------
     def poll(self) -> None:
@@ -285,8 +305,11 @@ class Agent:
             events = self.tracker.full_list(now)
         if self.config.dhcp_leases and events:
             events = self._with_categories(events)
+        blocks = self._nat_blocks()
+        if blocks is not None:
+            events = with_blocks(events, blocks)
         if events or full:
-            for batch in ClientTracker.batches(events):
+            for batch in batches(events) if blocks else ClientTracker.batches(events):
                 self._publish("clients", self.envelope.clients(now, batch, full=full))
 
     def _with_categories(self, events: list[ClientEvent]) -> list[ClientEvent]:
@@ -332,7 +355,10 @@ class Agent:
         entries = self.tracker.accounting(now)
         if not entries:
             return
-        for batch in ClientTracker.batches(entries):
+        blocks = self._nat_blocks()
+        if blocks is not None:
+            entries = with_blocks(entries, blocks)
+        for batch in batches(entries) if blocks else ClientTracker.batches(entries):
             self._publish("acct", self.envelope.acct(now, self.config.acct_interval_s, batch))
 
     def publish_health(self) -> None:
@@ -343,6 +369,7 @@ class Agent:
         """
         now = self.clock()
         self.spool.enforce_age(now)
+        self._start_nat()
         if not self.link.connected.is_set():
             self.counters["health_skipped_offline"] += 1
             return
@@ -364,8 +391,27 @@ class Agent:
                 spool_dropped=self.spool.counters["spool_dropped_size"]
                 + self.spool.counters["spool_dropped_age"],
                 gateway_restarts=self.counters["gateway_restarts"],
+                nat_ok=None if not self.config.nat_interface else self._nat_blocks() is not None,
             ),
         )
+
+    def _start_nat(self) -> None:
+        """Install the NAT port blocks once (when configured); a failure is logged,
+        counted, and retried at each health report. Until they are in place, no block
+        is reported: a session never claims ports it does not have."""
+        if not self.config.nat_interface or (self.nat is not None and self.nat.installed):
+            return
+        try:
+            if self.nat is None:
+                self.nat = from_config(self.config)
+            if self.nat is not None:
+                self.nat.install()
+        except NatError as exc:
+            self.counters["nat_install_failed"] += 1
+            logger.error("NAT port blocks not installed: %s", exc)
+
+    def _nat_blocks(self) -> PortBlocks | None:
+        return self.nat.blocks if self.nat is not None and self.nat.installed else None
 
     def handle_command(self, payload: bytes) -> None:
         """Check, execute and acknowledge one command."""
@@ -380,9 +426,11 @@ class Agent:
         # The controller's clock, as the command's issue time says (plus transit time).
         self.clock_offset_s = now - cmd.iat
         self._save_remembered()
+        self._result = None
         error = self._execute(cmd, args)
         self.counters["commands_ok" if error is None else "commands_failed"] += 1
-        self._publish("ack", self.envelope.ack(self.clock(), cmd.id, error is None, error))
+        result = self._result if error is None else None
+        self._publish("ack", self.envelope.ack(self.clock(), cmd.id, error is None, error, result))
         self.poll()
 
     def _ack_refused(self, exc: CommandRefused, now: float) -> None:
@@ -417,6 +465,11 @@ class Agent:
                     self.gateway.deauthorize(args.mac)
                 case SyncArgs():
                     self._resync.set()
+                case RotateCredentialsArgs():
+                    return self._rotate(args)
+                case ApplyConfigArgs():
+                    self._result = self.applier.apply(args)
+                    self.counters[f"config_{self._result}"] += 1
                 case _:
                     return f"unsupported command {cmd.cmd}"
         except GatewayError as exc:
@@ -424,8 +477,62 @@ class Agent:
             return str(exc)[:200]
         return None
 
+    def _rotate(self, args: RotateCredentialsArgs) -> str | None:
+        """Write the new credentials to the configuration file, then switch to them.
+
+        Idempotent: credentials already in use are acknowledged without a write. The
+        previous key still authenticates commands for ``MAX_COMMAND_TTL_S`` (those the
+        controller signed before it saw the switch; no longer than the controller's grace
+        period); the new MQTT login is used at once
+        (a clean reconnection once the acknowledgement is out: no Last Will).
+        """
+        try:
+            new = open_credentials(self.guard.signed_with, args.nonce, args.sealed)
+            key, user, password = new["command_key"], new["mqtt_username"], new["mqtt_password"]
+            # The old key signs no command after the controller's grace period.
+            keep_old_s = min(float(new.get("grace_s", MAX_COMMAND_TTL_S)), MAX_COMMAND_TTL_S)
+        except (ValueError, KeyError):
+            return "rotate_credentials: unreadable credentials"
+        current = (self.config.command_key, self.config.mqtt_username, self.config.mqtt_password)
+        if (key, user, password) == current:
+            return None
+        if self._config_path is None:
+            return "rotate_credentials: no configuration file to write"
+        try:
+            self.config = write_credentials(self._config_path, key, user, password)
+        except AgentConfigError as exc:
+            return f"rotate_credentials: {exc}"[:200]
+        self._key = key.encode()
+        self.guard.rekey(self._key, self.clock() + keep_old_s)
+        self.link.options.username, self.link.options.password = user, password
+        self.link.client.username_pw_set(user, password)
+        will = self.envelope.status(
+            self.clock(),
+            "offline",
+            agent_version=AGENT_VERSION,
+            gateway=self.gateway.name,
+            keepalive_s=self.config.keepalive_s,
+            reason="lost",
+            last_will=True,
+        )
+        self.link.client.will_set(
+            topic(self.config.ap_id, "status"), seal(will, self._key), qos=1, retain=True
+        )
+        self._relogin = True
+        self.counters["credentials_rotated"] += 1
+        logger.info("credentials rotated: new command key and MQTT login %s", user)
+        return None
+
+    def _relogin_when_idle(self) -> None:
+        """After a rotation, reconnect with the new login once everything sent is acked."""
+        if self._relogin and not self._inflight and not self.spool.pending:
+            self._relogin = False
+            logger.info("reconnecting with the new MQTT login")
+            self.link.client.disconnect()
+
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set, then say goodbye (retained offline status)."""
+        self._start_nat()
         self._publish_status_online()
         self.link.start()
         next_poll = next_acct = next_health = time.monotonic()
@@ -488,6 +595,12 @@ class Agent:
                 logger.info("offline status not confirmed: %s", exc)
         self.pump()
         self.link.stop()
+        if self.nat is not None and self.nat.installed:
+            try:
+                self.nat.remove()
+            except NatError as exc:
+                self.counters["nat_remove_failed"] += 1
+                logger.error("NAT port blocks not removed: %s", exc)
         if self._spool is not None:
             self._spool.close()
             if self._state_file is None:

@@ -9,13 +9,23 @@ the file it is given.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from agents._nat import plan_problems
 from agents.contract import AP_ID_RE
 
-__all__ = ["AgentConfig", "AgentConfigError", "load_agent_config", "parse_agent_config"]
+__all__ = [
+    "AgentConfig",
+    "AgentConfigError",
+    "load_agent_config",
+    "parse_agent_config",
+    "write_credentials",
+]
 
 
 class AgentConfigError(Exception):
@@ -55,6 +65,23 @@ class AgentConfig:
     watchdog_cooldown_s: int = 300
     # dnsmasq lease file ("/tmp/dhcp.leases" with openNDS); empty: no DHCP view.
     dhcp_leases: str = ""
+    # apply_config (agents/_gwconf.py): openNDS's configuration file, whose managed block
+    # the agent rewrites (empty: the AP refuses apply_config), and the command that
+    # restarts openNDS after a change (empty: gateway_restart_cmd); dnsmasq's fragment
+    # (DHCP option 114, walled-garden ipset) and its restart command.
+    opennds_config: str = ""
+    opennds_restart_cmd: str = ""
+    dnsmasq_conf: str = ""
+    dnsmasq_restart_cmd: str = ""
+    # NAT port blocks (agents/_nat.py): off unless nat_interface and nat_subnet are set.
+    nat_interface: str = ""
+    nat_subnet: str = ""
+    nat_address: str = ""
+    nat_public_ip: str = ""
+    nat_port_first: int = 1024
+    nat_port_last: int = 65535
+    nat_block_size: int = 0
+    nat_iptables: str = "iptables"
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -80,6 +107,18 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "watchdog_failures": (int,),
     "watchdog_cooldown_s": (int,),
     "dhcp_leases": (str,),
+    "opennds_config": (str,),
+    "opennds_restart_cmd": (str,),
+    "dnsmasq_conf": (str,),
+    "dnsmasq_restart_cmd": (str,),
+    "nat_interface": (str,),
+    "nat_subnet": (str,),
+    "nat_address": (str,),
+    "nat_public_ip": (str,),
+    "nat_port_first": (int,),
+    "nat_port_last": (int,),
+    "nat_block_size": (int,),
+    "nat_iptables": (str,),
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "mqtt_port": (1, 65535),
@@ -93,6 +132,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "simulated_clients": (0, 5000),
     "watchdog_failures": (1, 1000),
     "watchdog_cooldown_s": (0, 86400),
+    "nat_port_first": (1, 65535),
+    "nat_port_last": (1, 65535),
+    "nat_block_size": (0, 65535),
 }
 _GATEWAYS = ("opennds", "simulated")
 
@@ -142,6 +184,7 @@ def parse_agent_config(data: dict[str, Any]) -> AgentConfig:
         problems.append(("agent.gateway", f"must be one of {', '.join(_GATEWAYS)}"))
     if "mqtt_password" in values and "mqtt_username" not in values:
         problems.append(("agent.mqtt_password", "a password is set without mqtt_username"))
+    problems += plan_problems(values)
     if problems:
         raise AgentConfigError(problems)
     return AgentConfig(**values)
@@ -161,3 +204,80 @@ def load_agent_config(path: Path) -> AgentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise AgentConfigError([("(file)", f"not valid TOML: {exc}")]) from exc
     return parse_agent_config(data)
+
+
+_CREDENTIALS = ("command_key", "mqtt_username", "mqtt_password")
+_TABLE_RE = re.compile(r"^\s*\[([^\]]*)\]\s*(#.*)?$")
+
+
+def _with_credentials(text: str, values: dict[str, str]) -> str:
+    """``text`` with the ``[agent]`` credential lines replaced (or added after the header)."""
+    lines = text.splitlines()
+    table = None
+    header = None
+    missing = dict(values)
+    for i, line in enumerate(lines):
+        m = _TABLE_RE.match(line)
+        if m:
+            table = m.group(1).strip()
+            header = i if table == "agent" else header
+            continue
+        if table != "agent":
+            continue
+        name = line.split("=", 1)[0].strip()
+        if "=" in line and name in missing:
+            lines[i] = f"{name} = {json.dumps(missing.pop(name))}"
+    if header is None:
+        raise AgentConfigError([("agent", "the [agent] table is missing")])
+    extra = [f"{name} = {json.dumps(value)}" for name, value in missing.items()]
+    lines[header + 1 : header + 1] = extra
+    return "\n".join(lines) + "\n"
+
+
+def write_credentials(
+    path: Path, command_key: str, mqtt_username: str, mqtt_password: str
+) -> AgentConfig:
+    """Replace the credentials in the configuration file, atomically and durably.
+
+    Every other line (comments included) is kept. The new text is checked before it
+    replaces the file (temporary file in the same directory, ``fsync``, ``rename``,
+    ``fsync`` of the directory), with the file's own permissions: a power cut leaves
+    either the old file or the new one.
+
+    Returns:
+        The new configuration.
+
+    Raises:
+        AgentConfigError: the file cannot be read or written, or the result is invalid.
+    """
+    values = {"command_key": command_key, "mqtt_username": mqtt_username}
+    values["mqtt_password"] = mqtt_password
+    try:
+        text = path.read_text("utf-8")
+        mode = path.stat().st_mode & 0o7777
+    except OSError as exc:
+        raise AgentConfigError([("(file)", f"cannot read {path}: {exc.strerror}")]) from exc
+    new_text = _with_credentials(text, values)
+    try:
+        config = parse_agent_config(tomllib.loads(new_text))
+    except tomllib.TOMLDecodeError as exc:
+        raise AgentConfigError([("(file)", f"rewritten file is not TOML: {exc}")]) from exc
+    if any(getattr(config, k) != v for k, v in values.items()):
+        raise AgentConfigError([("(file)", "credentials not taken by the rewritten file")])
+    tmp = path.with_name(f".{path.name}.new")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(new_text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise AgentConfigError([("(file)", f"cannot write {path}: {exc.strerror}")]) from exc
+    return config

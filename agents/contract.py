@@ -30,20 +30,24 @@ __all__ = [
     "AcctEntry",
     "AcctMsg",
     "AckMsg",
+    "ApplyConfigArgs",
     "AuthorizeArgs",
     "ClientEvent",
     "ClientsMsg",
     "Command",
     "DeauthorizeArgs",
     "HealthMsg",
+    "RotateCredentialsArgs",
     "StatusMsg",
     "SyncArgs",
     "agent_subscription",
     "canonical_bytes",
     "controller_subscription",
     "encode",
+    "open_credentials",
     "parse_topic",
     "seal",
+    "seal_credentials",
     "sign_command",
     "signature_ok",
     "topic",
@@ -138,6 +142,8 @@ class StatusMsg:
     gateway: str
     keepalive_s: int
     reason: str | None = None
+    # Added in agent 0.3: the version of the last apply_config applied (None: never).
+    config_version: int | None = None
     sig: str = ""
 
 
@@ -167,6 +173,8 @@ class HealthMsg:
     spool_pending: int | None = None
     spool_dropped: int | None = None
     gateway_restarts: int | None = None
+    # Added in agent 0.3: whether the NAT port blocks are in place (None: NAT not used).
+    nat_ok: bool | None = None
     sig: str = ""
 
 
@@ -181,6 +189,11 @@ class ClientEvent:
     at: float
     # Added in agent 0.2: coarse device kind from the DHCP host name (never the name).
     category: Literal["phone", "tablet", "computer", "other"] | None = None
+    # Added in agent 0.3 (NAT port blocks, agents/_nat.py): the public address and source
+    # ports this client's connections are translated to; all three or none.
+    public_ip: str | None = None
+    port_start: int | None = None
+    port_end: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +221,11 @@ class AcctEntry:
     session_start: float
     up_bytes: int
     down_bytes: int
+    # Added in agent 0.3 (NAT port blocks, agents/_nat.py): the public address and source
+    # ports this client's connections are translated to; all three or none.
+    public_ip: str | None = None
+    port_start: int | None = None
+    port_end: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,6 +256,8 @@ class AckMsg:
     id: str
     ok: bool
     error: str | None = None
+    # Added in agent 0.3: what an accepted command did ("applied", "unchanged").
+    result: str | None = None
     sig: str = ""
 
 
@@ -272,10 +292,53 @@ class SyncArgs:
     __pydantic_config__ = _STRICT
 
 
+@dataclasses.dataclass(frozen=True)
+class RotateCredentialsArgs:
+    """New command key and MQTT login, encrypted with the key that signs the command.
+
+    ``sealed`` is :func:`seal_credentials`'s hex output for ``nonce`` (32 hex digits):
+    the broker and its logs never see the new secrets in clear.
+    """
+
+    __pydantic_config__ = _STRICT
+    nonce: str
+    sealed: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyConfigArgs:
+    """The AP's gateway settings, versioned; applying the same version twice changes nothing.
+
+    ``session_minutes``, rates (kbit/s) and quotas (kB) are openNDS's defaults for a login
+    that does not set its own (0: unlimited). ``walled_garden``: host names, IPv4
+    addresses or IPv4 networks reachable before login, on ``walled_garden_ports`` (empty:
+    every port for addresses, 80 and 443 for host names). ``fas_*``: openNDS's FAS
+    settings ("" or 0: keep the AP's own). ``capport_url``: the RFC 8908 API URL sent as
+    DHCP option 114 (RFC 8910; "": none).
+    """
+
+    __pydantic_config__ = _STRICT
+    version: int
+    session_minutes: int = 0
+    up_kbps: int = 0
+    down_kbps: int = 0
+    up_quota_kb: int = 0
+    down_quota_kb: int = 0
+    walled_garden: list[str] = dataclasses.field(default_factory=list)
+    walled_garden_ports: list[int] = dataclasses.field(default_factory=list)
+    fas_remote_ip: str = ""
+    fas_remote_fqdn: str = ""
+    fas_port: int = 0
+    fas_path: str = ""
+    capport_url: str = ""
+
+
 COMMAND_ARGS: Final[dict[str, type]] = {
     "authorize": AuthorizeArgs,
     "deauthorize": DeauthorizeArgs,
     "sync": SyncArgs,
+    "apply_config": ApplyConfigArgs,
+    "rotate_credentials": RotateCredentialsArgs,
 }
 
 
@@ -287,16 +350,25 @@ class Command:
     v: Literal[1]
     ap: str
     id: str
-    cmd: Literal["authorize", "deauthorize", "sync"]
+    cmd: Literal["authorize", "deauthorize", "sync", "rotate_credentials", "apply_config"]
     args: dict[str, Any]
     iat: float
     exp: float
     sig: str = ""
 
 
+# Optional fields left out of the JSON when unset: they would add ~50 bytes of nulls to
+# every client event and acct entry of an AP that does no NAT.
+_OMITTED_WHEN_NONE: Final = frozenset({"public_ip", "port_start", "port_end"})
+
+
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: _plain(value)
+            for f in dataclasses.fields(obj)
+            if (value := getattr(obj, f.name)) is not None or f.name not in _OMITTED_WHEN_NONE
+        }
     if isinstance(obj, list | tuple):
         return [_plain(x) for x in obj]
     if isinstance(obj, dict):
@@ -336,3 +408,40 @@ def signature_ok(fields: dict[str, Any], key: bytes) -> bool:
         return False
     want = hmac.new(key, canonical_bytes(fields), hashlib.sha256).hexdigest()
     return hmac.compare_digest(want, sig)
+
+
+def _keystream(key: bytes, nonce: bytes, length: int) -> bytes:
+    """HMAC-SHA256 in counter mode: a pseudo-random stream for ``key`` and ``nonce``."""
+    out = bytearray()
+    counter = 0
+    while len(out) < length:
+        block = nonce + b"borne/rotate/" + counter.to_bytes(4, "big")
+        out += hmac.new(key, block, hashlib.sha256).digest()
+        counter += 1
+    return bytes(out[:length])
+
+
+def seal_credentials(key: bytes, nonce: str, credentials: dict[str, str]) -> str:
+    """Encrypt ``credentials`` (JSON) for a ``rotate_credentials`` command; hex output.
+
+    The command's HMAC authenticates the result; ``nonce`` must never repeat for a key.
+    """
+    plain = json.dumps(credentials, sort_keys=True, separators=(",", ":")).encode()
+    stream = _keystream(key, bytes.fromhex(nonce), len(plain))
+    return bytes(a ^ b for a, b in zip(plain, stream, strict=True)).hex()
+
+
+def open_credentials(key: bytes, nonce: str, sealed: str) -> dict[str, str]:
+    """Decrypt :func:`seal_credentials`'s output.
+
+    Raises:
+        ValueError: not hex, not JSON, or not a mapping of strings.
+    """
+    raw = bytes.fromhex(sealed)
+    stream = _keystream(key, bytes.fromhex(nonce), len(raw))
+    data = json.loads(bytes(a ^ b for a, b in zip(raw, stream, strict=True)))
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ValueError("credentials are not a mapping of strings")
+    return data

@@ -234,9 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name", default=None)
     add.add_argument("-c", "--config", help="controller TOML configuration file")
     add.set_defaults(func=_cmd_ap_add)
+    from controller.apconfig import add_config_parser
     from controller.enroll import add_enroll_parser
 
     add_enroll_parser(ap_sub)
+    add_config_parser(ap_sub)
 
     cl = sub.add_parser("client", help="clients of the hotspots")
     cl_sub = cl.add_subparsers(dest="client_command", required=True)

@@ -17,7 +17,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from typing import Any
 
@@ -27,15 +27,18 @@ from agents._mqtt_io import backoff_delay
 from agents.contract import (
     VERSION,
     AckMsg,
+    ApplyConfigArgs,
     AuthorizeArgs,
     Command,
     DeauthorizeArgs,
+    RotateCredentialsArgs,
     SyncArgs,
     encode,
     sign_command,
+    signature_ok,
     topic,
 )
-from controller import outbox
+from controller import apconfig, outbox
 from controller.bridge import Bridge, Incoming
 from controller.config import Settings
 from controller.contract import Rejected, decode
@@ -65,7 +68,12 @@ _COMMAND_NAMES: dict[type, str] = {
     AuthorizeArgs: "authorize",
     DeauthorizeArgs: "deauthorize",
     SyncArgs: "sync",
+    ApplyConfigArgs: "apply_config",
+    RotateCredentialsArgs: "rotate_credentials",
 }
+# After a bad signature, an AP's keys are re-read from the database (a rotation started
+# by `borne ap rotate` in another process) at most this often.
+KEY_RELOAD_S = 2.0
 
 
 # Keyed per process: without the key, a tag cannot be reversed by trying a vendor's
@@ -98,6 +106,11 @@ class Controller:
         self.ledger = SessionLedger(settings.sessions)
         self.counters: collections.Counter[str] = collections.Counter()
         self._acks: dict[str, asyncio.Future[AckMsg]] = {}
+        # Background jobs started by ingest (automatic apply_config pushes).
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Access points with an automatic apply_config being prepared (controller.apconfig).
+        self.config_pushing: set[str] = set()
+        self._key_reloads: dict[str, float] = {}
 
     # ingest ------------------------------------------------------------------------
     async def handle(self, topic_name: str, payload: bytes, now: float | None = None) -> str:
@@ -109,7 +122,7 @@ class Controller:
         """
         now = self.clock() if now is None else now
         try:
-            kind, msg = decode(topic_name, payload, self.registry.key_for)
+            kind, msg = await self._decode(topic_name, payload, now)
         except Rejected as exc:
             self.counters["rejected"] += 1
             self.counters[f"rejected_{exc.reason}"] += 1
@@ -130,6 +143,7 @@ class Controller:
                 return "duplicate"
             applied = await self.ledger.apply(conn, ap, msg, now)
         self.counters[f"applied_{kind}"] += 1
+        await self._confirm_rotation(msg.ap, payload, now)
         if applied.late:
             self.counters["late_previous_boot"] += 1
         if applied.backfilled:
@@ -138,7 +152,43 @@ class Controller:
             fut = self._acks.pop(msg.id, None)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
+        await apconfig.after_message(self, msg)
         return "applied"
+
+    def spawn(self, job: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``job`` in the background; the controller keeps a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(job, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _decode(self, topic_name: str, payload: bytes, now: float) -> Any:
+        """Decode with every key the AP may use now; after a bad signature, re-read its
+        keys once (a rotation made by another process) and try again."""
+        try:
+            return decode(topic_name, payload, lambda ap: self.registry.accepted_keys(ap, now))
+        except Rejected as exc:
+            if exc.reason != "bad_signature" or not exc.detail:
+                raise
+            ap_id = exc.detail
+            if now - self._key_reloads.get(ap_id, float("-inf")) < KEY_RELOAD_S:
+                raise
+            self._key_reloads[ap_id] = now
+            await self.registry.reload(ap_id)
+            return decode(topic_name, payload, lambda ap: self.registry.accepted_keys(ap, now))
+
+    async def _confirm_rotation(self, ap_id: str, payload: bytes, now: float) -> None:
+        """A message signed with a rotation's new key confirms it (controller.enroll)."""
+        pending = self.registry.pending_key(ap_id)
+        if pending is None or not signature_ok(json.loads(payload), pending):
+            return
+        from controller.enroll import confirm_rotation
+
+        current = self.registry.key_for(ap_id)
+        assert current is not None
+        if await confirm_rotation(self.db, ap_id, current.decode(), now):
+            self.counters["rotations_confirmed"] += 1
+            logger.info("%s confirmed its new credentials", ap_id)
+        await self.registry.reload(ap_id)
 
     async def consume(self) -> None:
         """Feed the bridge's messages through :meth:`handle`, then acknowledge them."""
@@ -167,7 +217,7 @@ class Controller:
     async def prepare_command(
         self,
         ap_id: str,
-        args: AuthorizeArgs | DeauthorizeArgs | SyncArgs,
+        args: AuthorizeArgs | DeauthorizeArgs | SyncArgs | RotateCredentialsArgs | ApplyConfigArgs,
         *,
         purpose: str | None = None,
         ttl_s: int | None = None,
@@ -213,7 +263,7 @@ class Controller:
     async def send_command(
         self,
         ap_id: str,
-        args: AuthorizeArgs | DeauthorizeArgs | SyncArgs,
+        args: AuthorizeArgs | DeauthorizeArgs | SyncArgs | ApplyConfigArgs,
         *,
         purpose: str | None = None,
         ttl_s: int | None = None,
@@ -289,6 +339,11 @@ class Controller:
                 )
                 pruned = int(result.rowcount)
             self.counters["outbox_pruned"] += pruned
+        from controller.enroll import finish_rotations
+
+        for ap_id in await finish_rotations(self.db, now):
+            self.counters["rotations_finished"] += 1
+            await self.registry.reload(ap_id)
         if closed:
             self.counters["stale_closed"] += closed
             logger.info("closed %d stale sessions", closed)

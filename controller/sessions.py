@@ -12,6 +12,7 @@ either fully applied once or not at all.
 
 from __future__ import annotations
 
+import collections
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,16 +21,56 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agents.contract import AcctEntry, AcctMsg, AckMsg, ClientsMsg, HealthMsg, StatusMsg
+from agents.contract import (
+    AcctEntry,
+    AcctMsg,
+    AckMsg,
+    ClientEvent,
+    ClientsMsg,
+    HealthMsg,
+    StatusMsg,
+)
 from controller import outbox
 from controller.config import SessionSettings
 from controller.contract import AgentMessage
 from controller.storage.schema import access_points, commands, processed_messages, sessions
 
-__all__ = ["Applied", "SessionLedger"]
+__all__ = ["Applied", "SessionLedger", "SkewEstimator"]
 
 # Clock skew below this is network latency, not a clock to correct.
 _SKEW_IGNORED_S = 2.0
+# The clock skew is the largest reading of the last 15 minutes (at most 64 readings).
+SKEW_WINDOW_S = 900.0
+_SKEW_SAMPLES = 64
+
+
+class SkewEstimator:
+    """An AP's clock minus the controller's, from its freshest recent messages.
+
+    A message stamped ``ts`` by the AP and received at ``now`` reads ``ts - now = skew -
+    delay``, the delay (network, broker queue, the agent's spool after an outage) being
+    never negative: the largest reading of a window is the least delayed one, the best
+    estimate. Only live readings count: ``status`` ``online`` (written at connection)
+    and ``health`` (taken only while connected); a replayed ``acct`` or ``clients``
+    would read as a clock hours behind. A new boot starts a new window (a reboot may set
+    the clock). In memory: after a controller restart the window fills again.
+    """
+
+    def __init__(self, window_s: float = SKEW_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._samples: dict[str, collections.deque[tuple[float, float]]] = {}
+
+    def observe(self, ap_id: str, reading: float, now: float) -> float:
+        """Add ``ts - now`` of a live message; return the estimate."""
+        dq = self._samples.setdefault(ap_id, collections.deque(maxlen=_SKEW_SAMPLES))
+        dq.append((now, reading))
+        while dq and dq[0][0] < now - self.window_s:
+            dq.popleft()
+        return max(r for _, r in dq)
+
+    def reset(self, ap_id: str) -> None:
+        """Forget an AP's readings (its agent started again)."""
+        self._samples.pop(ap_id, None)
 
 
 @dataclass
@@ -43,6 +84,13 @@ class Applied:
     backfilled: bool = False
 
 
+def _nat(item: ClientEvent | AcctEntry) -> dict[str, Any]:
+    """The session columns of a reported NAT port block (none when the AP has no NAT)."""
+    if item.public_ip is None:
+        return {}
+    return {"public_ip": item.public_ip, "port_start": item.port_start, "port_end": item.port_end}
+
+
 def _insert_ignore(dialect: str, table: sa.Table) -> Any:
     mod = postgresql if dialect == "postgresql" else sqlite
     return mod.insert(table)
@@ -53,6 +101,7 @@ class SessionLedger:
 
     def __init__(self, settings: SessionSettings) -> None:
         self.settings = settings
+        self.skew = SkewEstimator()
 
     async def claim(
         self, conn: AsyncConnection, ap_id: str, boot: str, seq: int, now: float
@@ -87,7 +136,7 @@ class SessionLedger:
                 {k: v for k, v in asdict(msg).items() if k not in ("v", "ap", "sig")}
             )
             values["agent_version"] = msg.agent_version[:32]
-            values["clock_skew_s"] = skew
+            values["clock_skew_s"] = self.skew.observe(ap.ap_id, skew, now)
         elif isinstance(msg, AckMsg):
             await conn.execute(
                 commands.update()
@@ -131,11 +180,13 @@ class SessionLedger:
                 return
             values.update(state="offline", state_since=now)
             return
+        if ap.boot != msg.boot:
+            self.skew.reset(ap.ap_id)
         values.update(
             state="online",
             boot=msg.boot,
             agent_version=msg.agent_version[:32],
-            clock_skew_s=msg.ts - now,
+            clock_skew_s=self.skew.observe(ap.ap_id, msg.ts - now, now),
         )
         if ap.state != "online":
             values["state_since"] = now
@@ -171,6 +222,7 @@ class SessionLedger:
         started: float,
         gw_start: float | None,
         backfilled: bool,
+        nat: dict[str, Any] | None = None,
     ) -> None:
         cmd = (
             await conn.execute(
@@ -198,6 +250,7 @@ class SessionLedger:
                 started_at=started,
                 updated_at=started,
                 backfilled=backfilled,
+                **(nat or {}),
             )
         )
         key = result.inserted_primary_key
@@ -229,7 +282,9 @@ class SessionLedger:
                 authorized.add(ev.mac)
                 row = await self._open_row(conn, ap.ap_id, ev.mac)
                 if row is None:
-                    await self._open_session(conn, ap, msg, ev.mac, ev.ip, at, None, backfilled)
+                    await self._open_session(
+                        conn, ap, msg, ev.mac, ev.ip, at, None, backfilled, _nat(ev)
+                    )
                     out.opened += 1
             elif ev.event == "left":
                 out.closed += await self._close_where(
@@ -279,7 +334,9 @@ class SessionLedger:
             )
             row = None
         if row is None:
-            await self._open_session(conn, ap, msg, e.mac, e.ip, gw_start, gw_start, backfilled)
+            await self._open_session(
+                conn, ap, msg, e.mac, e.ip, gw_start, gw_start, backfilled, _nat(e)
+            )
             out.opened += 1
             row = await self._open_row(conn, ap.ap_id, e.mac)
             assert row is not None
@@ -293,6 +350,7 @@ class SessionLedger:
                 updated_at=max(row.updated_at, at),
                 gw_session_start=gw_start,
                 ip=e.ip,
+                **_nat(e),
             )
         )
         await outbox.emit(conn, [row.id], "update", at)

@@ -221,3 +221,218 @@ def _http_ok(url: str) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+# --------------------------------------------------------------------------- apply_config
+
+_NDS_RESTART = """#!/bin/sh
+# openNDS's restart on this testbed (the init system's job on an AP): SIGTERM, remove
+# the firewall chains openNDS 9.10 leaves behind (its next start fails on them: "Chain
+# already exists"), then start it the way tests/testbed.py does, from the same files.
+echo restart >> "{wd}/nds-restarts"
+running=""
+for p in $(ip netns pids {ns}); do
+    [ "$(cat /proc/$p/comm 2>/dev/null)" = opennds ] && running="$running $p"
+done
+[ -n "$running" ] && kill -TERM $running
+# Wait until the old daemon has removed its firewall rules and exited (or is a zombie).
+for p in $running; do
+    i=0
+    while [ -d /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null; do
+        i=$((i + 1)); [ $i -gt 200 ] && exit 1; sleep 0.1
+    done
+done
+export PATH="{wd}/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+for t in filter nat mangle; do
+    iptables -t $t -S | grep -- ' -j nds' | sed 's/^-A /-D /' | while read -r rule; do
+        iptables -t $t $rule
+    done
+    for c in $(iptables -t $t -S | awk '/^-N nds/ {{print $2}}'); do iptables -t $t -F $c; done
+    for c in $(iptables -t $t -S | awk '/^-N nds/ {{print $2}}'); do iptables -t $t -X $c; done
+done
+setsid unshare --mount --propagation private -- sh -c \\
+    'mount --bind "$1" /usr/lib/opennds/dnsconfig.sh; mount --bind "$2" "$3"; shift 3; exec "$@"' \\
+    sh "{wd}/dnsconfig-stub.sh" "{wd}/opennds.conf" /etc/opennds/opennds.conf \\
+    opennds -f -d 2 -c /etc/opennds/opennds.conf -w {sock} \\
+    >> "{wd}/opennds-restarted.log" 2>&1 < /dev/null &
+i=0
+until ndsctl status >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -gt 150 ] && exit 1; sleep 0.2
+done
+"""
+
+_DNSMASQ_RESTART = """#!/bin/sh
+# dnsmasq's restart (it rereads its files only at start), now reading the agent's fragment.
+echo restart >> "{wd}/dns-restarts"
+for p in $(ip netns pids {ns}); do
+    [ "$(cat /proc/$p/comm 2>/dev/null)" = dnsmasq ] || continue
+    kill -TERM "$p"
+    i=0
+    while [ -d /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null; do
+        i=$((i + 1)); [ $i -gt 50 ] && exit 1; sleep 0.1
+    done
+done
+exec dnsmasq --conf-file="{fragment}" --no-hosts --no-resolv --port=0 --interface=lan0 \\
+    --bind-interfaces --except-interface=lo \\
+    --dhcp-range=10.46.1.100,10.46.1.200,255.255.255.0,12h \\
+    --dhcp-option=option:router,10.46.1.1 --dhcp-leasefile=/tmp/dhcp.leases \\
+    --dhcp-authoritative --no-ping --log-dhcp --log-facility="{wd}/dnsmasq-restarted.log" \\
+    --pid-file="{wd}/dnsmasq.pid"
+"""
+
+
+# busybox udhcpc 1.35 requests option 114 (-O 114) but does not pass it to its script:
+# the client's namespace records the DHCP answers off the wire (AF_PACKET) instead.
+_DHCP_CAPTURE = """
+import socket, struct, sys, time
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0800))
+sock.bind(("cl0", 0))
+sock.settimeout(0.5)
+print("ready", flush=True)
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline:
+    try:
+        frame = sock.recv(4096)
+    except TimeoutError:
+        continue
+    ip = frame[14:]
+    if ip[9] != 17:
+        continue
+    udp = ip[(ip[0] & 15) * 4:]
+    if struct.unpack("!H", udp[2:4])[0] != 68:
+        continue
+    bootp = udp[8:]
+    opts, i, found = bootp[240:], 0, {}
+    while i < len(opts) and opts[i] != 255:
+        if opts[i] == 0:
+            i += 1
+            continue
+        found[opts[i]] = opts[i + 2 : i + 2 + opts[i + 1]]
+        i += 2 + opts[i + 1]
+    if found.get(53) == bytes([5]):
+        print("ACK", found.get(114, b"").decode(errors="replace"), flush=True)
+"""
+
+
+def _dhcp_ack_option_114(hs: Hotspot, workdir: Path) -> str | None:
+    """Run udhcpc asking for option 114; return the option of the DHCP ACK it got."""
+    out = workdir / "dhcp-capture.log"
+    script = workdir / "dhcp_capture.py"
+    script.write_text(_DHCP_CAPTURE)
+    proc = hs.start_in("cl", sys.executable, str(script), "20", name="dhcp-capture")
+    wait_for(lambda: "ready" in (workdir / "dhcp-capture.log").read_text(), message="capture")
+    dhcp = hs.run_in(
+        "cl", "busybox", "udhcpc", "-i", "cl0", "-f", "-n", "-q", "-t", "10", "-T", "1",
+        "-A", "1", "-O", "114", "-s", str(workdir / "udhcpc.sh"), timeout=30,
+    )  # fmt: skip
+    assert dhcp.returncode == 0, dhcp.stdout + dhcp.stderr
+    acks = wait_for(
+        lambda: [ln for ln in out.read_text().splitlines() if ln.startswith("ACK")],
+        message="DHCP ACK captured",
+    )
+    hs.stop(proc)
+    return acks[-1].partition(" ")[2] or None
+
+
+def test_apply_config_reaches_opennds_and_dnsmasq(
+    make_hotspot: Callable[..., Hotspot], tmp_path: Path
+) -> None:
+    """The controller pushes the AP's settings when it comes online: DHCP option 114 carries
+    the portal's RFC 8908 API URL, the walled-garden host answers before login, the session
+    length applies to the next login; a second push of the same version restarts nothing.
+    """
+    portal_port = free_port()
+    hs = make_hotspot(
+        fas_port=portal_port,
+        gateway_name=AP,
+        faspath="/fas/",
+        faskey=FAS_KEY,
+        workdir=tmp_path / "hotspot",
+    )
+    wd = Path(hs.workdir or "")
+    # A walled-garden site (HTTP on port 443, standing for an HTTPS one), and a port of
+    # the same host outside the walled garden.
+    for port in ("443", "8443"):
+        hs.start_in(
+            "inet", sys.executable, "-m", "http.server", port, "--bind", "10.46.0.2",
+            "--directory", str(wd / "www"), name=f"site-{port}",
+        )  # fmt: skip
+    broker = hs.start_broker()
+    conf, db = write_configs(tmp_path, broker, portal_port)
+    conf.write_text(
+        conf.read_text().replace("session_minutes = 30", "session_minutes = 17")
+        + '[ap_config]\nauto_push = true\nwalled_garden = ["10.46.0.2"]\n'
+        + "walled_garden_ports = [443]\n"
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    added = subprocess.run(
+        [*BORNE, "ap", "add", AP, "--insee", "46201", "-c", str(conf)],
+        capture_output=True, text=True, timeout=60, check=True, env=env,
+    )  # fmt: skip
+    hs.start_in(None, *BORNE, "controller", "-c", str(conf), name="controller", env=env)
+    wait_for(
+        lambda: _http_ok(f"http://{ROOT_IP}:{portal_port}/healthz"), timeout=30, message="portal up"
+    )
+    fragment = wd / "borne-dnsmasq.conf"
+    scripts = {
+        "nds-restart.sh": _NDS_RESTART.format(wd=wd, sock=hs.ndsctl_socket, ns=hs.ap_namespace),
+        "dns-restart.sh": _DNSMASQ_RESTART.format(wd=wd, fragment=fragment, ns=hs.ap_namespace),
+    }
+    for name, text in scripts.items():
+        (wd / name).write_text(text)
+        (wd / name).chmod(0o755)
+    agent_conf = agent_config(tmp_path, added.stdout.strip(), broker)
+    agent_conf.write_text(
+        agent_conf.read_text()
+        + f'opennds_config = "{wd / "opennds.conf"}"\n'
+        + f'opennds_restart_cmd = "{wd / "nds-restart.sh"}"\n'
+        + f'dnsmasq_conf = "{fragment}"\n'
+        + f'dnsmasq_restart_cmd = "{wd / "dns-restart.sh"}"\n'
+    )
+    # Before: captive, and the walled-garden site is out of reach.
+    assert hs.curl_from_client("http://10.46.0.2:443/", max_time=3).status == 0
+    hs.start_in("ap", sys.executable, "-m", "agents", "-c", str(agent_conf), name="agent", env=env)
+
+    applied = "SELECT * FROM ap_configs WHERE ap_id = ?"
+    (row,) = wait_for(
+        lambda: [r for r in query(db, applied, AP) if r["acked_at"] is not None],
+        timeout=60,
+        message="apply_config acknowledged",
+    )
+    assert (row["version"], row["applied_version"], row["result"]) == (1, 1, "applied")
+    restarts = (wd / "nds-restarts", wd / "dns-restarts")
+    assert [len(p.read_text().splitlines()) for p in restarts] == [1, 1]
+    block = (wd / "opennds.conf").read_text()
+    assert "sessiontimeout 17" in block and "dhcp_default_url_enable 0" in block
+
+    # The walled garden: its port answers before login, another port of the host does not,
+    # and everything else still goes to the portal.
+    site = hs.curl_from_client("http://10.46.0.2:443/", max_time=5)
+    assert (site.status, site.body) == (200, UPSTREAM_BODY)
+    assert hs.curl_from_client("http://10.46.0.2:8443/", max_time=3).status == 0
+    assert hs.curl_from_client(UPSTREAM).status == 307
+
+    # DHCP option 114: the client asks for it (-O 114) and gets the portal's API URL,
+    # which it can read before login (RFC 8908).
+    api = f"http://{ROOT_IP}:{portal_port}/capport/api/{AP}"
+    assert _dhcp_ack_option_114(hs, wd) == api
+    capport = hs.curl_from_client(api, max_time=5)
+    assert capport.status == 200 and '"captive":true' in capport.body, capport
+
+    # The default session length applies to a login that sets none.
+    # (ndsctl answers one caller at a time: the agent polls it too, so retry.)
+    wait_for(lambda: hs.ndsctl("auth", hs.client_mac or "", check=False).returncode == 0)
+    entry = wait_for(hs.client_entry, message="client listed by openNDS")
+    assert entry["state"] == "Authenticated"
+    assert int(entry["session_end"]) - int(entry["session_start"]) == 17 * 60
+
+    # The same settings pushed again: the same version, acknowledged "unchanged", and
+    # nothing restarted (the client stays logged in).
+    out = subprocess.run(
+        [*BORNE, "ap", "config", "push", AP, "-c", str(conf), "--wait", "30"],
+        capture_output=True, text=True, timeout=90, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == f"{AP}: version 1: unchanged"
+    assert [len(p.read_text().splitlines()) for p in restarts] == [1, 1]
+    assert hs.curl_from_client(UPSTREAM).status == 200
