@@ -266,6 +266,8 @@ def simulate_day(
             if hour > 21.0:
                 break
             seen = {s[0].insee for s in stops}
+            if len(seen) >= len(communes):
+                break  # a small simulated territory, every commune visited
             prev = here
             while here.insee in seen:
                 here = rng.choices(communes, cum_weights=next_cum[prev.insee])[0]

@@ -30,7 +30,89 @@ def _day(text: str) -> str:
         raise argparse.ArgumentTypeError(f"date AAAA-MM-JJ attendue / expected: {text!r}") from exc
 
 
+def _hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not host or not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"HÔTE:PORT attendu / expected HOST:PORT: {text!r}")
+    return host, number
+
+
+def _communes(count: int) -> list[Any]:
+    """The ``count`` first communes, tourist sites first (0: all the Lot's)."""
+    from controller.registry import lot_communes
+    from controller.stats._sim import TOURIST_WEIGHTS
+
+    everything = lot_communes()
+    if count <= 0 or count >= len(everything):
+        return everything
+    rank = {name: i for i, name in enumerate(TOURIST_WEIGHTS)}
+    return sorted(everything, key=lambda c: rank.get(c.name, len(rank)))[:count]
+
+
+async def _write_truth(folder: str, sim: Any) -> None:
+    out = Path(folder)
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    text = json.dumps(sim.truth(), indent=1, ensure_ascii=False)
+    await asyncio.to_thread((out / f"truth-{sim.day}.json").write_text, text)
+
+
+async def _simulate_mqtt(args: argparse.Namespace) -> int:
+    from controller.stats._sim import simulate_day
+    from controller.stats._sim_mqtt import SimulationError, run_mqtt
+    from controller.stats._stores import StoreError
+
+    settings = _settings(args.config)
+    await asyncio.to_thread(ZoneInfo, settings.stats.timezone)  # file IO, off the loop
+    host, port = args.mqtt
+    places = await asyncio.to_thread(_communes, 10 if args.communes is None else args.communes)
+    first = dt.date.fromisoformat(args.date)
+    scale = 0.01 if args.scale is None else args.scale
+    sims = [
+        await asyncio.to_thread(
+            simulate_day,
+            (first + dt.timedelta(days=i)).isoformat(),
+            scale=scale,
+            seed=args.seed,
+            communes=places,
+        )
+        for i in range(args.days)
+    ]
+    print(
+        f"{sum(len(s.sessions) for s in sims)} sessions, {len(places)} communes, "
+        f"courtier / broker {host}:{port}",
+        flush=True,
+    )
+    try:
+        run = await run_mqtt(settings, sims, host, port, step_s=args.step, progress=True)
+    except (SimulationError, StoreError, ValueError) as exc:
+        print(f"borne simulate : {exc}", file=sys.stderr)
+        return 1
+    for sim in sims:
+        if args.truth:
+            await _write_truth(args.truth, sim)
+        row = run.stats_days.get(sim.day, {})
+        print(
+            f"{sim.day} : {row.get('sessions')} sessions, {row.get('devices')} appareils, "
+            f"{row.get('published')} cellules publiées sur {row.get('cells')} / "
+            f"{row.get('sessions')} sessions, {row.get('devices')} devices, "
+            f"{row.get('published')} of {row.get('cells')} cells published"
+        )
+    print(
+        f"{run.authorised} sessions autorisées par les agents, {run.failed} échecs, "
+        f"{run.steps} pas, {run.messages} messages, {run.wall_s:.0f} s / "
+        f"{run.authorised} sessions authorised by the agents, {run.failed} failed, "
+        f"{run.steps} steps, {run.messages} messages, {run.wall_s:.0f} s"
+    )
+    return 0 if run.failed == 0 else 1
+
+
 async def _simulate(args: argparse.Namespace) -> int:
+    if args.mqtt is not None:
+        return await _simulate_mqtt(args)
     from controller.stats._service import make_pipeline, make_store, record_day
     from controller.stats._sim import simulate_day
     from controller.stats._stores import BatchWriter, Influx1Store, StoreError
@@ -42,6 +124,8 @@ async def _simulate(args: argparse.Namespace) -> int:
     store = make_store(settings.stats, db)
     writer = BatchWriter(store, settings.stats.batch_size, settings.stats.buffer_cells)
     first = dt.date.fromisoformat(args.date)
+    places = await asyncio.to_thread(_communes, args.communes or 0)
+    scale = 1.0 if args.scale is None else args.scale
     try:
         if isinstance(store, Influx1Store):
             await store.create_database()
@@ -49,7 +133,9 @@ async def _simulate(args: argparse.Namespace) -> int:
             task = tg.create_task(writer.run(), name="simulate.writer")
             for i in range(args.days):
                 day = (first + dt.timedelta(days=i)).isoformat()
-                sim = await asyncio.to_thread(simulate_day, day, scale=args.scale, seed=args.seed)
+                sim = await asyncio.to_thread(
+                    simulate_day, day, scale=scale, seed=args.seed, communes=places
+                )
                 pipeline = make_pipeline(settings.stats)
                 for mac in sim.optout_macs:
                     pipeline.optout.add(mac)
@@ -66,10 +152,7 @@ async def _simulate(args: argparse.Namespace) -> int:
                 writer.submit(report.protected.published)
                 await record_day(db, report, settings.stats.k, settings.stats.epsilon)
                 if args.truth:
-                    out = Path(args.truth)
-                    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
-                    text = json.dumps(sim.truth(), indent=1, ensure_ascii=False)
-                    await asyncio.to_thread((out / f"truth-{day}.json").write_text, text)
+                    await _write_truth(args.truth, sim)
                 print(
                     f"{day} : {report.sessions} sessions, {report.devices} appareils, "
                     f"{len(report.protected.published)} cellules publiées sur {report.cells} / "
@@ -147,7 +230,33 @@ def register(sub: Any) -> None:
     )
     s.add_argument("--date", type=_day, default=dt.date.today().isoformat(), help="AAAA-MM-JJ")
     s.add_argument("--days", type=int, default=1, help="nombre de jours / number of days")
-    s.add_argument("--scale", type=float, default=1.0, help="taille de la foule / crowd size")
+    s.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="taille de la foule (1 ; 0,01 avec --mqtt) / crowd size (1; 0.01 with --mqtt)",
+    )
+    s.add_argument(
+        "--communes",
+        type=int,
+        default=None,
+        help="nombre de communes, sites touristiques d'abord (toutes ; 10 avec --mqtt) / "
+        "number of communes, tourist sites first (all; 10 with --mqtt)",
+    )
+    s.add_argument(
+        "--mqtt",
+        type=_hostport,
+        default=None,
+        metavar="HÔTE:PORT",
+        help="jouer les journées avec de vrais agents sur ce courtier MQTT / play the days "
+        "through real agents on this MQTT broker",
+    )
+    s.add_argument(
+        "--step",
+        type=int,
+        default=60,
+        help="pas de l'horloge simulée en secondes, avec --mqtt / simulated clock step (s)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--truth", default=None, help="dossier de la vérité terrain / truth folder")
     s.add_argument("--write-timeout", type=float, default=300.0)

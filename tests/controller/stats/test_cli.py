@@ -11,6 +11,7 @@ import pytest
 
 from controller.cli import main
 from controller.stats._export import COMMUNE_COLUMNS, FLOW_COLUMNS
+from tests.testbed import MosquittoBroker
 
 
 def test_simulate_then_export_matches_truth(
@@ -50,3 +51,33 @@ def test_optout_and_bad_input(
     with pytest.raises(SystemExit):
         main(["stats", "export", "--day", "14/07/2026"])
     assert "AAAA-MM-JJ" in capsys.readouterr().err
+
+
+def test_simulate_over_mqtt_then_export_matches_truth(
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``borne simulate --mqtt``: real agents on the broker, the controller's pipeline,
+    then the open-data export equals the truth written beside."""
+    monkeypatch.setenv("BORNE__DATABASE__URL", f"sqlite+aiosqlite:///{tmp_path}/m.db")
+    day = "2026-08-15"
+    argv = ["simulate", "--mqtt", f"{mosquitto.host}:{mosquitto.port}", "--date", day]
+    argv += ["--communes", "3", "--scale", "0.0015", "--step", "900", "--truth", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "0 échecs" in out and "cellules publiées" in out
+    truth = json.loads((tmp_path / f"truth-{day}.json").read_text())
+    assert main(["stats", "export", "--day", day]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 3
+    for row in rows:
+        assert int(row["visiteurs"]) == truth["visitors"][row["code_insee"]]
+
+
+def test_simulate_refuses_a_bad_broker_address(capsys: pytest.CaptureFixture[str]) -> None:
+    """--mqtt wants HOST:PORT."""
+    with pytest.raises(SystemExit):
+        main(["simulate", "--mqtt", "localhost"])
+    assert "HOST:PORT" in capsys.readouterr().err
