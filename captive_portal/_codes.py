@@ -80,6 +80,9 @@ def normalize_phone(text: str, default_prefix: str = "+33") -> str | None:
         value = "+" + value[2:]
     elif value.startswith("0") and len(value) == 10:
         value = default_prefix + value[1:]
+    if value.startswith(default_prefix + "0"):
+        # "+33 (0)6 12 34 56 78": the national trunk 0 is not dialled after the code.
+        value = default_prefix + value[len(default_prefix) + 1 :]
     if not value.startswith("+") or not value[1:].isdigit():
         return None
     if not 8 <= len(value) - 1 <= 15 or value[1] == "0":

@@ -140,6 +140,7 @@ async def test_email_code_login_end_to_end_with_a_real_smtp_server(
     body = await sent.text()
     assert sent.status == 200, text_of(body)
     assert "M•••@example.org" in text_of(body)
+    assert len(body.encode()) < 30_000 and "<script" not in body
     ((rcpt, message),) = inbox.messages
     assert rcpt == ["Marie@example.org"]
     content = message.get_content()

@@ -1,30 +1,23 @@
-"""Tests of captive_portal.identities on a real SQLite database (migrated schema)."""
+"""Tests of captive_portal.identities on real databases (SQLite, PostgreSQL; migrated)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 import sqlalchemy as sa
 
 from captive_portal.identities import DAY_S, IdentityStore
-from controller.storage import Database, open_database
+from controller.storage import Database
 from controller.storage.schema import portal_identities
+from tests.captive_portal.test_store import db
 
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-    yield database
-    await database.aclose()
+_db = db  # SQLite, and PostgreSQL when tests/run.sh provides one
 
 
 async def test_identity_logins_are_kept_as_keyed_hashes_and_purged_after_retention(
-    db: Database,
+    _db: Database,
 ) -> None:
     """A requisition naming an address finds its logins; nothing in the table holds the
     address or the MAC in clear; records go at the end of their retention."""
+    db = _db
     store = IdentityStore(db, "secret", retention_days=1827)
     await store.record(
         method="email",

@@ -282,15 +282,17 @@ async def test_chromium_logs_in_by_email_code_through_opennds(
     # Extend from the status page: openNDS cuts the device off and forgets it; its next
     # page goes through openNDS to the login page, which lets it straight back in.
     portal_root = hotspot.fas_url.rsplit("/fas/", 1)[0]
-    status, extended, back = await browse(
+    status, status_axe, extended, back = await browse(
         hotspot,
         [
             {"go": f"{portal_root}/status?lang=en"},
+            {"axe": axe},
             {"click_submit": [None, 'form[action$="/extend"]', {}]},
             {"go": UPSTREAM_URL},
         ],
     )
     assert "Extend my session" in status["text"], status
+    assert serious(status_axe) == [], status_axe
     assert "Your session has been extended by 1 hour." in extended["text"], extended
     assert back["url"].startswith(hotspot.fas_url), back
     assert "Session extended" in back["title"] and "Your session lasts" in back["text"], back
