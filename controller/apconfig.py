@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from agents._apply import settings_digest
 from agents.contract import AckMsg, ApplyConfigArgs, Command, StatusMsg
+from captive_portal._wifi4eu import walled_garden_hosts
 from controller.storage.schema import access_points, ap_configs, commands
 
 if TYPE_CHECKING:  # the CLI imports this module at every start: keep it light
@@ -51,8 +52,12 @@ logger = logging.getLogger(__name__)
 CAPPORT_PATH = "/capport/api"
 
 
-def desired_settings(settings: Settings, ap_id: str) -> ApplyConfigArgs:
-    """The gateway settings of ``ap_id`` (version 0: :func:`plan_version` numbers them)."""
+def desired_settings(settings: Settings, ap_id: str, insee: str | None = None) -> ApplyConfigArgs:
+    """The gateway settings of ``ap_id`` (version 0: :func:`plan_version` numbers them).
+
+    ``insee``, the access point's commune, adds that commune's own walled-garden hosts
+    (WiFi4EU: the Commission's script and collector, ``captive_portal._wifi4eu``).
+    """
     url = urllib.parse.urlsplit(settings.portal.public_url)
     host = url.hostname or ""
     port = url.port or (443 if url.scheme == "https" else 80)
@@ -70,7 +75,8 @@ def desired_settings(settings: Settings, ap_id: str) -> ApplyConfigArgs:
         down_kbps=settings.sessions.down_kbps,
         up_quota_kb=conf.up_quota_kb,
         down_quota_kb=conf.down_quota_kb,
-        walled_garden=list(conf.walled_garden),
+        walled_garden=list(conf.walled_garden)
+        + [h for h in walled_garden_hosts(settings.portal, insee) if h not in conf.walled_garden],
         walled_garden_ports=list(conf.walled_garden_ports),
         fas_remote_ip=fas_ip,
         fas_remote_fqdn=fas_fqdn,
@@ -105,6 +111,12 @@ async def plan_version(db: Database, args: ApplyConfigArgs, ap_id: str, now: flo
         return version
 
 
+async def _insee(ctl: Controller, ap_id: str) -> str | None:
+    """The commune of a registered access point."""
+    row = await ctl.registry.access_point(ap_id)
+    return str(row.insee) if row is not None else None
+
+
 async def prepare_push(ctl: Controller, ap_id: str) -> Command:
     """Number, sign and record the ``apply_config`` of ``ap_id`` (not yet published).
 
@@ -114,7 +126,7 @@ async def prepare_push(ctl: Controller, ap_id: str) -> Command:
     if ctl.registry.key_for(ap_id) is None:
         raise KeyError(ap_id)
     now = ctl.clock()
-    args = desired_settings(ctl.settings, ap_id)
+    args = desired_settings(ctl.settings, ap_id, await _insee(ctl, ap_id))
     version = await plan_version(ctl.db, args, ap_id, now)
     cmd = await ctl.prepare_command(
         ap_id, dataclasses.replace(args, version=version), purpose="config"
@@ -173,7 +185,7 @@ async def _on_status(ctl: Controller, msg: StatusMsg) -> None:
         ).first()
     if not ctl.settings.ap_config.auto_push or ctl.bridge is None:
         return
-    digest = settings_digest(desired_settings(ctl.settings, msg.ap))
+    digest = settings_digest(desired_settings(ctl.settings, msg.ap, await _insee(ctl, msg.ap)))
     if stored is not None and stored.digest == digest:
         if stored.version == msg.config_version:
             return

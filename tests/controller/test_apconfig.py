@@ -55,6 +55,22 @@ def test_settings_come_from_sessions_ap_config_and_the_portal_address() -> None:
     assert args.capport_url == f"http://10.46.2.1:8080/capport/api/{AP}"
 
 
+def test_a_wifi4eu_commune_adds_the_commission_hosts_to_its_walled_garden() -> None:
+    """The WiFi4EU snippet's hosts go to that commune's access points only."""
+    settings = load_settings(
+        None,
+        ap_config={"walled_garden": ["lot-tourisme.example"]},
+        portal={"communes": {"46042": {"wifi4eu_network_id": "0c2a8f1e-5b7d-4c1a-9e3f"}}},
+    )
+    assert desired_settings(settings, AP, "46042").walled_garden == [
+        "lot-tourisme.example",
+        "collection.wifi4eu.ec.europa.eu",
+        "wifi4eucollectorprod.azurewebsites.net",
+    ]
+    assert desired_settings(settings, AP, "46201").walled_garden == ["lot-tourisme.example"]
+    assert desired_settings(settings, AP).walled_garden == ["lot-tourisme.example"]
+
+
 def test_a_portal_host_name_goes_to_fasremotefqdn_with_the_configured_address() -> None:
     settings = load_settings(
         None,
