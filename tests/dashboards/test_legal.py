@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import re
+import sys
 import tempfile
 import zipfile
 from collections.abc import AsyncIterator
@@ -27,7 +28,12 @@ from multidict import MultiDict
 
 from controller.config import Settings, load_settings
 from controller.legal.consumer import open_store
-from controller.legal.keys import MasterKey, generate_signing_key, load_signing_key
+from controller.legal.keys import (
+    MasterKey,
+    generate_signing_key,
+    load_signing_key,
+    public_key_bytes,
+)
 from controller.legal.requisitions import Journal, Requisitions
 from controller.legal.store import LegalStore
 from controller.registry import Registry, lot_communes
@@ -46,7 +52,11 @@ from tests.dashboards.test_app import (
     _client,
     _csrf_of,
     _logged_in,
+    controller,
 )
+
+# Re-exported fixture (defined in tests/dashboards/test_app.py).
+__all__ = ["controller"]
 
 Client = TestClient[web.Request, web.Application]
 
@@ -139,12 +149,12 @@ async def legal(tmp_path: Path) -> AsyncIterator[Controller]:
         await db.aclose()
 
 
-def _journal_of(controller: Controller) -> Journal:
-    return Journal(Path(controller.settings.legal.directory) / "journal.jsonl")
+def _journal_of(site: Controller) -> Journal:
+    return Journal(Path(site.settings.legal.directory) / "journal.jsonl")
 
 
-async def _journal(controller: Controller) -> list[dict[str, Any]]:
-    return await asyncio.to_thread(_journal_of(controller).entries)
+async def _journal(site: Controller) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(_journal_of(site).entries)
 
 
 async def _post(client: Client, path: str, data: dict[str, str], csrf: str) -> Any:
@@ -356,7 +366,21 @@ async def test_export_is_a_zip_of_signed_files_journaled_with_their_hashes(
     assert doc["proofs"][0]["day"] == doc["records"][0]["log_day"]
     assert "s-target" in files.read("PV-2026_42.csv").decode()
     assert files.read("PV-2026_42.pdf").startswith(b"%PDF-")
-    assert "Ed25519PublicKey" in files.read("LISEZMOI.txt").decode()
+    # The note's command, run as written, checks the PDF's signature.
+    note = files.read("LISEZMOI.txt").decode()
+    command = note[note.index("  python3 -c") : note.index(".pdf\n") + 4]
+    command = command.replace("CLE", public_key_bytes(public).hex())
+    out = tmp_path / "out"
+    await asyncio.to_thread(files.extractall, out)
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        command.replace("python3", sys.executable, 1),
+        cwd=out,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert (await proc.communicate())[0] == b"signature valide\n"
+    assert proc.returncode == 0
     assert await asyncio.to_thread(lambda: list(workdir.iterdir())) == []
 
 
@@ -421,6 +445,17 @@ async def test_times_may_be_given_in_paris_time(
     store = await asyncio.to_thread(open_store, legal.settings.legal)
     req = (await asyncio.to_thread(Requisitions(store).all))["PV-PARIS"]
     assert req.start == parse_time("2026-05-28T08:00:00", "UTC")
+
+
+async def test_no_one_reaches_the_pages_before_the_first_account(
+    controller: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """The open bootstrap mode (loopback, no account yet) shows the fleet but never the
+    legal pages."""
+    client = await _client(controller, aiohttp_client)
+    assert (await client.get("/")).status == 200
+    assert (await client.get("/legal")).status == 403
+    assert (await client.get(f"/legal/requisition?ref={REF}")).status == 403
 
 
 async def test_a_controller_without_legal_keys_says_so(
