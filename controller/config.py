@@ -107,6 +107,8 @@ class EmailCodeSettings(_Section):
     smtp_port: Port = 25
     # "starttls" upgrades a plain connection, "tls" connects over TLS (port 465).
     smtp_security: Literal["none", "starttls", "tls"] = "none"
+    # CA certificates that sign the relay's (PEM); None: the system's.
+    smtp_ca_file: Path | None = None
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     sender: str = "wifi@localhost"
@@ -142,6 +144,9 @@ class CommunePortalSettings(_Section):
     # WiFi4EU: the network identifier (UUID) the Commission gave the commune.
     wifi4eu_network_id: Annotated[str, Field(pattern=r"^[0-9A-Fa-f-]{8,64}$")] | None = None
     wifi4eu_self_test: bool = False
+    # Territorial continuity at this commune's hotspots (returning devices without a
+    # page, RADIUS MAC authentication); None: on when [portal] continuity_hours > 0.
+    continuity: bool | None = None
 
 
 class PortalSettings(_Section):

@@ -30,8 +30,9 @@ from captive_portal.models import (
 )
 from captive_portal.store import PortalStore
 from controller.service import Controller, mac_tag
+from controller.stats._service import record_optout
 from controller.storage.schema import access_points, commands, communes, sessions
-from radius._devices import holds
+from radius._devices import continuity_on, holds
 from radius._policy import AccessPolicy
 from radius._store import NasRegistry
 
@@ -152,6 +153,7 @@ class ControllerPortalBackend:
         if isinstance(granted, LoginResult):
             return granted
         args = granted
+        await self._stats_optout(request, now)
         cmd_id = await self._c.send_command(request.ap_id, args, purpose=request.method)
         ack = await self._c.wait_ack(cmd_id, self._wait)
         if ack is None:
@@ -163,6 +165,13 @@ class ControllerPortalBackend:
         self._c.counters["portal_logins"] += 1
         await self._accepted(request, insee, now)
         return LoginResult(ok=True, session_minutes=args.minutes)
+
+    async def _stats_optout(self, request: LoginRequest, now: float) -> None:
+        """Record the visitor's statistics opt-out before the session exists, so that the
+        statistics consumer drops the device before any hashing (docs/STATISTICS.md)."""
+        if request.stats_optout:
+            await record_optout(self._c.db, self._c.settings.stats, request.client_mac, now)
+            self._c.counters["portal_stats_optouts"] += 1
 
     async def _grant(
         self, request: LoginRequest, insee: str, now: float
@@ -178,7 +187,9 @@ class ControllerPortalBackend:
         if request.method == "extend":
             return self._pending_extension(request.ap_id, request.client_mac, now)
         if request.method == "returning":
-            if not await self.devices.returning(request.client_mac, insee, now):
+            if not continuity_on(
+                self._c.settings.portal, insee
+            ) or not await self.devices.returning(request.client_mac, insee, now):
                 return LoginResult(ok=False, session_minutes=0, error="not a returning device")
             self._c.counters["portal_returning"] += 1
         elif request.method == "voucher":
@@ -255,7 +266,7 @@ class ControllerPortalBackend:
         if device is None or device.expires_at <= now:
             return False
         found = await self._commune(ap_id)
-        if found is None:
+        if found is None or not continuity_on(self._c.settings.portal, found[0]):
             return False
         return holds(device, await self.devices.terms_in_force(found[0]), now)
 
@@ -277,6 +288,7 @@ class ControllerPortalBackend:
         granted = await self._grant(request, insee, now)
         if isinstance(granted, LoginResult):
             return UamGrant(ok=False, error=granted.error, bad_code=granted.bad_code)
+        await self._stats_optout(request, now)
         quota_kb = granted.up_quota_kb or 0
         username = "uam-" + secrets.token_hex(8)
         password = secrets.token_urlsafe(12)

@@ -21,10 +21,19 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from controller.config import PortalSettings
 from controller.storage import Database
 from controller.storage.schema import portal_legal_texts, radius_known_devices
 
-__all__ = ["BUILTIN_SCOPE", "DEFAULT_SCOPE", "KnownDevice", "KnownDevices", "Terms", "holds"]
+__all__ = [
+    "BUILTIN_SCOPE",
+    "DEFAULT_SCOPE",
+    "KnownDevice",
+    "KnownDevices",
+    "Terms",
+    "continuity_on",
+    "holds",
+]
 
 # The scope of the legal texts: a commune's INSEE code, the default of communes without
 # their own, or the portal's built-in summary (``[portal] terms_version``).
@@ -48,6 +57,15 @@ class KnownDevice:
     terms: Terms | None
     accepted_at: float | None
     expires_at: float
+
+
+def continuity_on(portal: PortalSettings, insee: str) -> bool:
+    """Whether continuity applies at commune ``insee``'s hotspots (``[portal]
+    continuity_hours`` > 0, and not turned off by ``[portal.communes."<insee>"]``)."""
+    if portal.continuity_hours <= 0:
+        return False
+    own = portal.communes.get(insee)
+    return own is None or own.continuity is not False
 
 
 def holds(device: KnownDevice | None, in_force: Terms, now: float) -> bool:

@@ -22,7 +22,7 @@ from controller.config import Settings
 from controller.storage import Database
 from controller.storage.schema import radius_credentials
 from radius._core import AccessLimits, AccessRequestReceived
-from radius._devices import KnownDevices
+from radius._devices import KnownDevices, continuity_on
 
 __all__ = ["AccessPolicy", "Decision"]
 
@@ -122,7 +122,7 @@ class AccessPolicy:
     async def decide(self, req: AccessRequestReceived, now: float) -> Decision:
         """Accept or reject one Access-Request."""
         if req.mac_auth and req.mac is not None:
-            if self._settings.portal.continuity_hours <= 0:
+            if not continuity_on(self._settings.portal, req.nas.insee):
                 return Decision(False, "continuity_off")
             if not await self.devices.returning(req.mac, req.nas.insee, now):
                 return Decision(False, "unknown_device")

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from controller.config import PortalSettings
 from controller.storage import Database, open_database
 from controller.storage.schema import portal_legal_texts, radius_known_devices
 from radius._devices import (
@@ -17,6 +18,7 @@ from radius._devices import (
     KnownDevice,
     KnownDevices,
     Terms,
+    continuity_on,
     holds,
 )
 
@@ -51,6 +53,16 @@ def test_holds() -> None:
     assert not holds(ok, Terms("46201", "2026-12-01"), NOW)
     assert not holds(KnownDevice(terms, NOW - 10, NOW), terms, NOW)
     assert not holds(KnownDevice(None, None, NOW + 10), terms, NOW)
+
+
+def test_continuity_on_per_commune() -> None:
+    """On when continuity_hours > 0, unless the commune turned it off."""
+    off_here = {"46042": {"continuity": False}, "46201": {"continuity": True}}
+    portal = PortalSettings.model_validate({"continuity_hours": 24, "communes": off_here})
+    assert continuity_on(portal, "46201") and continuity_on(portal, "46102")
+    assert not continuity_on(portal, "46042")
+    none = PortalSettings.model_validate({"continuity_hours": 0, "communes": off_here})
+    assert not continuity_on(none, "46201")
 
 
 async def _publish(db: Database, insee: str, version: str, at: float) -> None:
