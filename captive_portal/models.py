@@ -38,6 +38,7 @@ class LoginRequest:
         code: the voucher code typed, for ``method="voucher"``.
         identity: the e-mail address or phone number whose code the visitor typed, for
             ``method="email"`` or ``"sms"`` (normalised; stored only for the law).
+        stats_optout: the visitor ticked "do not count my device in the statistics".
     """
 
     ap_id: str
@@ -48,6 +49,7 @@ class LoginRequest:
     language: str
     code: str | None = None
     identity: str | None = None
+    stats_optout: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
