@@ -415,9 +415,18 @@ class LegalPages:
         return _see_other(request, reference)
 
     async def close(self, request: web.Request) -> web.StreamResponse:
-        """``POST /legal/close``: close a requisition (no more searches or exports)."""
+        """``POST /legal/close``: close a requisition (no more searches or exports), once
+        the officer ticked the confirmation (it cannot be undone)."""
         officer = self._officer(request)
-        reference = str((await request.post()).get("ref", ""))
+        form = await request.post()
+        reference = str(form.get("ref", ""))
+        if form.get("confirm") != "1":
+            return await self._detail(
+                request,
+                reference,
+                status=400,
+                error="Cochez la confirmation pour clore. / Tick the box to close.",
+            )
         try:
             reqs = await self._requisitions()
             async with self.lock:

@@ -316,7 +316,9 @@ async def test_the_requisition_window_and_closing_are_enforced(
     wide = {**SEARCHES["mac"], "from": _iso(NOW - 3 * 86400)}
     assert (await _post(client, "/legal/export", {"ref": REF, **wide}, csrf)).status == 403
     assert len(await _journal(legal)) == n
-    assert (await _post(client, "/legal/close", {"ref": REF}, csrf)).status == 303
+    unconfirmed = await _post(client, "/legal/close", {"ref": REF}, csrf)
+    assert unconfirmed.status == 400 and "Cochez la confirmation" in await unconfirmed.text()
+    assert (await _post(client, "/legal/close", {"ref": REF, "confirm": "1"}, csrf)).status == 303
     for path in ("/legal/search", "/legal/export"):
         resp = await _post(client, path, {"ref": REF, **SEARCHES["mac"]}, csrf)
         assert resp.status == 403 and "close" in await resp.text()
