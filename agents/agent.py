@@ -30,13 +30,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 
 from agents._apply import ConfigApplier
 from agents._core import ClientTracker, CommandGuard, CommandRefused, Envelope
-from agents._dhcp import read_leases
+from agents._dhcp import Lease, read_leases
 from agents._health import read_interfaces, read_temperature
 from agents._mqtt_io import LinkOptions, MqttLink
 from agents._nat import IptablesNat, NatError, PortBlocks, batches, from_config, with_blocks
@@ -57,6 +57,9 @@ from agents.contract import (
     topic,
 )
 from agents.gateway import Gateway, GatewayError
+
+if TYPE_CHECKING:  # scapy is optional: imported only when the sniffer is configured
+    from agents._dhcp_sniff import DhcpSniffer
 
 __all__ = ["AGENT_VERSION", "Agent"]
 
@@ -121,6 +124,8 @@ class Agent:
             Path(config.state_dir) / f"config-{config.ap_id}.json" if persist_state else None,
         )
         self._result: str | None = None
+        # DHCP view without a lease file (agents/_dhcp_sniff.py, optional scapy).
+        self.sniffer: DhcpSniffer | None = None
         will = self.envelope.status(
             clock(),
             "offline",
@@ -303,7 +308,7 @@ class Agent:
         if full:
             self._resync.clear()
             events = self.tracker.full_list(now)
-        if self.config.dhcp_leases and events:
+        if (self.config.dhcp_leases or self.sniffer is not None) and events:
             events = self._with_categories(events)
         blocks = self._nat_blocks()
         if blocks is not None:
@@ -314,7 +319,10 @@ class Agent:
 
     def _with_categories(self, events: list[ClientEvent]) -> list[ClientEvent]:
         """Add the coarse device category of ``seen`` clients from the DHCP leases."""
-        leases = read_leases(self.config.dhcp_leases)
+        if self.sniffer is not None:
+            leases: dict[str, Lease] | None = self.sniffer.leases()
+        else:
+            leases = read_leases(self.config.dhcp_leases)
         if leases is None:
             self.counters["dhcp_leases_unreadable"] += 1
             return events
@@ -530,9 +538,25 @@ class Agent:
             logger.info("reconnecting with the new MQTT login")
             self.link.client.disconnect()
 
+    def _start_sniffer(self) -> None:
+        """The optional DHCP sniffer (scapy): a missing scapy is logged, not fatal."""
+        if not self.config.dhcp_sniff_interface:
+            return
+        from agents._dhcp_sniff import DhcpSniffer, SnifferUnavailable
+
+        try:
+            sniffer = DhcpSniffer(self.config.dhcp_sniff_interface, clock=self.clock)
+            sniffer.start()
+        except SnifferUnavailable as exc:
+            self.counters["dhcp_sniffer_unavailable"] += 1
+            logger.error("no DHCP view: %s", exc)
+            return
+        self.sniffer = sniffer
+
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set, then say goodbye (retained offline status)."""
         self._start_nat()
+        self._start_sniffer()
         self._publish_status_online()
         self.link.start()
         next_poll = next_acct = next_health = time.monotonic()
@@ -559,6 +583,8 @@ class Agent:
                     continue
                 self.handle_command(payload)
         finally:
+            if self.sniffer is not None:
+                self.sniffer.stop()
             self.shutdown()
 
     def shutdown(self) -> None:

@@ -73,6 +73,9 @@ class AgentConfig:
     opennds_restart_cmd: str = ""
     dnsmasq_conf: str = ""
     dnsmasq_restart_cmd: str = ""
+    # DHCP view without a lease file: listen to DHCP on this LAN interface (needs scapy,
+    # agents/_dhcp_sniff.py); empty: no sniffer.
+    dhcp_sniff_interface: str = ""
     # NAT port blocks (agents/_nat.py): off unless nat_interface and nat_subnet are set.
     nat_interface: str = ""
     nat_subnet: str = ""
@@ -111,6 +114,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "opennds_restart_cmd": (str,),
     "dnsmasq_conf": (str,),
     "dnsmasq_restart_cmd": (str,),
+    "dhcp_sniff_interface": (str,),
     "nat_interface": (str,),
     "nat_subnet": (str,),
     "nat_address": (str,),
