@@ -8,6 +8,7 @@ code and nothing that identifies the device.
 from __future__ import annotations
 
 import logging
+import ssl
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -46,6 +47,11 @@ class EmailSender:
 
     def __init__(self, settings: EmailCodeSettings) -> None:
         self.settings = settings
+        # Built once here (reading CA files blocks): the portal builds it at start-up.
+        self.tls_context: ssl.SSLContext | None = None
+        if settings.smtp_security != "none":
+            cafile = str(settings.smtp_ca_file) if settings.smtp_ca_file else None
+            self.tls_context = ssl.create_default_context(cafile=cafile)
 
     async def send(self, message: EmailMessage) -> None:
         """Hand ``message`` to the relay; raise ``EmailError`` if it is not accepted."""
@@ -60,6 +66,7 @@ class EmailSender:
                 password=password,
                 use_tls=s.smtp_security == "tls",
                 start_tls=s.smtp_security == "starttls",
+                tls_context=self.tls_context,
                 timeout=s.timeout_s,
             )
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email
 import email.policy
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from captive_portal._email import EmailError, EmailSender, build_message
 from controller.config import EmailCodeSettings
@@ -87,3 +95,67 @@ async def test_a_refusing_or_absent_relay_raises_email_error(
     closed = mail_settings(free_port(), timeout_s=2.0)
     with pytest.raises(EmailError):
         await EmailSender(closed).send(message)
+
+
+@pytest.fixture
+def relay_certificate(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1 and the server context that uses it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "relay.pem", tmp_path / "relay.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_path, key_path)
+    return cert_path, server
+
+
+async def test_starttls_to_a_relay_that_requires_it(
+    relay_certificate: tuple[Path, ssl.SSLContext],
+) -> None:
+    """A relay that refuses plain text: the code goes over STARTTLS, the relay's
+    certificate checked against ``smtp_ca_file``; a client that skips TLS is refused."""
+    ca_file, server_tls = relay_certificate
+    inbox = Inbox()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(inbox, hostname="relay.test", tls_context=server_tls, require_starttls=True),
+        "127.0.0.1",
+        0,
+    )
+    try:
+        port = server.sockets[0].getsockname()[1]
+        settings = mail_settings(port, smtp_security="starttls", smtp_ca_file=ca_file)
+        sender = await asyncio.to_thread(EmailSender, settings)
+        message = build_message(settings, "marie@example.org", "Code", "123456", 0)
+        await sender.send(message)
+        ((rcpt, got),) = inbox.messages
+        assert rcpt == ["marie@example.org"] and got.get_content().strip() == "123456"
+        with pytest.raises(EmailError):
+            await EmailSender(mail_settings(port)).send(message)
+        assert len(inbox.messages) == 1
+    finally:
+        server.close()
+        await server.wait_closed()
