@@ -288,6 +288,13 @@ class LegalPages:
             problems = await asyncio.to_thread(r.journal.verify)
         except LegalError as exc:
             unavailable = str(exc)
+        except (ValueError, KeyError) as exc:
+            # A journal line that is no longer JSON, or an entry missing a field.
+            logger.error("the legal access journal cannot be read: %r", exc)
+            unavailable = (
+                "le journal des accès est illisible : faites vérifier le journal légal "
+                "(borne legal verify) / the access journal cannot be read"
+            )
         return self.render(
             "legal.html",
             request,

@@ -482,3 +482,22 @@ def test_parse_query_normalises_and_defaults_to_the_window() -> None:
     assert (q.value, q.start, q.end) == (MAC, 100.0, 200.0)
     with pytest.raises(FormError):
         parse_query(MultiDict({"kind": "public", "ip": PUBLIC_IP, "at": "x"}), req)  # type: ignore[arg-type]
+
+
+async def test_a_damaged_journal_is_reported_not_a_crash(
+    legal: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """A journal line that is no longer JSON: the register says the journal cannot be
+    read (and to run ``borne legal verify``) instead of failing."""
+    client = await _logged_in(legal, aiohttp_client, "legal")
+    assert (await _register(client)).status == 303
+    path = _journal_of(legal).path
+
+    def damage() -> None:
+        with path.open("a") as fh:
+            fh.write("{not json\n")
+
+    await asyncio.to_thread(damage)
+    resp = await client.get("/legal")
+    assert resp.status == 200
+    assert "le journal des accès est illisible" in await resp.text()
