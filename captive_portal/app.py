@@ -494,6 +494,7 @@ class _Portal(UamPages, CodePages):
             language=lang,
             code=code,
             identity=identity,
+            stats_optout=field(form, "stats_optout") == "yes",
         )
         result: LoginResult | None
         logon: str | None = None

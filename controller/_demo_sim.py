@@ -40,6 +40,7 @@ __all__ = [
     "BACKOFF_CAP_S",
     "GOODBYE_WAIT_S",
     "MAX_APS",
+    "OPTIONAL_BOXES",
     "PROBES",
     "TOURIST_SITES",
     "Fleet",
@@ -115,6 +116,10 @@ _USER_AGENTS: Final = (
     "Mozilla/5.0 (Linux; Android 13; SM-A536B) AppleWebKit/537.36 (KHTML, like Gecko) "
     "SamsungBrowser/25.0 Chrome/121.0 Mobile Safari/537.36",
 )
+# Boxes a browser leaves unticked unless the visitor decides otherwise.
+OPTIONAL_BOXES: Final = frozenset({"stats_optout"})
+# Share of visitors who tick "do not count my device in the statistics".
+STATS_OPTOUT_SHARE: Final = 0.02
 # The Lot's visitors: mostly French, then British, Dutch, Belgian, German, Spanish.
 _LANGUAGES: Final = (
     ("fr-FR,fr;q=0.9", 60),
@@ -397,8 +402,10 @@ class _FormParser(HTMLParser):
         elif tag == "input" and self._in_form and a.get("name"):
             kind = a.get("type", "text").lower()
             if kind == "checkbox":
-                # The visitor ticks the box: "I accept the terms of use".
-                self.fields.append((a["name"], a.get("value") or "on"))
+                # The visitor ticks the box: "I accept the terms of use" (the statistics
+                # opt-out is the visitor's own choice: Visitors.log_in makes it).
+                if a["name"] not in OPTIONAL_BOXES:
+                    self.fields.append((a["name"], a.get("value") or "on"))
             elif kind in ("hidden", "text"):
                 self.fields.append((a["name"], a.get("value", "")))
 
@@ -409,7 +416,8 @@ class _FormParser(HTMLParser):
 
 
 def parse_form(html: str) -> tuple[str, list[tuple[str, str]]] | None:
-    """``(action, fields)`` of the page's first POST form, boxes ticked; None if none."""
+    """``(action, fields)`` of the page's first POST form, boxes ticked (but the
+    statistics opt-out, ``OPTIONAL_BOXES``); None if none."""
     parser = _FormParser()
     parser.feed(html)
     parser.close()
@@ -509,6 +517,8 @@ class Visitors:
             logger.warning("no login form on the portal page for %s", hotspot.ap_id)
             return False
         action, fields = form
+        if self.rng.random() < STATS_OPTOUT_SHARE:
+            fields.append(("stats_optout", "yes"))
         # A human reads the page and ticks the box before submitting.
         await asyncio.sleep(self.rng.uniform(0.3, 1.5))
         async with self.http.post(

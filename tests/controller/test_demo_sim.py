@@ -64,7 +64,8 @@ def test_fas_url_keeps_the_base64_as_opennds_writes_it() -> None:
 
 
 def test_parse_form_ticks_the_box_and_keeps_hidden_fields() -> None:
-    """The first POST form gives its action, hidden fields and the ticked checkbox."""
+    """The first POST form gives its action, hidden fields and the ticked checkboxes; the
+    statistics opt-out stays unticked (the visitor's choice)."""
     page = """
     <form method="get" action="/search"><input name="q" value="x"></form>
     <form method="post" action="/fas/accept">
@@ -72,6 +73,7 @@ def test_parse_form_ticks_the_box_and_keeps_hidden_fields() -> None:
       <input type="hidden" name="lang" value="fr">
       <input type="checkbox" id="consent" name="consent" value="yes" required>
       <input type="checkbox" name="newsletter">
+      <input type="checkbox" name="stats_optout" value="yes">
       <button type="submit">Se connecter</button>
     </form>
     <form method="post" action="/other"><input type="hidden" name="z" value="1"></form>

@@ -17,7 +17,7 @@ from controller import outbox
 from controller.config import Settings, StatsSettings
 from controller.stats._core import day_bounds
 from controller.stats._pseudo import OptOut
-from controller.stats._service import CONSUMER, StatsService
+from controller.stats._service import CONSUMER, StatsService, record_optout
 from controller.stats._stores import SqlStatsStore
 from controller.storage import Database, open_database
 from controller.storage.schema import sessions, stats_days, stats_optout
@@ -157,3 +157,104 @@ async def test_controller_runs_the_consumer_when_enabled(mosquitto: Any, tmp_pat
                 await asyncio.sleep(0.1)
         cells = await SqlStatsStore(controller.db).read_day(yesterday)
     assert {c.visitors for c in cells if c.scope == "commune"} == {6}
+
+
+async def test_opting_out_mid_day_drops_the_day_s_earlier_sessions(db: Database) -> None:
+    """A device seen before it opted out is left out of the whole day, not only after."""
+    clock = Clock(D0 + 30000)
+    service = StatsService(SETTINGS, db, SqlStatsStore(db), clock=clock)
+    await service.start()
+    for n in range(6):
+        await add_session(db, n, "46240", D0 + 20000 + n, D0 + 21000)
+    await service.step()  # device 3 is pseudonymised and held for the day
+    await record_optout(db, SETTINGS, "02:00:00:00:00:03", time.time())
+    await add_session(db, 3, "46102", D0 + 25000, D0 + 26000)  # its next session
+    clock.t = D_END + 1
+    await service.step()
+    (report,) = service.reports
+    assert report.devices == 5 and report.sessions == 5  # its first session too is gone
+    assert report.opted_out == 2  # the start and stop events of its later session
+    communes = {c.insee for c in report.protected.published if c.scope == "commune"}
+    assert communes == {"46240"}, "nothing of the opted-out device's day is left"
+
+
+async def test_portal_box_keeps_a_visitor_out_of_the_day_s_statistics(
+    mosquitto: Any, tmp_path: Path, aiohttp_client: Any
+) -> None:
+    """Two visitors log in through the portal's form at a real agent over MQTT. The one
+    who ticks "Ne pas compter mon appareil dans les statistiques de fréquentation" has a
+    session like the other, but is absent from the day's statistics; the other counts."""
+    from agents.agent import Agent
+    from agents.config import AgentConfig
+    from agents.gateway import SimulatedGateway
+    from captive_portal.app import create_app
+    from controller._demo_sim import Hotspot, fas_query, parse_form
+    from controller.main import open_controller
+    from controller.portal_backend import ControllerPortalBackend
+    from controller.registry import Commune
+    from tests.controller.test_bridge import AgentRun, broker_settings, until
+
+    settings = broker_settings(mosquitto, tmp_path)
+    ticked, unticked = "02:aa:00:00:00:01", "02:aa:00:00:00:02"
+    async with open_controller(settings, backoff_cap_s=1.0) as (ctl, _tg):
+        commune = Commune("46201", "Rocamadour", 1.6, 44.8)
+        await ctl.registry.add_communes([commune])
+        ap_id = f"ap-optout-{time.time_ns() % 10**9}"
+        await ctl.registry.add_access_point(ap_id, "46201", "test")
+        gateway = SimulatedGateway()
+        config = AgentConfig(
+            ap_id=ap_id,
+            command_key=ctl.registry.command_key(ap_id),
+            mqtt_host=mosquitto.host,
+            mqtt_port=mosquitto.port,
+            poll_interval_s=0.2,
+            acct_interval_s=1,
+            health_interval_s=60,
+            gateway="simulated",
+        )
+        agent = Agent(config, gateway, backoff_cap_s=1.0, persist_state=False)
+        run = AgentRun(agent, gateway, mosquitto).start()
+        try:
+            await until(lambda: agent.link.connected.is_set(), what="agent connected")
+            client = await aiohttp_client(
+                create_app(ctl.settings, ControllerPortalBackend(ctl, ack_wait_s=15.0))
+            )
+            hotspot = Hotspot(ap_id, commune, 1, 0, gateway)
+            for i, (mac, tick) in enumerate(((ticked, True), (unticked, False))):
+                ip = f"10.46.1.{10 + i}"
+                gateway.arrive(mac, ip)
+                fas = fas_query(hotspot, mac, ip, "http://example.org/", f"{i:064x}")
+                page = await client.get(f"/fas/?fas={fas}", headers={"Accept-Language": "fr"})
+                text = await page.text()
+                assert "Ne pas compter mon appareil dans les statistiques de fréquentation" in text
+                form = parse_form(text)
+                assert form is not None
+                action, fields = form
+                assert ("stats_optout", "yes") not in fields, "unticked by default"
+                if tick:
+                    fields.append(("stats_optout", "yes"))
+                answer = await client.post(action, data=fields)
+                assert answer.status == 200, await answer.text()
+
+            async def both_sessions() -> bool:
+                async with ctl.db.connect() as conn:
+                    macs = (await conn.execute(sa.select(sessions.c.mac))).scalars().all()
+                return {ticked, unticked} <= set(macs)
+
+            await until(both_sessions, what="both sessions opened")
+        finally:
+            await asyncio.to_thread(run.halt)
+        stats_settings = ctl.settings.stats.model_copy(update={"k": 5})
+        now = time.time()
+        clock = Clock(now)
+        service = StatsService(stats_settings, ctl.db, SqlStatsStore(ctl.db), clock=clock)
+        await service.start()
+        await service.step()
+        clock.t = now + 86400
+        await service.step()
+        async with ctl.db.connect() as conn:
+            hashes = (await conn.execute(sa.select(stats_optout.c.mac_hash))).scalars().all()
+    (report,) = service.reports
+    assert report.devices == 1 and report.sessions == 1 and report.opted_out >= 1
+    optout = OptOut(ctl.settings.stats.optout_key.get_secret_value().encode())
+    assert hashes == [optout.hash(ticked)] and ticked not in str(hashes)
