@@ -21,8 +21,10 @@ from agents.contract import (
     MAC_RE,
     MAX_BATCH,
     MAX_PAYLOAD_BYTES,
+    AcctEntry,
     AcctMsg,
     AckMsg,
+    ClientEvent,
     ClientsMsg,
     HealthMsg,
     StatusMsg,
@@ -65,6 +67,18 @@ def _check_ip(ip: str) -> None:
         raise Rejected("bad_value", "ip is not an IP address") from exc
 
 
+def _check_nat(item: ClientEvent | AcctEntry) -> None:
+    """A NAT port block comes whole (public IP, first and last port) and makes sense."""
+    parts = (item.public_ip, item.port_start, item.port_end)
+    if all(p is None for p in parts):
+        return
+    if item.public_ip is None or item.port_start is None or item.port_end is None:
+        raise Rejected("bad_value", "public_ip, port_start and port_end go together")
+    _check_ip(item.public_ip)
+    if not 1 <= item.port_start <= item.port_end <= 65535:
+        raise Rejected("bad_value", "port block outside 1-65535 or reversed")
+
+
 def _bounds(msg: AgentMessage) -> None:
     if not (0 < len(msg.boot) <= _BOOT_MAX) or not msg.boot.isalnum():
         raise Rejected("bad_value", "boot must be 1-32 letters or digits")
@@ -81,6 +95,7 @@ def _bounds(msg: AgentMessage) -> None:
             if not MAC_RE.match(ev.mac):
                 raise Rejected("bad_value", "mac is not aa:bb:cc:dd:ee:ff")
             _check_ip(ev.ip)
+            _check_nat(ev)
     if isinstance(msg, AcctMsg):
         if len(msg.entries) > MAX_BATCH:
             raise Rejected("bad_value", "too many entries in one message")
@@ -88,6 +103,7 @@ def _bounds(msg: AgentMessage) -> None:
             if not MAC_RE.match(e.mac):
                 raise Rejected("bad_value", "mac is not aa:bb:cc:dd:ee:ff")
             _check_ip(e.ip)
+            _check_nat(e)
             if not (0 <= e.up_bytes <= _COUNTER_MAX and 0 <= e.down_bytes <= _COUNTER_MAX):
                 raise Rejected("bad_value", "byte counter outside 64 bits")
     if isinstance(msg, AckMsg) and not 0 < len(msg.id) <= 64:
@@ -95,12 +111,15 @@ def _bounds(msg: AgentMessage) -> None:
 
 
 def decode(
-    topic_name: str, payload: bytes, key_for: Callable[[str], bytes | None]
+    topic_name: str,
+    payload: bytes,
+    key_for: Callable[[str], bytes | tuple[bytes, ...] | None],
 ) -> tuple[str, AgentMessage]:
     """Validate one agent message; return ``(kind, message)``.
 
-    ``key_for(ap_id)`` gives the AP's key, or ``None`` for an AP the registry does not
-    know. Checks run cheapest first: size, topic, registry, JSON, signature, shape.
+    ``key_for(ap_id)`` gives the AP's key (or the keys accepted during a credential
+    rotation), or ``None`` for an AP the registry does not know. Checks run cheapest
+    first: size, topic, registry, JSON, signature, shape.
 
     Raises:
         Rejected: the topic, size, JSON, signature, shape or values are wrong, the AP is
@@ -124,7 +143,8 @@ def decode(
         raise Rejected("bad_json", str(exc)[:120]) from exc
     if not isinstance(fields, dict):
         raise Rejected("bad_shape", "not a JSON object")
-    if not signature_ok(fields, key):
+    keys = (key,) if isinstance(key, bytes) else key
+    if not any(signature_ok(fields, k) for k in keys):
         raise Rejected("bad_signature", ap_id)
     try:
         # Strict JSON-mode validation of the same bytes (strict python mode would want

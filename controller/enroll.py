@@ -10,6 +10,23 @@ and writes every AP's topics.
 
 This module does not talk to the broker: the operator reloads mosquitto (SIGHUP) after
 an enrolment; the command says so.
+
+``borne ap rotate AP`` replaces the AP's credentials without a visit and without an
+outage (docs/DEPLOY.md, "Rotation"):
+
+1. a new command key and a new MQTT login ``{ap_id}.{generation}`` are issued; the old
+   login moves to ``ap_mqtt_logins_retired`` and stays in the broker's files until the
+   end of the grace period (``[mqtt] rotation_grace_s``, 24 h by default): mosquitto
+   holds one password per user, so two generations need two user names;
+2. a ``rotate_credentials`` command, signed with the current key, carries the new key and
+   login encrypted with the current key; the agent writes them to its configuration
+   atomically, switches, and acknowledges with a message signed by the new key;
+3. the controller accepts messages signed with the current or the new key; the first
+   message signed with the new key confirms the rotation: commands are signed with the
+   new key from then on, and the old key is still accepted (spooled messages) until the
+   end of the grace period, then forgotten. An AP that never confirmed is switched over
+   at the end of the grace period all the same (``forced``): its old key no longer
+   works, which is the point of a rotation.
 """
 
 from __future__ import annotations
@@ -17,14 +34,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import hashlib
+import json
 import os
 import secrets
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from agents.contract import AGENT_KINDS, AP_ID_RE, TOPIC_PREFIX
 
@@ -33,11 +52,18 @@ if TYPE_CHECKING:  # imported lazily: ``borne`` builds this parser at every star
 
 __all__ = [
     "Enrolment",
+    "RotationState",
     "acl_file",
     "add_enroll_parser",
+    "broker_logins",
+    "confirm_rotation",
     "enroll",
+    "finish_rotations",
     "mosquitto_hash",
     "password_file",
+    "rotated_username",
+    "rotation_state",
+    "start_rotation",
     "write_broker_files",
 ]
 
@@ -83,15 +109,20 @@ def password_file(logins: list[tuple[str, str]]) -> str:
 
 
 def acl_file(ap_ids: list[str], controller_username: str | None) -> str:
-    """The ACL file: each AP writes its own topics (not ``cmd``) and reads its ``cmd``."""
+    """The ACL file: each AP writes its own topics (not ``cmd``) and reads its ``cmd``.
+
+    ``ap_ids`` are the MQTT user names: an AP's id, or ``{ap_id}.{generation}`` after a
+    rotation (an AP id holds no dot), which gets the same AP's topics.
+    """
     lines = [
         "# Written by borne ap enroll: do not edit, it is rewritten at each enrolment.",
         "# An AP writes only under its own id and reads only its own commands.",
     ]
     if controller_username:
         lines += ["", f"user {controller_username}", f"topic readwrite {TOPIC_PREFIX}/#"]
-    for ap_id in sorted(ap_ids):
-        lines += ["", f"user {ap_id}"]
+    for user in sorted(ap_ids):
+        ap_id = user.split(".", 1)[0]
+        lines += ["", f"user {user}"]
         lines += [f"topic write {TOPIC_PREFIX}/{ap_id}/{kind}" for kind in AGENT_KINDS]
         lines.append(f"topic read {TOPIC_PREFIX}/{ap_id}/cmd")
     return "\n".join(lines) + "\n"
@@ -131,7 +162,6 @@ async def enroll(db: Database, ap_id: str, now: float) -> tuple[str, list[tuple[
     Raises:
         ValueError: ``ap_id`` is not a valid AP id.
     """
-    import sqlalchemy as sa
 
     from controller.storage.schema import ap_mqtt_logins
 
@@ -147,10 +177,239 @@ async def enroll(db: Database, ap_id: str, now: float) -> tuple[str, list[tuple[
     async with db.begin() as conn:
         await conn.execute(ap_mqtt_logins.delete().where(ap_mqtt_logins.c.ap_id == ap_id))
         await conn.execute(ap_mqtt_logins.insert().values(**row))
+        logins = await broker_logins(conn, now)
+    return password, logins
+
+
+async def broker_logins(conn: Any, now: float) -> list[tuple[str, str]]:
+    """Every MQTT login the broker accepts now: current ones and retired ones in grace."""
+    import sqlalchemy as sa
+
+    from controller.storage.schema import ap_mqtt_logins, ap_mqtt_logins_retired
+
+    current = (
+        await conn.execute(sa.select(ap_mqtt_logins.c.username, ap_mqtt_logins.c.password_hash))
+    ).all()
+    retired = (
+        await conn.execute(
+            sa.select(
+                ap_mqtt_logins_retired.c.username, ap_mqtt_logins_retired.c.password_hash
+            ).where(ap_mqtt_logins_retired.c.valid_until >= now)
+        )
+    ).all()
+    return [(r.username, r.password_hash) for r in [*current, *retired]]
+
+
+# --------------------------------------------------------------------------- rotation
+
+
+def rotated_username(ap_id: str, generation: int) -> str:
+    """The MQTT user name of an AP's ``generation``-th credentials (0: the AP id).
+
+    Raises:
+        ValueError: the name would be longer than 63 characters.
+    """
+    name = ap_id if generation == 0 else f"{ap_id}.{generation}"
+    if len(name) > 63:
+        raise ValueError(f"{ap_id!r}: too long for a rotated MQTT login (63 characters at most)")
+    return name
+
+
+@dataclass(frozen=True)
+class RotationState:
+    """Where an AP's last credential rotation stands (``borne ap rotation``)."""
+
+    ap_id: str
+    state: str  # none, pending, confirmed, finished, forced
+    generation: int = 0
+    started_at: float | None = None
+    grace_until: float | None = None
+    confirmed_at: float | None = None
+    command_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
+        return dataclasses.asdict(self)
+
+
+def _state_of(row: Any) -> str:
+    if row.finished_at is not None:
+        return "finished" if row.confirmed_at is not None else "forced"
+    return "confirmed" if row.confirmed_at is not None else "pending"
+
+
+async def rotation_state(db: Database, ap_id: str) -> RotationState:
+    """The state of ``ap_id``'s last rotation (``none`` if it never had one)."""
+    import sqlalchemy as sa
+
+    from controller.storage.schema import ap_key_rotations as rot
+
+    async with db.connect() as conn:
+        row = (await conn.execute(sa.select(rot).where(rot.c.ap_id == ap_id))).first()
+    if row is None:
+        return RotationState(ap_id, "none")
+    return RotationState(
+        ap_id,
+        _state_of(row),
+        row.generation,
+        row.started_at,
+        row.grace_until,
+        row.confirmed_at,
+        row.command_id,
+    )
+
+
+async def start_rotation(
+    db: Database, ap_id: str, current_key: str, now: float, grace_s: float
+) -> tuple[Enrolment, int, list[tuple[str, str]]]:
+    """Issue new credentials for ``ap_id``; the current ones stay valid for ``grace_s``.
+
+    A rotation started while another one is in progress ends it: its unconfirmed key
+    is dropped, and the key before it stops being accepted at once.
+
+    Returns:
+        The new credentials (shown once), their generation, and every broker login.
+
+    Raises:
+        ValueError: the AP is not registered, or its id is too long for a rotated login.
+    """
+    import sqlalchemy as sa
+
+    from controller.storage.schema import access_points, ap_mqtt_logins, ap_mqtt_logins_retired
+    from controller.storage.schema import ap_key_rotations as rot
+
+    async with db.connect() as conn:
+        known = (
+            await conn.execute(
+                sa.select(access_points.c.ap_id).where(access_points.c.ap_id == ap_id)
+            )
+        ).first()
+        previous = (await conn.execute(sa.select(rot).where(rot.c.ap_id == ap_id))).first()
+    if known is None:
+        raise ValueError(f"unknown access point {ap_id!r}")
+    generation = (previous.generation if previous is not None else 0) + 1
+    username = rotated_username(ap_id, generation)
+    new_key = secrets.token_hex(32)
+    password = secrets.token_urlsafe(24)
+    pw_hash = await asyncio.to_thread(mosquitto_hash, password)
+    until = now + grace_s
+    async with db.begin() as conn:
+        old = (
+            await conn.execute(sa.select(ap_mqtt_logins).where(ap_mqtt_logins.c.ap_id == ap_id))
+        ).first()
+        if old is not None:
+            await conn.execute(
+                ap_mqtt_logins_retired.delete().where(
+                    ap_mqtt_logins_retired.c.username == old.username
+                )
+            )
+            await conn.execute(
+                ap_mqtt_logins_retired.insert().values(
+                    username=old.username,
+                    ap_id=ap_id,
+                    password_hash=old.password_hash,
+                    valid_until=until,
+                )
+            )
+        await conn.execute(ap_mqtt_logins.delete().where(ap_mqtt_logins.c.ap_id == ap_id))
+        await conn.execute(
+            ap_mqtt_logins.insert().values(
+                ap_id=ap_id, username=username, password_hash=pw_hash, created_at=now
+            )
+        )
+        await conn.execute(rot.delete().where(rot.c.ap_id == ap_id))
+        await conn.execute(
+            rot.insert().values(
+                ap_id=ap_id,
+                generation=generation,
+                new_key=new_key,
+                old_key=None,
+                started_at=now,
+                grace_until=until,
+            )
+        )
+        # The key being replaced stays the signing key until the AP confirms.
+        await conn.execute(
+            access_points.update()
+            .where(access_points.c.ap_id == ap_id)
+            .values(command_key=current_key)
+        )
+        logins = await broker_logins(conn, now)
+    return Enrolment(ap_id, new_key, username, password), generation, logins
+
+
+async def confirm_rotation(db: Database, ap_id: str, current_key: str, now: float) -> bool:
+    """The AP signed with its new key: make it the signing key, keep the old one in grace.
+
+    Returns:
+        True when a pending rotation was confirmed (False: nothing was pending).
+    """
+    import sqlalchemy as sa
+
+    from controller.storage.schema import access_points
+    from controller.storage.schema import ap_key_rotations as rot
+
+    async with db.begin() as conn:
+        row = (
+            await conn.execute(
+                sa.select(rot).where(
+                    rot.c.ap_id == ap_id,
+                    rot.c.confirmed_at.is_(None),
+                    rot.c.finished_at.is_(None),
+                    rot.c.new_key.is_not(None),
+                )
+            )
+        ).first()
+        if row is None:
+            return False
+        await conn.execute(
+            access_points.update()
+            .where(access_points.c.ap_id == ap_id)
+            .values(command_key=row.new_key)
+        )
+        await conn.execute(
+            rot.update()
+            .where(rot.c.ap_id == ap_id)
+            .values(confirmed_at=now, old_key=current_key, new_key=None)
+        )
+    return True
+
+
+async def finish_rotations(db: Database, now: float) -> list[str]:
+    """End the rotations whose grace period is over; forget old keys and logins.
+
+    An AP that never confirmed gets its new key all the same (``forced``).
+
+    Returns:
+        The APs whose keys changed (their cached keys must be reloaded).
+    """
+    import sqlalchemy as sa
+
+    from controller.storage.schema import access_points, ap_mqtt_logins_retired
+    from controller.storage.schema import ap_key_rotations as rot
+
+    async with db.begin() as conn:
         rows = (
-            await conn.execute(sa.select(ap_mqtt_logins.c.username, ap_mqtt_logins.c.password_hash))
+            await conn.execute(
+                sa.select(rot).where(rot.c.finished_at.is_(None), rot.c.grace_until < now)
+            )
         ).all()
-    return password, [(r.username, r.password_hash) for r in rows]
+        for row in rows:
+            if row.confirmed_at is None and row.new_key is not None:
+                await conn.execute(
+                    access_points.update()
+                    .where(access_points.c.ap_id == row.ap_id)
+                    .values(command_key=row.new_key)
+                )
+            await conn.execute(
+                rot.update()
+                .where(rot.c.ap_id == row.ap_id)
+                .values(finished_at=now, new_key=None, old_key=None)
+            )
+        await conn.execute(
+            ap_mqtt_logins_retired.delete().where(ap_mqtt_logins_retired.c.valid_until < now)
+        )
+    return [r.ap_id for r in rows]
 
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
@@ -206,8 +465,262 @@ async def _enroll_main(settings: object, args: argparse.Namespace) -> int:
         await db.aclose()
 
 
+def _cmd_rotate(args: argparse.Namespace) -> int:
+    from controller.config import settings_or_exit
+
+    return asyncio.run(_rotate_main(settings_or_exit(args.config), args))
+
+
+def _reload_broker(command: str) -> str | None:
+    """Run the broker's reload command; an error message, or None."""
+    import shlex
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            shlex.split(command), capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return None if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip()[:200]}"
+
+
+async def _send_rotation(
+    settings: Any, db: Database, registry: Any, ap_id: str, current: str, creds: dict[str, str]
+) -> tuple[str | None, str | None]:
+    """Publish ``rotate_credentials`` signed with the current key: (command id, error)."""
+    from agents._mqtt_io import MqttLink
+    from agents.contract import RotateCredentialsArgs, encode, seal_credentials, topic
+    from controller.bridge import link_options
+    from controller.service import Controller
+
+    nonce = secrets.token_hex(16)
+    args = RotateCredentialsArgs(nonce, seal_credentials(current.encode(), nonce, creds))
+    ctl = Controller(settings, db, registry)
+    cmd = await ctl.prepare_command(ap_id, args, purpose="rotation")
+    link = MqttLink(link_options(settings.mqtt, f"borne-rotate-{cmd.id[:8]}", clean_session=True))
+    link.start()
+    try:
+        if not await asyncio.to_thread(link.connected.wait, 10.0):
+            return None, f"broker {settings.mqtt.host}:{settings.mqtt.port} unreachable"
+        info = link.publish(topic(ap_id, "cmd"), encode(cmd))
+        await asyncio.to_thread(info.wait_for_publish, 10.0)
+    finally:
+        await asyncio.to_thread(link.stop)
+    return cmd.id, None
+
+
+async def _wait_confirmed(
+    db: Database, ap_id: str, cmd_id: str | None, wait_s: float
+) -> tuple[RotationState, str | None]:
+    """Wait for the AP's confirmation, or its refusal of the command."""
+    import sqlalchemy as sa
+
+    from controller.storage.schema import commands
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        state = await rotation_state(db, ap_id)
+        if state.state != "pending":
+            return state, None
+        if cmd_id is not None:
+            async with db.connect() as conn:
+                row = (
+                    await conn.execute(
+                        sa.select(commands.c.ok, commands.c.error).where(commands.c.id == cmd_id)
+                    )
+                ).first()
+            if row is not None and row.ok is False:
+                return state, row.error or "refused"
+        if time.monotonic() >= deadline:
+            return state, None
+        await asyncio.sleep(0.2)
+
+
+async def _rotate_main(settings: Any, args: argparse.Namespace) -> int:
+
+    from controller.registry import Registry, RegistryError
+    from controller.storage import open_database
+    from controller.storage.schema import ap_key_rotations
+
+    db = await open_database(settings.database.url.get_secret_value())
+    try:
+        reg = Registry(db, settings.command_master_key.get_secret_value())
+        await reg.load()
+        grace = float(args.grace if args.grace is not None else settings.mqtt.rotation_grace_s)
+        try:
+            current = reg.command_key(args.ap_id)
+            new, generation, logins = await start_rotation(
+                db, args.ap_id, current, time.time(), grace
+            )
+        except (RegistryError, ValueError) as exc:
+            print(f"borne ap rotate: {exc}", file=sys.stderr)
+            return 2
+        await reg.reload(args.ap_id)
+        m = settings.mqtt
+        controller = (
+            (m.username, m.password.get_secret_value()) if m.username and m.password else None
+        )
+        passwd, acl = Path(args.passwd_file), Path(args.acl_file)
+        try:
+            await asyncio.to_thread(write_broker_files, logins, controller, passwd, acl)
+        except OSError as exc:
+            print(f"borne ap rotate: cannot write the broker files: {exc}", file=sys.stderr)
+            return 1
+        if args.broker_reload and (
+            err := await asyncio.to_thread(_reload_broker, args.broker_reload)
+        ):
+            print(f"borne ap rotate: broker reload failed: {err}", file=sys.stderr)
+            return 1
+        cmd_id, error = None, None
+        if not args.no_send:
+            creds = {
+                "command_key": new.command_key,
+                "mqtt_username": new.mqtt_username,
+                "mqtt_password": new.mqtt_password,
+                "grace_s": str(int(grace)),
+            }
+            cmd_id, error = await _send_rotation(settings, db, reg, args.ap_id, current, creds)
+            async with db.begin() as conn:
+                await conn.execute(
+                    ap_key_rotations.update()
+                    .where(ap_key_rotations.c.ap_id == args.ap_id)
+                    .values(command_id=cmd_id)
+                )
+        state, refused = (await rotation_state(db, args.ap_id)), None
+        if cmd_id is not None and args.wait > 0:
+            state, refused = await _wait_confirmed(db, args.ap_id, cmd_id, args.wait)
+        _print_rotation(args, new, generation, state, error or refused)
+        return 0
+    finally:
+        await db.aclose()
+
+
+def _print_rotation(
+    args: argparse.Namespace,
+    new: Enrolment,
+    generation: int,
+    state: RotationState,
+    problem: str | None,
+) -> None:
+    if args.json:
+        out = {
+            "ap_id": new.ap_id,
+            "command_key": new.command_key,
+            "mqtt_username": new.mqtt_username,
+            "mqtt_password": new.mqtt_password,
+            "generation": generation,
+            "state": state.state,
+            "grace_until": state.grace_until,
+            "command_id": state.command_id,
+            "problem": problem,
+        }
+        print(json.dumps(out))
+    else:
+        print(new.agent_toml(), end="")
+    if problem:
+        print(f"# {args.ap_id}: {problem}", file=sys.stderr)
+    print(
+        f"# Identifiants de {args.ap_id} renouvelés (génération {generation}) : {state.state}.\n"
+        "# Les anciens restent valides jusqu'à la fin du délai de grâce ; mettez le coffre\n"
+        "# (vault) de la borne à jour : ce mot de passe ne sera plus affiché.\n"
+        f"# Credentials of {args.ap_id} rotated (generation {generation}): {state.state}.\n"
+        "# The old ones stay valid until the end of the grace period; update the AP's\n"
+        "# vault: this password is not shown again.",
+        file=sys.stderr,
+    )
+
+
+def _cmd_rotation(args: argparse.Namespace) -> int:
+    from controller.config import settings_or_exit
+
+    settings = settings_or_exit(args.config)
+
+    async def go() -> int:
+        from controller.storage import open_database
+
+        db = await open_database(settings.database.url.get_secret_value())
+        try:
+            state = await rotation_state(db, args.ap_id)
+        finally:
+            await db.aclose()
+        if args.json:
+            print(json.dumps(state.as_dict()))
+        else:
+            print(f"{state.ap_id}: {state.state} (generation {state.generation})")
+        return 0
+
+    return asyncio.run(go())
+
+
+def _cmd_broker_files(args: argparse.Namespace) -> int:
+    from controller.config import settings_or_exit
+
+    settings = settings_or_exit(args.config)
+
+    async def go() -> int:
+        from controller.storage import open_database
+
+        db = await open_database(settings.database.url.get_secret_value())
+        try:
+            now = time.time()
+            ended = await finish_rotations(db, now)
+            async with db.connect() as conn:
+                logins = await broker_logins(conn, now)
+        finally:
+            await db.aclose()
+        m = settings.mqtt
+        controller = (
+            (m.username, m.password.get_secret_value()) if m.username and m.password else None
+        )
+        try:
+            write_broker_files(logins, controller, Path(args.passwd_file), Path(args.acl_file))
+        except OSError as exc:
+            print(f"borne ap broker-files: {exc}", file=sys.stderr)
+            return 1
+        if args.broker_reload and (err := _reload_broker(args.broker_reload)):
+            print(f"borne ap broker-files: broker reload failed: {err}", file=sys.stderr)
+            return 1
+        print(f"{len(logins)} login(s) written; rotations ended: {', '.join(ended) or 'none'}")
+        return 0
+
+    return asyncio.run(go())
+
+
+def _broker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--passwd-file", default=DEFAULT_PASSWD_FILE, help="mosquitto password_file")
+    p.add_argument("--acl-file", default=DEFAULT_ACL_FILE, help="mosquitto acl_file")
+    p.add_argument(
+        "--broker-reload",
+        default=None,
+        metavar="CMD",
+        help='command that makes mosquitto re-read its files ("systemctl reload mosquitto")',
+    )
+    p.add_argument("-c", "--config", help="controller TOML configuration file")
+
+
 def add_enroll_parser(ap_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``borne ap enroll`` to the ``ap`` subcommands."""
+    """Add ``borne ap enroll``, ``rotate``, ``rotation`` and ``broker-files``."""
+    r = ap_sub.add_parser(
+        "rotate", help="issue a new command key and MQTT login; the old ones expire after a grace"
+    )
+    r.add_argument("ap_id")
+    r.add_argument("--grace", type=float, default=None, help="seconds (default: rotation_grace_s)")
+    r.add_argument("--no-send", action="store_true", help="do not send rotate_credentials")
+    r.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the confirmation")
+    r.add_argument("--json", action="store_true", help="print JSON (for Ansible)")
+    _broker_args(r)
+    r.set_defaults(func=_cmd_rotate)
+    st = ap_sub.add_parser("rotation", help="where an access point's credential rotation stands")
+    st.add_argument("ap_id")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("-c", "--config", help="controller TOML configuration file")
+    st.set_defaults(func=_cmd_rotation)
+    bf = ap_sub.add_parser(
+        "broker-files", help="end expired rotations and rewrite mosquitto's password and ACL"
+    )
+    _broker_args(bf)
+    bf.set_defaults(func=_cmd_broker_files)
     p = ap_sub.add_parser(
         "enroll",
         help="register an access point, issue its MQTT login, ACL entry and command key",

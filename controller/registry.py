@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from agents.contract import AP_ID_RE
 from controller.storage import Database
-from controller.storage.schema import access_points, communes
+from controller.storage.schema import access_points, ap_key_rotations, communes
 
 __all__ = ["Commune", "Registry", "RegistryError", "derive_key", "lot_communes"]
 
@@ -60,6 +60,20 @@ def derive_key(master: str, ap_id: str) -> str:
     return hmac.new(master.encode(), b"borne/ap-key/" + ap_id.encode(), hashlib.sha256).hexdigest()
 
 
+_ROTATIONS = sa.select(
+    ap_key_rotations.c.ap_id,
+    ap_key_rotations.c.new_key,
+    ap_key_rotations.c.old_key,
+    ap_key_rotations.c.grace_until,
+).where(ap_key_rotations.c.finished_at.is_(None))
+
+
+def _rotation(row: Any) -> tuple[bytes | None, bytes | None, float]:
+    new = row.new_key.encode() if row.new_key else None
+    old = row.old_key.encode() if row.old_key else None
+    return new, old, float(row.grace_until)
+
+
 def _upsert(dialect: str, table: sa.Table, rows: list[dict[str, Any]], key: str) -> Any:
     mod = postgresql if dialect == "postgresql" else sqlite
     stmt = mod.insert(table).values(rows)
@@ -74,6 +88,9 @@ class Registry:
         self._db = db
         self._master = master_key
         self._keys: dict[str, bytes] = {}
+        # Credential rotations in progress: (new key not yet confirmed, old key, the end
+        # of the old key's grace period) per AP (controller.enroll).
+        self._rotations: dict[str, tuple[bytes | None, bytes | None, float]] = {}
 
     async def load(self) -> None:
         """Fill the key cache from the database (call at start)."""
@@ -81,7 +98,49 @@ class Registry:
             rows = (
                 await conn.execute(sa.select(access_points.c.ap_id, access_points.c.command_key))
             ).all()
+            rotations = (await conn.execute(_ROTATIONS)).all()
         self._keys = {r.ap_id: self._key_of(r.ap_id, r.command_key) for r in rows}
+        self._rotations = {r.ap_id: _rotation(r) for r in rotations}
+
+    async def reload(self, ap_id: str) -> None:
+        """Re-read one AP's keys (after a rotation step, possibly by another process)."""
+        async with self._db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(access_points.c.command_key).where(access_points.c.ap_id == ap_id)
+                )
+            ).first()
+            rot = (await conn.execute(_ROTATIONS.where(ap_key_rotations.c.ap_id == ap_id))).first()
+        if row is None:
+            self._keys.pop(ap_id, None)
+        else:
+            self._keys[ap_id] = self._key_of(ap_id, row.command_key)
+        if rot is None:
+            self._rotations.pop(ap_id, None)
+        else:
+            self._rotations[ap_id] = _rotation(rot)
+
+    def accepted_keys(self, ap_id: str, now: float | None = None) -> tuple[bytes, ...] | None:
+        """Every key an AP's message may be signed with now, or None for an unknown AP.
+
+        The current key, plus during a rotation the new key not yet confirmed and the
+        old key until the end of its grace period.
+        """
+        key = self._keys.get(ap_id)
+        if key is None:
+            return None
+        rot = self._rotations.get(ap_id)
+        if rot is None:
+            return (key,)
+        new, old, until = rot
+        now = time.time() if now is None else now
+        extra = [k for k in (new,) if k] + [k for k in (old,) if k and now <= until]
+        return (key, *extra)
+
+    def pending_key(self, ap_id: str) -> bytes | None:
+        """The new key of a rotation the AP has not confirmed yet."""
+        rot = self._rotations.get(ap_id)
+        return rot[0] if rot is not None else None
 
     def _key_of(self, ap_id: str, stored: str | None) -> bytes:
         return (stored or derive_key(self._master, ap_id)).encode()
