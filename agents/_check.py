@@ -3,7 +3,8 @@
 Checks, in order, each with a verdict and a hint in French then English: the
 configuration file, the state folder (the spool lives there), the broker's TCP port,
 TLS (handshake and certificate, when enabled), the MQTT login (CONNACK), and the
-gateway daemon (``ndsctl status``). Nothing is published and no state is changed,
+gateway daemon (``ndsctl status``), and when configured the files ``apply_config`` manages
+and the DHCP sniffer's scapy and interface. Nothing is published and no state is changed,
 except a probe file created and removed in the state folder.
 Standard library + paho-mqtt only.
 """
@@ -154,6 +155,46 @@ def _gateway(cfg: AgentConfig, gateway: Gateway | None) -> Finding:
     )
 
 
+def _managed_files(cfg: AgentConfig) -> Finding | None:
+    """apply_config's files: openNDS's file exists and can be replaced, so can dnsmasq's."""
+    if not cfg.opennds_config and not cfg.dnsmasq_conf:
+        return None
+    problems: list[str] = []
+    for path in (cfg.opennds_config, cfg.dnsmasq_conf):
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if path == cfg.opennds_config and not os.path.isfile(path):
+            problems.append(f"{path} absent / missing")
+        elif not os.access(folder, os.W_OK):
+            problems.append(f"{folder} non inscriptible / not writable")
+    if cfg.dnsmasq_conf and not cfg.dnsmasq_restart_cmd:
+        problems.append("dnsmasq_restart_cmd vide / empty: option 114 not reloaded")
+    if cfg.opennds_config and not (cfg.opennds_restart_cmd or cfg.gateway_restart_cmd):
+        problems.append("opennds_restart_cmd vide / empty: openNDS not restarted")
+    if problems:
+        return Finding("apply_config", False, "; ".join(problems))
+    return Finding("apply_config", True, "fichiers gérés accessibles / managed files writable")
+
+
+def _sniffer(cfg: AgentConfig) -> Finding | None:
+    if not cfg.dhcp_sniff_interface:
+        return None
+    try:
+        import scapy  # noqa: F401
+    except ImportError:
+        return Finding(
+            "dhcp_sniffer",
+            False,
+            "scapy absent / missing: pip install 'borne[sniffer]' (ou / or python3-scapy)",
+        )
+    if not os.path.exists(f"/sys/class/net/{cfg.dhcp_sniff_interface}"):
+        return Finding(
+            "dhcp_sniffer", False, f"{cfg.dhcp_sniff_interface}: interface absente / missing"
+        )
+    return Finding("dhcp_sniffer", True, f"scapy présent / present, {cfg.dhcp_sniff_interface}")
+
+
 def run_checks(
     path: Path, *, timeout: float = 5.0, gateway: Gateway | None = None
 ) -> list[Finding]:
@@ -169,6 +210,7 @@ def run_checks(
         found.append(_tls(cfg, timeout))
         found.append(_mqtt_login(cfg, timeout))
     found.append(_gateway(cfg, gateway))
+    found += [f for f in (_managed_files(cfg), _sniffer(cfg)) if f is not None]
     return found
 
 

@@ -105,3 +105,36 @@ def test_a_wrong_password_fails_the_login(tmp_path: Path) -> None:
         assert verdicts(good)["mqtt"]
     finally:
         broker.stop()
+
+
+def test_apply_config_files_and_the_sniffer_are_checked_when_configured(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    nds = tmp_path / "opennds.conf"
+    good = conf(
+        tmp_path,
+        mosquitto.port,
+        opennds_config=str(nds),
+        opennds_restart_cmd="/bin/true",
+        dnsmasq_conf=str(tmp_path / "borne-dnsmasq.conf"),
+        dnsmasq_restart_cmd="/bin/true",
+        dhcp_sniff_interface="lo",
+    )
+    assert verdicts(good)["apply_config"] is False  # openNDS's file is missing
+    nds.write_text("GatewayInterface lan0\n")
+    found = verdicts(good)
+    assert found["apply_config"] is True and found["dhcp_sniffer"] is True
+    bad = conf(
+        tmp_path,
+        mosquitto.port,
+        opennds_config=str(nds),
+        dnsmasq_conf="/nonexistent-dir/borne.conf",
+        dhcp_sniff_interface="no-such-if0",
+    )
+    details = {f.name: f for f in run_checks(bad, timeout=3)}
+    assert not details["apply_config"].ok and not details["dhcp_sniffer"].ok
+    assert "/nonexistent-dir" in details["apply_config"].detail
+    assert "dnsmasq_restart_cmd" in details["apply_config"].detail
+    assert "no-such-if0" in details["dhcp_sniffer"].detail
+    # Neither is reported when not configured.
+    assert {"apply_config", "dhcp_sniffer"}.isdisjoint(verdicts(conf(tmp_path, mosquitto.port)))
