@@ -151,7 +151,7 @@ async def test_login_status_api_and_logout_through_a_real_agent(
     assert "Time left" in text
     logout = await client.post("/logout", data={"csrf": csrf_of(text), "ap": ap_id, "lang": "en"})
     assert logout.status == 200, await logout.text()
-    assert MAC not in {c.mac for c in run.gateway.clients() if c.authorized}
+    assert MAC not in {c.mac for c in run.gateway.clients() if c.authenticated}
     await until(lambda: _closed_left(ctl), what="session closed by the agent")
     assert await backend.client_status("127.0.0.1", None) is None
 
