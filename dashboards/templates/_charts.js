@@ -10,12 +10,14 @@
   var dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
   var ink = dark ? "#ececec" : "#1a1a1a";
   var palette = ["#1f5fa8", "#c2571a", "#5a5f66", "#1b6e3a", "#7a3e9d"];
+  var number = new Intl.NumberFormat("fr-FR", { maximumFractionDigits: 1 });
+  function fmt(v) { return v === null || v === undefined || v === "-" ? "—" : number.format(v); }
   var base = {
     color: palette,
     textStyle: { color: ink, fontFamily: "system-ui, sans-serif" },
     // Rich-text tooltips are drawn in the chart itself: no HTML (and no inline style,
     // which the page's Content-Security-Policy refuses).
-    tooltip: { trigger: "axis", renderMode: "richText" },
+    tooltip: { trigger: "axis", renderMode: "richText", valueFormatter: fmt },
     legend: { textStyle: { color: ink }, top: 0 },
     grid: { left: 56, right: 24, top: 40, bottom: 40 },
     aria: { enabled: false },
@@ -25,7 +27,10 @@
     return { type: "category", data: labels, axisLabel: { color: ink } };
   }
   function axisY(name) {
-    return { type: "value", name: name, nameTextStyle: { color: ink }, axisLabel: { color: ink } };
+    return {
+      type: "value", name: name, nameTextStyle: { color: ink },
+      axisLabel: { color: ink, formatter: fmt }
+    };
   }
   function merge(a, b) {
     var out = {}, k;
@@ -86,9 +91,9 @@
         tooltip: {
           formatter: function (p) {
             if (p.dataType === "edge") {
-              return labels[p.data.source] + " → " + labels[p.data.target] + " : " + p.data.value;
+              return labels[p.data.source] + " → " + labels[p.data.target] + " : " + fmt(p.data.value);
             }
-            return labels[p.name] + " : " + p.value;
+            return labels[p.name] + " : " + fmt(p.value);
           }
         },
         lineStyle: { color: "gradient", opacity: 0.45 }

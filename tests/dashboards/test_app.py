@@ -772,6 +772,9 @@ async def test_without_the_library_pages_keep_their_own_charts(
     assert "/assets/echarts.min.js" not in html
     assert html.count('class="chart"') == 2 and "<table>" in html
     assert (await viewer.get("/assets/echarts.min.js")).status == 404
+    # Every answer tells its server time (W3C Server-Timing), what the benchmark reads.
+    timing = (await viewer.get("/")).headers["Server-Timing"]
+    assert re.fullmatch(r"app;dur=\d+\.\d", timing), timing
 
 
 async def test_a_commune_manager_manages_its_viewers_and_contact_details(

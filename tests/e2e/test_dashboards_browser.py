@@ -4,8 +4,11 @@ The dashboards run on a real loopback port in the test's event loop; Chromium is
 over the DevTools protocol (a websocket, through aiohttp). For each role it checks what
 the page shows, that another commune cannot be reached by editing URLs or API calls,
 that the map and the charts render non-empty, and runs axe-core (installed from npm into
-a temporary directory at test time, never committed) on every page. Screenshots go to
-``$BORNE_ARTIFACTS`` (default ``/tmp/borne-artifacts``)/dashboards/.
+a temporary directory at test time, never committed) on every page. The charting library
+(Apache ECharts) is installed the way an operator does it, ``borne dashboard assets
+install``, and the charts are drawn from a simulated month of statistics (the statistics
+simulator through the real pipeline); no Content-Security-Policy violation is allowed.
+Screenshots go to ``$BORNE_ARTIFACTS`` (default ``/tmp/borne-artifacts``)/dashboards/.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,17 +31,19 @@ import pytest
 from aiohttp import web
 
 from controller.service import Controller
-from dashboards.app import create_app
+from dashboards.app import REPORTS, create_app
 from tests.dashboards.test_app import (
     ADMIN_SECRET,
     INSEE,
     PASSWORD,
     Agent,
+    _with_assets,
     _write_usage_cells,
     accounts,
     controller,
     populated,
 )
+from tests.dashboards.test_reports import MONTH, write_simulated_month
 from tests.testbed import free_port, require
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -63,6 +69,30 @@ def axe_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if done.returncode != 0 or not bundle.exists():
         require(f"axe-core from npm ({done.stderr[-500:]})")
     yield bundle.read_text("utf-8")
+
+
+@pytest.fixture(scope="session")
+def chart_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ECharts installed by ``borne dashboard assets install`` (npm) into a directory."""
+    shutil.which("npm") or require("npm (Debian package npm)")
+    directory = tmp_path_factory.mktemp("dashboard-assets")
+    borne = Path(sys.executable).parent / "borne"
+    done = subprocess.run(
+        [str(borne), "dashboard", "assets", "install", "--dir", str(directory)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        require(f"borne dashboard assets install ({done.stderr[-500:]})")
+    assert "echarts" in done.stdout
+    return directory
+
+
+# Collects Content-Security-Policy violations from the first script of every document.
+_CSP_WATCH = (
+    "window.__csp = [];"
+    "document.addEventListener('securitypolicyviolation', e =>"
+    " window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+)
 
 
 class Page:
@@ -148,6 +178,7 @@ async def browser(tmp_path: Path, chromium: str) -> AsyncIterator[Page]:
             async with http.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                 page = Page(ws)
                 await page.send("Page.enable")
+                await page.send("Page.addScriptToEvaluateOnNewDocument", source=_CSP_WATCH)
                 yield page
     finally:
         proc.terminate()
@@ -160,10 +191,14 @@ async def browser(tmp_path: Path, chromium: str) -> AsyncIterator[Page]:
 
 
 @pytest.fixture
-async def site(accounts: Controller) -> AsyncIterator[str]:
-    """The dashboards on a real loopback port (real clock), with usage cells published."""
+async def site(accounts: Controller, chart_assets: Path) -> AsyncIterator[str]:
+    """The dashboards on a real loopback port (real clock), with ECharts installed, usage
+    cells and a simulated month of statistics published, and that month's reports made."""
     await _write_usage_cells(accounts)
-    runner = web.AppRunner(create_app(accounts))
+    await write_simulated_month(accounts)
+    app = create_app(_with_assets(accounts, chart_assets))
+    await app[REPORTS].make(MONTH, [INSEE["Rocamadour"], INSEE["Cahors"], INSEE["Padirac"]])
+    runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     tcp = web.TCPSite(runner, "127.0.0.1", port)
@@ -281,3 +316,78 @@ async def test_legal_officer_sees_no_hotspot(browser: Page, site: str, axe_sourc
     assert "borne legal" in text and "rocamadour" not in text.lower()
     assert await _status(browser, "/api/fleet") == 403
     await _axe(browser, axe_source, "legal home")
+
+
+_CHART_MARKS = (
+    "Object.fromEntries([...document.querySelectorAll('[data-chart]')].map(b =>"
+    " [b.dataset.chart,"
+    "  b.hidden ? -1 : b.querySelectorAll('svg path, svg rect, svg text').length]))"
+)
+
+
+async def _charts_drawn(page: Page) -> dict[str, int]:
+    """Marks per chart box once the library drew them (-1: box still hidden)."""
+    for _ in range(100):
+        if await page.eval("document.body.getAttribute('data-charts')"):
+            break
+        await asyncio.sleep(0.1)
+    marks = await page.eval(_CHART_MARKS)
+    assert isinstance(marks, dict)
+    return marks
+
+
+async def test_charts_from_a_simulated_month_render_and_stay_accessible(
+    browser: Page, site: str, axe_source: str
+) -> None:
+    """ECharts, as installed by the CLI, draws the commune's daily, hourly, dwell, volume
+    and flows (Sankey) charts of a simulated April, and the territory's routes; the
+    server-drawn charts are hidden then, no CSP violation occurs, and axe finds nothing."""
+    await _login(browser, site, "roc")
+    await browser.goto(f"{site}/usage?from=2026-04-01&to=2026-04-30")
+    marks = await _charts_drawn(browser)
+    assert set(marks) == {"daily", "hours", "dwell", "volume", "flows"}
+    assert all(n > 20 for n in marks.values()), marks
+    hidden = await browser.eval(
+        "[...document.querySelectorAll('[data-fallback]')].every(f => f.hidden)"
+    )
+    assert hidden is True
+    sankey = await browser.eval("document.querySelector('[data-chart=flows]').innerText")
+    assert "Rocamadour" in sankey or await browser.eval(
+        "[...document.querySelectorAll('[data-chart=flows] svg text')]"
+        ".some(t => t.textContent.includes('Rocamadour'))"
+    )
+    assert await browser.eval("window.__csp") == []
+    await browser.screenshot("viewer-usage-charts")
+    await _axe(browser, axe_source, "viewer usage with charts")
+    await browser.goto(f"{site}/reports")
+    assert await browser.eval("document.querySelectorAll('tr[data-report]').length") == 1
+    await browser.screenshot("viewer-reports")
+    await _axe(browser, axe_source, "viewer reports")
+    assert await _status(browser, f"/reports/{INSEE['Cahors']}/{MONTH}") == 403
+    await browser.goto(f"{site}/reports/{INSEE['Rocamadour']}/{MONTH}")
+    bars = await browser.eval(
+        "[...document.querySelectorAll('svg.chart rect')]"
+        ".filter(r => +r.getAttribute('height') > 0).length"
+    )
+    assert bars >= 20
+    await browser.screenshot("viewer-stored-report")
+
+    await _login(browser, site, "tech")
+    await browser.goto(f"{site}/usage?from=2026-04-01&to=2026-04-30")
+    marks = await _charts_drawn(browser)
+    assert marks["flows"] > 20 and marks["daily"] > 20, marks
+    assert await browser.eval("window.__csp") == []
+    await browser.screenshot("territory-usage-sankey")
+    await _axe(browser, axe_source, "territory usage with charts")
+
+
+async def test_commune_manager_page_in_the_browser(
+    browser: Page, site: str, axe_source: str
+) -> None:
+    """The manager's page lists its viewer and contact forms, and passes axe."""
+    await _login(browser, site, "epci")
+    await browser.goto(f"{site}/commune-admin")
+    assert await browser.eval("document.querySelectorAll('tr[data-account]').length") == 1
+    assert await browser.eval("document.querySelectorAll('form[data-contact]').length") == 2
+    await browser.screenshot("manager-page")
+    await _axe(browser, axe_source, "manager page")
