@@ -19,6 +19,7 @@ from agents.config import AgentConfig
 from agents.contract import (
     AGENT_KINDS,
     AcctEntry,
+    ApplyConfigArgs,
     AuthorizeArgs,
     ClientEvent,
     Command,
@@ -94,6 +95,10 @@ def test_every_message_the_agent_emits_validates(tmp_path: Path) -> None:
     agent.handle_command(command(id="c2", cmd="deauthorize",
                                  args={"mac": "02:00:00:00:00:01"}))  # fmt: skip
     agent.handle_command(command(id="c3", cmd="sync", args={}))
+    settings = ApplyConfigArgs(version=1, walled_garden=["10.46.0.2"], walled_garden_ports=[443])
+    agent.handle_command(command(id="c4", cmd="apply_config", args=dataclasses.asdict(settings)))
+    # A reconnection: the status then carries the applied version.
+    agent._on_connect(agent.link)  # type: ignore[arg-type]
     agent.poll()
     agent.pump()
     will_topic, will_payload, _qos, will_retain = agent.link_will  # set below
@@ -105,6 +110,10 @@ def test_every_message_the_agent_emits_validates(tmp_path: Path) -> None:
     assert kinds == set(AGENT_KINDS)
     acct = [decode(n, p, keys)[1] for n, p, _ in link.published if n.endswith("/acct")]
     assert acct[0].entries[0].down_bytes == 2**34  # type: ignore[union-attr]
+    acks = [decode(n, p, keys)[1] for n, p, _ in link.published if n.endswith("/ack")]
+    assert [(a.id, a.ok, a.result) for a in acks][-1] == ("c4", True, "applied")  # type: ignore[union-attr]
+    status = [decode(n, p, keys)[1] for n, p, _ in link.published if n.endswith("/status")]
+    assert status[-1].config_version == 1  # type: ignore[union-attr]
 
 
 @pytest.fixture(autouse=True)
@@ -144,6 +153,7 @@ def test_envelope_messages_validate_for_any_values(
         ("clients", env.clients(ts, events, full=True)),
         ("acct", env.acct(ts, 60, entries)),
         ("ack", env.ack(ts, "x" * 64, False, "é" * 200)),
+        ("ack", env.ack(ts, "y" * 64, True, None, "unchanged")),
     ]:
         got_kind, got = decode(topic("ap-46201-01", kind), seal(msg, KEY.encode()), keys)
         assert got_kind == kind
