@@ -188,6 +188,15 @@ class PortalSettings(_Section):
     uam_secret: SecretStr | None = None
     uam_credential_s: Annotated[int, Field(ge=10, le=3600)] = 120
 
+    @model_validator(mode="after")
+    def _sms_needs_a_provider(self) -> PortalSettings:
+        uses_sms = "sms" in self.methods or any(
+            c.methods is not None and "sms" in c.methods for c in self.communes.values()
+        )
+        if uses_sms and self.sms.url is None:
+            raise ValueError('the "sms" login method is on but [portal.sms] url is not set')
+        return self
+
 
 class SessionSettings(_Section):
     """Limits given to a visitor at login and the rules that close sessions."""

@@ -59,6 +59,9 @@ async def make_portal(
 ) -> tuple[Any, FakeBackend]:
     backend = FakeBackend()
     backend.commune_policy = policy()
+    if "sms" in methods:
+        # A provider must be named when SMS is on (a closed port: nothing is sent here).
+        portal.setdefault("sms", SmsCodeSettings(url="http://127.0.0.1:9/unused"))
     client = await portal_client(
         aiohttp_client,
         backend,

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from captive_portal._methods import options_for
-from controller.config import CommunePortalSettings, PortalSettings
+from controller.config import CommunePortalSettings, PortalSettings, SmsCodeSettings
 
 
 def test_defaults_are_click_through_and_vouchers_without_identity() -> None:
@@ -21,6 +21,7 @@ def test_defaults_are_click_through_and_vouchers_without_identity() -> None:
 def test_a_commune_overrides_methods_and_extension_others_keep_the_defaults() -> None:
     portal = PortalSettings(
         can_extend_session=False,
+        sms=SmsCodeSettings(url="https://sms.example/v1/messages"),
         communes={
             "46042": CommunePortalSettings(methods=("sms", "click-through", "email")),
             "46102": CommunePortalSettings(can_extend_session=True),
@@ -42,3 +43,16 @@ def test_settings_refuse_unknown_methods_and_malformed_wifi4eu_identifiers() -> 
         CommunePortalSettings(wifi4eu_network_id="x'; alert(1); '")
     ok = CommunePortalSettings(wifi4eu_network_id="0c2a8f1e-5b7d-4c1a-9e3f-2d6b8a4c7e90")
     assert ok.wifi4eu_network_id is not None
+
+
+def test_sms_anywhere_needs_a_provider_url() -> None:
+    """Turning SMS codes on without a provider is a configuration error, not a page that
+    fails at each visitor."""
+    with pytest.raises(ValidationError, match="sms"):
+        PortalSettings(communes={"46042": CommunePortalSettings(methods=("sms",))})
+    with pytest.raises(ValidationError, match="sms"):
+        PortalSettings(methods=("click-through", "sms"))
+    PortalSettings(
+        communes={"46042": CommunePortalSettings(methods=("sms",))},
+        sms=SmsCodeSettings(url="https://sms.example/v1/messages"),
+    )
