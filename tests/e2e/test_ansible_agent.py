@@ -27,7 +27,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import tomllib
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -51,6 +53,7 @@ CONTROLLER_MQTT_PASSWORD = "controller-mqtt-password-0123"
 TECH = "technicien"
 TECH_PASSWORD = "mot-de-passe-du-technicien-0123"
 FAS_KEY = "fas-key-shared-with-the-portal-0123"
+RADIUS_SECRET = "verify-radius-secret-0123"
 CACHE = Path(os.environ.get("BORNE_TEST_CACHE", "/var/cache/borne-tests"))
 
 
@@ -143,6 +146,7 @@ def controller(tmp_path: Path) -> Iterator[dict[str, Any]]:
         require("mosquitto (Debian package mosquitto)")
     conf = tmp_path / "borne.toml"
     dashboard_port, portal_port, mqtt_port = free_port(), free_port(), free_port()
+    radius_port = udp_port()
     conf.write_text(
         f"""
 command_master_key = "ansible-test-master-key-0123456789"
@@ -158,6 +162,10 @@ url = "sqlite+aiosqlite:///{tmp_path / "state.db"}"
 listen_port = {portal_port}
 [dashboard]
 listen_port = {dashboard_port}
+[radius]
+enabled = true
+auth_port = {radius_port}
+acct_port = {udp_port()}
 """
     )
     broker_dir = tmp_path / "mosquitto"
@@ -176,6 +184,13 @@ listen_port = {dashboard_port}
         input=TECH_PASSWORD + "\n", capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert account.returncode == 0, account.stderr
+    # verify.yml's RADIUS Status-Server check comes from this machine: a NAS of its own.
+    nas = subprocess.run(
+        [str(BIN / "borne"), "radius", "nas-add", "verify-host", "--insee", INSEE,
+         "--address", "127.0.0.1", "--secret", RADIUS_SECRET, "-c", str(conf)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert nas.returncode == 0, nas.stdout + nas.stderr
     (broker_dir / "mosquitto.conf").write_text(
         # "user root": the files live in the test's 0700 tmp dir.
         f"user root\nlog_dest stdout\nper_listener_settings false\nallow_anonymous false\n"
@@ -207,7 +222,13 @@ listen_port = {dashboard_port}
             "mqtt_port": mqtt_port,
             "dashboard_url": dashboard,
             "portal_url": f"http://127.0.0.1:{portal_port}",
+            "radius_port": radius_port,
             "log": log,
+            "conf": conf,
+            "state_db": tmp_path / "state.db",
+            "broker_pid": broker.pid,
+            "passwd_file": broker_dir / "borne.passwd",
+            "acl_file": broker_dir / "borne.acl",
         }
     finally:
         for p in (proc, broker):
@@ -217,6 +238,15 @@ listen_port = {dashboard_port}
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def udp_port() -> int:
+    """A free UDP port on 127.0.0.1 (RADIUS)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def fleet_state(dashboard: str) -> str | None:
@@ -261,6 +291,9 @@ def write_inventory(path: Path, root: Path, ctl: dict[str, Any]) -> None:
                 "borne_portal_fas_key": FAS_KEY,
                 "borne_verify_dashboard_username": TECH,
                 "borne_verify_dashboard_password": TECH_PASSWORD,
+                "borne_radius_host": "127.0.0.1",
+                "borne_radius_auth_port": ctl["radius_port"],
+                "borne_verify_radius_secret": RADIUS_SECRET,
             },
             "children": {
                 "access_points": {
@@ -327,6 +360,12 @@ def playbook(inventory: Path, name: str, *extra: str) -> subprocess.CompletedPro
         timeout=900,
         check=False,
     )
+
+
+def task_status(out: str, task: str) -> str | None:
+    """``ok``, ``failed``, ``skipping``... of a task for the AP, as ansible-playbook printed it."""
+    m = re.search(rf"TASK \[{re.escape(task)}\] \**\n(\w+): \[{re.escape(AP)}\]", out)
+    return m.group(1) if m else None
 
 
 def recap(out: str) -> dict[str, int]:
@@ -455,6 +494,14 @@ def test_agent_role_deploys_a_working_agent_idempotently_and_verify_names_failur
             r"TASK \[Check: broker ACL refuses a foreign topic\] \**\n(\w+): \[", ok.stdout
         )
         assert acl_check and acl_check.group(1) == "ok", ok.stdout[-6000:]
+        assert task_status(ok.stdout, "Check: RADIUS Status-Server answers") == "ok"
+        # RADIUS not answering (nothing listens on that port): the check fails, named.
+        silent = playbook(inventory, "verify.yml", "-e", f"borne_radius_auth_port={udp_port()}")
+        assert silent.returncode != 0
+        assert f'{AP}: check "RADIUS Status-Server answers" FAILED' in silent.stdout, silent.stdout[
+            -6000:
+        ]
+        assert RADIUS_SECRET not in silent.stdout + silent.stderr
 
     wait_for(
         lambda: fleet_state(controller["dashboard_url"]) == "offline",
@@ -467,3 +514,89 @@ def test_agent_role_deploys_a_working_agent_idempotently_and_verify_names_failur
     assert recap(failed.stdout)["failed"] == 1
     log = debian_root / "var/log/borne-agent/agent.log"
     assert log.stat().st_size > 0
+
+
+def test_rotate_playbook_rotates_the_deployed_agent_without_an_outage(
+    debian_root: Path, controller: dict[str, Any], tmp_path: Path
+) -> None:
+    """rotate.yml against the debootstrapped AP: new credentials issued at the controller,
+    taken by the running agent, written to the AP's vault (encrypted) and to its
+    configuration; confirmed; verify.yml passes with the new login; the AP never leaves
+    ``online``; a later agents.yml with the updated vault changes nothing."""
+    inventory = tmp_path / "inventory.yml"
+    write_inventory(inventory, debian_root, controller)
+    vault_pass = tmp_path / "vault-pass"
+    vault_pass.write_text("rotation-vault-password-0123\n")
+    vault_pass.chmod(0o600)
+    rotate_vars = {
+        "borne_rotate_command": str(BIN / "borne"),
+        "borne_rotate_config": str(controller["conf"]),
+        "borne_rotate_passwd_file": str(controller["passwd_file"]),
+        "borne_rotate_acl_file": str(controller["acl_file"]),
+        "borne_rotate_broker_reload": f"kill -HUP {controller['broker_pid']}",
+        "borne_rotate_vault_password_file": str(vault_pass),
+    }
+    extra = tmp_path / "rotate-vars.json"
+    extra.write_text(json.dumps(rotate_vars))
+    deployed = playbook(inventory, "agents.yml")
+    assert deployed.returncode == 0, deployed.stdout[-6000:]
+    config_path = debian_root / "etc/borne/agent.toml"
+    old = tomllib.loads(config_path.read_text())["agent"]
+
+    dry = playbook(inventory, "rotate.yml", "--check", "-e", f"@{extra}")
+    assert dry.returncode == 0, dry.stdout[-6000:]
+    assert tomllib.loads(config_path.read_text())["agent"] == old, "--check rotated"
+    assert not (tmp_path / "host_vars").exists()
+
+    with agent_in(debian_root) as agent:
+        wait_for(
+            lambda: fleet_state(controller["dashboard_url"]) == "online",
+            timeout=60,
+            message="the deployed agent online at the controller",
+        )
+        states: list[str | None] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.3):
+                states.append(fleet_state(controller["dashboard_url"]))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            rotated = playbook(inventory, "rotate.yml", "--limit", AP, "-e", f"@{extra}")
+        finally:
+            stop.set()
+            sampler.join(10)
+        assert rotated.returncode == 0, rotated.stdout[-8000:] + rotated.stderr[-3000:]
+        assert task_status(rotated.stdout, "Check: new credentials confirmed") == "ok"
+        assert f"{AP}: every check OK" in rotated.stdout
+        assert agent.poll() is None
+        assert states and set(states) == {"online"}, states
+
+    new = tomllib.loads(config_path.read_text())["agent"]
+    assert new["command_key"] != old["command_key"]
+    assert new["mqtt_username"] == f"{AP}.1" and new["mqtt_password"] != old["mqtt_password"]
+    for secret in (new["command_key"], new["mqtt_password"], old["command_key"]):
+        assert secret not in rotated.stdout + rotated.stderr
+    vault_file = tmp_path / "host_vars" / AP / "vault.yml"
+    assert vault_file.read_text().startswith("$ANSIBLE_VAULT")
+    assert oct(vault_file.stat().st_mode & 0o777) == "0o600"
+    shown = subprocess.run(
+        [str(BIN / "ansible-vault"), "view", "--vault-password-file", str(vault_pass),
+         str(vault_file)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert f"borne_agent_command_key: {new['command_key']}" in shown.stdout
+    assert f"borne_agent_mqtt_password: {new['mqtt_password']}" in shown.stdout
+    state = json.loads(
+        subprocess.run(
+            [str(BIN / "borne"), "ap", "rotation", AP, "--json", "-c", str(controller["conf"])],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert state["state"] == "confirmed" and state["generation"] == 1
+    # The vault now holds what the AP runs with: redeploying changes nothing.
+    again = playbook(inventory, "agents.yml", "--vault-password-file", str(vault_pass))
+    assert again.returncode == 0, again.stdout[-6000:]
+    assert recap(again.stdout)["changed"] == 0, again.stdout[-6000:]

@@ -33,6 +33,7 @@ def main() -> int:
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ap", required=True)
+    p.add_argument("--username", default=None, help="the AP's MQTT login (default: --ap)")
     p.add_argument("--tls", action="store_true")
     p.add_argument("--timeout", type=float, default=10.0)
     args = p.parse_args()
@@ -54,7 +55,7 @@ def main() -> int:
         client_id=f"{args.ap}-verify-{secrets.token_hex(4)}",
         protocol=mqtt.MQTTv5,
     )
-    client.username_pw_set(args.ap, password)
+    client.username_pw_set(args.username or args.ap, password)
     if args.tls:
         client.tls_set_context(
             ssl.create_default_context(cadata=os.environ.get("BORNE_PROBE_CA_PEM") or None)
