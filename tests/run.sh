@@ -3,7 +3,7 @@
 #
 # Installs the Debian packages the real-peer tests need (skipped when every program is
 # already there), selects the legacy iptables backend (openNDS 9.10 fails with nft),
-# creates .venv, starts PostgreSQL with a "borne" role and a "borne_test" database, then
+# creates .venv, starts PostgreSQL with a "borne" role and a fresh database for the run, then
 # runs pytest with BORNE_REQUIRE_ALL=1 so that a missing prerequisite fails instead of
 # skipping. Mosquitto, openNDS, dnsmasq... are started by the test fixtures themselves.
 # See tests/README.md.
@@ -65,7 +65,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     printf '%s\n' "$want" >"$stamp"
 fi
 
-# PostgreSQL: the Debian cluster, a "borne" role and an empty-at-start "borne_test" DB.
+# PostgreSQL: the Debian cluster, a "borne" role and an empty database for this run.
 pg_version="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
 [ -n "$pg_version" ] || die "no PostgreSQL server under /usr/lib/postgresql"
 if [ ! -d "/etc/postgresql/$pg_version/main" ]; then
@@ -95,11 +95,13 @@ BEGIN
 END
 $$;
 SQL
-if [ "$(as_postgres psql -tAq -p "$pg_port" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'borne_test'")" != "1" ]; then
-    as_postgres createdb -p "$pg_port" -O borne borne_test
-fi
+# A database of this run only, dropped at the end: a run never sees another's schema.
+pg_db="borne_test_$$"
+as_postgres dropdb --if-exists -p "$pg_port" "$pg_db"
+as_postgres createdb -p "$pg_port" -O borne "$pg_db"
+trap 'as_postgres dropdb --if-exists -p "$pg_port" "$pg_db" || true' EXIT
 
-export BORNE_TEST_POSTGRES_URL="postgresql+asyncpg://borne:borne@127.0.0.1:${pg_port}/borne_test"
+export BORNE_TEST_POSTGRES_URL="postgresql+asyncpg://borne:borne@127.0.0.1:${pg_port}/${pg_db}"
 export BORNE_REQUIRE_ALL=1
 
 log "running pytest $*"
