@@ -349,13 +349,6 @@ class UamPages(ReturningPages):
             self.counters.bad_uam += 1
             logger.warning("refused a UAM redirect of unknown NAS %s", query.nasid)
             return self.invalid_link(lang, request)
-        secret = gateway.secret or self.uam_secret()
-        if secret is not None:
-            bases = (self.absolute(UAM_PATH), str(request.url.with_query(None)))
-            if not checksum_ok(raw, bases, secret):
-                self.counters.bad_uam += 1
-                logger.warning("refused a UAM redirect of %s: bad checksum", query.nasid)
-                return self.invalid_link(lang, request)
         if query.res in ("success", "already"):
             minutes = (query.timeleft or 0) // 60
             if not minutes:
@@ -386,6 +379,14 @@ class UamPages(ReturningPages):
                 alert=False,
                 switch_to=request.rel_url,
             )
+        # The result pages above only inform; a login needs an authentic redirect.
+        secret = gateway.secret or self.uam_secret()
+        if secret is not None:
+            bases = (self.absolute(UAM_PATH), str(request.url.with_query(None)))
+            if not checksum_ok(raw, bases, secret):
+                self.counters.bad_uam += 1
+                logger.warning("refused a UAM redirect of %s: bad checksum", query.nasid)
+                return self.invalid_link(lang, request)
         try:
             fas = query.login_request()
         except FasError as exc:

@@ -354,7 +354,8 @@ async def test_uam_redirects_refused(stack: Stack) -> None:
 
 
 async def test_uam_result_pages(stack: Stack) -> None:
-    """success (with the time left), already and logoff come back as pages."""
+    """success (with the time left), already and logoff come back as pages (they only
+    inform: no checksum needed, so the language switch works on them)."""
     base = f"/uam?uamip=10.1.0.1&uamport=3990&mac={MAC}&nasid={NAS}"
 
     def signed(query: str) -> URL:
@@ -370,3 +371,6 @@ async def test_uam_result_pages(stack: Stack) -> None:
         page = await stack.client.get(signed(query), headers={"Accept-Language": "en"})
         body = await page.text()
         assert page.status == 200 and text in body, body[:800]
+        switched = await stack.client.get(URL(f"{signed(query)}&lang=de", encoded=True))
+        assert switched.status == 200 and '<html lang="de">' in await switched.text()
+    assert stack.client.app[COUNTERS].bad_uam == 0
