@@ -243,6 +243,8 @@ for p in $running; do
     done
 done
 export PATH="{wd}/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+started=$(grep -c 'openNDS is now running' "{wd}/opennds-restarted.log" 2>/dev/null || true)
+started=${{started:-0}}
 for t in filter nat mangle; do
     iptables -t $t -S | grep -- ' -j nds' | sed 's/^-A /-D /' | while read -r rule; do
         iptables -t $t $rule
@@ -255,8 +257,10 @@ setsid unshare --mount --propagation private -- sh -c \\
     sh "{wd}/dnsconfig-stub.sh" "{wd}/opennds.conf" /etc/opennds/opennds.conf \\
     opennds -f -d 2 -c /etc/opennds/opennds.conf -w {sock} \\
     >> "{wd}/opennds-restarted.log" 2>&1 < /dev/null &
+# Started once its firewall is in place (ndsctl answers earlier than that).
 i=0
-until ndsctl status >/dev/null 2>&1; do
+until [ "$(grep -c 'openNDS is now running' "{wd}/opennds-restarted.log")" -gt "$started" ] \\
+        && ndsctl status >/dev/null 2>&1; do
     i=$((i + 1)); [ $i -gt 150 ] && exit 1; sleep 0.2
 done
 """
