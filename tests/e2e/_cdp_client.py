@@ -5,7 +5,8 @@ Usage: python _cdp_client.py <json plan>; prints one JSON result per step. The p
 list of steps: {"go": url}, {"lang": "de"}, {"shot": path}, {"eval": js}, {"axe": path
 of axe.min.js} (the WCAG 2.1 A/AA violations of the page),
 {"click_submit": [checkbox_id_or_null, form_selector, {field: value}]},
-{"submit_file": [path, form_selector, field]} (waits for the file, types its content).
+{"submit_file": [path, form_selector, field]} (waits for the file, types its content),
+{"block": [url_pattern, ...]} (requests that fail at once).
 Standard library and aiohttp only.
 """
 
@@ -135,6 +136,10 @@ async def run(ws: aiohttp.ClientWebSocketResponse, plan: list[dict[str, Any]]) -
             await asyncio.sleep(0.5)
             await loaded()
             out = await page_facts(call)
+        elif "block" in step:
+            # URLs the testbed cannot reach (no Internet): fail them at once.
+            await call("Network.setBlockedURLs", urls=step["block"])
+            out = step["block"]
         elif "submit_file" in step:
             # A value the test learns while the browser waits (a code sent by e-mail):
             # wait for the file, type its content into the field, submit.

@@ -194,6 +194,9 @@ async def test_chromium_through_opennds_in_every_language_then_logs_in(
     assert [c.method for c in backend.calls] == ["click-through", "voucher", "voucher"]
 
 
+WIFI4EU_ID = "0c2a8f1e-5b7d-4c1a-9e3f-2d6b8a4c7e90"
+
+
 class EmailCommuneBackend(NdsctlBackend):
     """``NdsctlBackend`` at an access point of a commune (Cahors) that turned e-mail
     codes on."""
@@ -207,7 +210,8 @@ async def test_chromium_logs_in_by_email_code_through_opennds(
 ) -> None:
     """Chromium asks for a code by e-mail on the portal behind openNDS; the code reaches a
     real SMTP server (aiosmtpd) run by the test, which hands it to the browser; the
-    browser types it, is let in and reaches the upstream host. axe-core finds no serious
+    browser types it, is let in and reaches the upstream host. The commune is in WiFi4EU
+    mode: the Commission's inline snippet runs under the page's CSP. axe-core finds no serious
     violation on the e-mail form and the code page. Then it extends its session from the
     status page: openNDS cuts it off, its next page comes back to the portal through
     openNDS and is let straight in again."""
@@ -224,7 +228,9 @@ async def test_chromium_logs_in_by_email_code_through_opennds(
                 "terms_version": "2026-11-01",
                 "communes": {
                     "46042": CommunePortalSettings(
-                        methods=("click-through", "email"), can_extend_session=True
+                        methods=("click-through", "email"),
+                        can_extend_session=True,
+                        wifi4eu_network_id=WIFI4EU_ID,
                     )
                 },
                 "email": EmailCodeSettings(smtp_port=port, sender="wifi@lot.example"),
@@ -251,7 +257,10 @@ async def test_chromium_logs_in_by_email_code_through_opennds(
                 hotspot,
                 [
                     {"lang": "en"},
+                    # The Commission's script is on the Internet, which the testbed lacks.
+                    {"block": ["*wifi4eu.ec.europa.eu*"]},
                     {"go": UPSTREAM_URL},
+                    {"eval": "[window.wifi4euNetworkIdentifier, window.wifi4euLanguage]"},
                     {"axe": axe},
                     {
                         "click_submit": [
@@ -268,7 +277,9 @@ async def test_chromium_logs_in_by_email_code_through_opennds(
     finally:
         smtp.close()
         await smtp.wait_closed()
-    landing, form_axe, code_page, _, code_axe, connected = out[1:]
+    landing, snippet_ran, form_axe, code_page, _, code_axe, connected = out[2:]
+    # The WiFi4EU inline snippet ran under the page's CSP (its hash is the browser's).
+    assert snippet_ran == [WIFI4EU_ID, "en"], snippet_ran
     assert "Receive a code by e-mail" in landing["text"], landing
     assert "We sent a 6-digit code to v•••@example.org" in code_page["text"], code_page
     assert serious(form_axe) == [] and serious(code_axe) == [], (form_axe, code_axe)
