@@ -197,6 +197,8 @@ async def _report(args: argparse.Namespace) -> int:
             )
             made = await scheduler.make(args.month, communes, force=args.force)
         finally:
+            # Its cleanup closes the statistics store it opened (signals need a frozen app).
+            app.freeze()
             await app.shutdown()
             await app.cleanup()
     finally:

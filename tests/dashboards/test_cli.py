@@ -80,3 +80,53 @@ async def test_epci_account_gets_the_members_and_bad_input_is_refused(tmp_path: 
     assert code == 0
     code, out, _ = await _borne(url, "list")
     assert "désactivé/disabled" in out
+
+
+async def _dashboard(db_url: str, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "BORNE__DATABASE__URL": db_url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controller.cli", "dashboard", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_dashboard_report_makes_a_months_reports_by_hand(tmp_path: Path) -> None:
+    """``dashboard report --month --all`` makes the equipped communes' reports once
+    (again with --force); a bad month or no commune is refused; an unknown one fails."""
+    from controller.registry import Registry, lot_communes
+    from controller.stats import SqlStatsStore
+    from dashboards.reports import ReportStore
+    from tests.dashboards.test_reports import MONTH, simulated_month
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    db = await open_database(url)
+    try:
+        registry = Registry(db, "cli test key")
+        await registry.add_communes(lot_communes())
+        await registry.add_access_point("rocamadour-01", "46240", "Rocamadour")
+        await registry.add_access_point("cahors-01", "46042", "Cahors")
+        await SqlStatsStore(db).write(list(await asyncio.to_thread(simulated_month)))
+    finally:
+        await db.aclose()
+    code, out, err = await _dashboard(url, "report", "--month", MONTH, "--all")
+    assert code == 0, err
+    assert "2 rapport(s)" in out and "46042" in out and "46240" in out
+    code, out, _ = await _dashboard(url, "report", "--month", MONTH, "--all")
+    assert code == 0 and "0 rapport(s)" in out
+    code, out, _ = await _dashboard(
+        url, "report", "--month", MONTH, "--commune", "46240", "--force"
+    )
+    assert code == 0 and "1 rapport(s)" in out
+    assert (await _dashboard(url, "report", "--month", "2026-4", "--all"))[0] == 2
+    assert (await _dashboard(url, "report", "--month", MONTH))[0] == 2
+    code, _, err = await _dashboard(url, "report", "--month", MONTH, "--commune", "99999")
+    assert code == 1 and "99999" in err
+    db = await open_database(url)
+    try:
+        listing = await ReportStore(db).listing(None)
+    finally:
+        await db.aclose()
+    assert sorted(r.insee for r in listing) == ["46042", "46240"]
