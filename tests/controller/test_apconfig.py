@@ -24,7 +24,7 @@ from agents.agent import Agent
 from agents.config import AgentConfig
 from agents.contract import seal, topic
 from agents.gateway import SimulatedGateway
-from controller.apconfig import desired_settings, plan_version, prepare_push, push
+from controller.apconfig import _push_cli, desired_settings, plan_version, prepare_push, push
 from controller.config import load_settings
 from controller.main import open_controller
 from controller.registry import Commune
@@ -239,3 +239,25 @@ async def _acked(ctl: Controller, cmd_id: str | None = None) -> Any:
 async def _reported(ctl: Controller, version: int) -> bool:
     r = await row(ctl)
     return r is not None and r.reported_version == version
+
+
+async def test_the_cli_pushes_to_every_ap_and_prints_each_result(
+    ctl: Controller,
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`borne ap config push --all`: one line per AP; an AP without agent is reported late."""
+    await ctl.registry.add_access_point("ap-46201-02", "46201", "sans agent")
+    gw = SimulatedGateway()
+    _, stop, thread = await asyncio.to_thread(start_agent, ctl, mosquitto, tmp_path / "state", gw)
+    try:
+        await until(lambda: _acked(ctl), what="automatic push acked")
+        assert await _push_cli(ctl.settings, None, 5.0) == 1
+        out = capsys.readouterr().out.splitlines()
+        assert f"{AP}: version 1: unchanged" in out
+        assert "ap-46201-02: version 1: sent, no acknowledgement in time" in out
+        assert gw.restarts == 1
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 15)
