@@ -147,6 +147,10 @@ class CommunePortalSettings(_Section):
     # Territorial continuity at this commune's hotspots (returning devices without a
     # page, RADIUS MAC authentication); None: on when [portal] continuity_hours > 0.
     continuity: bool | None = None
+    # The commune's session limits at login (a voucher's own still win); None: [sessions].
+    session_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] | None = None
+    up_kbps: Annotated[int, Field(ge=0)] | None = None
+    down_kbps: Annotated[int, Field(ge=0)] | None = None
 
 
 class PortalSettings(_Section):

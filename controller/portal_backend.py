@@ -33,7 +33,7 @@ from controller.service import Controller, mac_tag
 from controller.stats._service import record_optout
 from controller.storage.schema import access_points, commands, communes, sessions
 from radius._devices import continuity_on, holds
-from radius._policy import AccessPolicy
+from radius._policy import AccessPolicy, commune_limits
 from radius._store import NasRegistry
 
 __all__ = ["ControllerPortalBackend", "remaining"]
@@ -177,12 +177,9 @@ class ControllerPortalBackend:
         self, request: LoginRequest, insee: str, now: float
     ) -> AuthorizeArgs | LoginResult:
         """The limits a login gets (a voucher's, or the settings'), or why it gets none."""
-        s = self._c.settings.sessions
+        minutes, up_kbps, down_kbps = commune_limits(self._c.settings, insee)
         args = AuthorizeArgs(
-            mac=request.client_mac,
-            minutes=s.session_minutes,
-            up_kbps=s.up_kbps,
-            down_kbps=s.down_kbps,
+            mac=request.client_mac, minutes=minutes, up_kbps=up_kbps, down_kbps=down_kbps
         )
         if request.method == "extend":
             return self._pending_extension(request.ap_id, request.client_mac, now)

@@ -24,7 +24,21 @@ from controller.storage.schema import radius_credentials
 from radius._core import AccessLimits, AccessRequestReceived
 from radius._devices import KnownDevices, continuity_on
 
-__all__ = ["AccessPolicy", "Decision"]
+__all__ = ["AccessPolicy", "Decision", "commune_limits"]
+
+
+def commune_limits(settings: Settings, insee: str | None) -> tuple[int, int, int]:
+    """``(session minutes, up kbit/s, down kbit/s)`` at commune ``insee``'s hotspots:
+    ``[portal.communes."<insee>"]`` where set, else ``[sessions]``."""
+    s = settings.sessions
+    own = settings.portal.communes.get(insee) if insee is not None else None
+    if own is None:
+        return s.session_minutes, s.up_kbps, s.down_kbps
+    return (
+        own.session_minutes or s.session_minutes,
+        s.up_kbps if own.up_kbps is None else own.up_kbps,
+        s.down_kbps if own.down_kbps is None else own.down_kbps,
+    )
 
 
 @dataclass(frozen=True)
@@ -59,16 +73,18 @@ class AccessPolicy:
         up_kbps: int | None = None,
         down_kbps: int | None = None,
         quota_mb: int | None = None,
+        insee: str | None = None,
     ) -> AccessLimits:
         """The reply attributes given at login: the login's own limits (a voucher's),
-        else the settings'."""
-        s, r = self._settings.sessions, self._settings.radius
+        else the commune's (``insee``), else the settings'."""
+        minutes, up, down = commune_limits(self._settings, insee)
+        r = self._settings.radius
         return AccessLimits(
-            session_timeout_s=60 * (session_minutes or s.session_minutes),
+            session_timeout_s=60 * (session_minutes or minutes),
             idle_timeout_s=r.idle_timeout_s,
-            interim_interval_s=s.acct_interval_s,
-            bandwidth_up_bps=(s.up_kbps if up_kbps is None else up_kbps) * 1000,
-            bandwidth_down_bps=(s.down_kbps if down_kbps is None else down_kbps) * 1000,
+            interim_interval_s=self._settings.sessions.acct_interval_s,
+            bandwidth_up_bps=(up if up_kbps is None else up_kbps) * 1000,
+            bandwidth_down_bps=(down if down_kbps is None else down_kbps) * 1000,
             max_total_octets=(r.max_total_mb if quota_mb is None else quota_mb) * 1_000_000,
         )
 
@@ -126,7 +142,7 @@ class AccessPolicy:
                 return Decision(False, "continuity_off")
             if not await self.devices.returning(req.mac, req.nas.insee, now):
                 return Decision(False, "unknown_device")
-            return Decision(True, "mac_auth", self.limits())
+            return Decision(True, "mac_auth", self.limits(insee=req.nas.insee))
         if not req.user_name or req.password is None:
             return Decision(False, "no_credentials")
         digest = hashlib.sha256(req.password).hexdigest()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from captive_portal._continuity import ContinuityBackend, redirect
 from captive_portal.app import COUNTERS, create_app
@@ -22,6 +24,7 @@ from controller.main import open_controller
 from controller.portal_backend import ControllerPortalBackend
 from controller.registry import Commune
 from controller.service import Controller
+from controller.storage.schema import commands
 from tests.captive_portal.test_app import FakeBackend, FakeClock, settings_for
 from tests.captive_portal.test_legal import LEGAL
 from tests.controller.test_bridge import MASTER, AgentRun, _state, agents, until
@@ -64,7 +67,8 @@ async def ctl(mosquitto: Any, tmp_path: Path) -> AsyncIterator[Controller]:
         database={"url": f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"},
         mqtt={"host": mosquitto.host, "port": mosquitto.port, "client_id": "ctl-continuity"},
         sessions={"acct_interval_s": 10},
-        portal={"continuity_hours": 24},
+        # Cahors gives shorter sessions than the territory's default.
+        portal={"continuity_hours": 24, "communes": {"46042": {"session_minutes": 45}}},
     )
     async with open_controller(settings, backoff_cap_s=1.0) as (controller, _tg):
         await controller.registry.add_communes(
@@ -111,6 +115,16 @@ async def test_returning_device_gets_no_page_until_the_texts_change(
     assert MAC in {c.mac for c in run_b.gateway.clients() if c.authenticated}
     assert client.app[COUNTERS].returning == 1
     assert ctl.counters["portal_returning"] == 1
+    # The command carried Cahors's session length and the purpose "returning".
+    async with ctl.db.connect() as conn:
+        sent = (
+            await conn.execute(
+                sa.select(commands.c.purpose, commands.c.args).where(
+                    commands.c.ap_id == AP_B, commands.c.cmd == "authorize"
+                )
+            )
+        ).all()
+    assert [(p, json.loads(a)["minutes"]) for p, a in sent] == [("returning", 45)]
 
     # Without an origin URL, a short "connected" page.
     plain = await client.get(

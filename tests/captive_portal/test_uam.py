@@ -165,7 +165,13 @@ def _settings(mosquitto: Any, tmp_path: Path, **portal: Any) -> Settings:
         },
         sessions={"session_minutes": 90, "up_kbps": 1000, "down_kbps": 8000},
         radius={"idle_timeout_s": 300, "max_total_mb": 2000},
-        portal={"public_url": PUBLIC, "continuity_hours": 24, **portal},
+        portal={
+            "public_url": PUBLIC,
+            "continuity_hours": 24,
+            # Rocamadour's own session length and upload rate (the rest from [sessions]).
+            "communes": {"46201": {"session_minutes": 75, "up_kbps": 1500}},
+            **portal,
+        },
     )
 
 
@@ -237,8 +243,8 @@ pytestmark = [pytest.mark.broker]
 
 async def test_uam_click_through_credential_accepted_exactly_once(stack: Stack) -> None:
     """Redirect → login page → consent → 302 to the gateway's /logon with the encoded
-    one-time password; radclient's Access-Request gets Access-Accept with the limits once,
-    then Access-Reject."""
+    one-time password; radclient's Access-Request gets Access-Accept with the commune's
+    limits once, then Access-Reject."""
     page = await stack.client.get(redirect_url(CHALLENGE))
     body = await page.text()
     assert page.status == 200, body
@@ -256,10 +262,10 @@ async def test_uam_click_through_credential_accepted_exactly_once(stack: Stack) 
     )
     assert "Received Access-Accept" in first.out, first.out
     for expected in (
-        "Session-Timeout = 5400",
+        "Session-Timeout = 4500",
         "Idle-Timeout = 300",
         "Acct-Interim-Interval = 60",
-        "WISPr-Bandwidth-Max-Up = 1000000",
+        "WISPr-Bandwidth-Max-Up = 1500000",
         "WISPr-Bandwidth-Max-Down = 8000000",
         "ChilliSpot-Max-Total-Octets = 2000000000",
     ):
@@ -335,7 +341,9 @@ async def test_uam_voucher_limits_and_returning_device(stack: Stack) -> None:
     mac_auth = await radclient(
         stack.auth_port, "auth", access_request(MAC, MAC), secret=RADIUS_SECRET
     )
-    assert "Received Access-Accept" in mac_auth.out and "Session-Timeout = 5400" in mac_auth.out
+    assert "Received Access-Accept" in mac_auth.out, mac_auth.out
+    for expected in ("Session-Timeout = 4500", "Idle-Timeout = 300", "Max-Up = 1500000"):
+        assert expected in mac_auth.out, mac_auth.out
     assert stack.client.app[COUNTERS].returning == 1
 
 
