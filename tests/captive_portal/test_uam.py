@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from yarl import URL
 
 from captive_portal._uam import (
@@ -148,6 +150,36 @@ def test_parse_uam_refuses(over: dict[str, str]) -> None:
     with pytest.raises(UamError) as caught:
         parse_uam(_query(**over))
     assert "02-00" not in str(caught.value) and "10.1.0.23" not in str(caught.value)
+
+
+_FIELDS = st.sampled_from(
+    ["res", "uamip", "uamport", "challenge", "mac", "ip", "nasid", "userurl", "md", "timeleft"]
+)
+
+
+@given(st.dictionaries(_FIELDS, st.text(max_size=80)), st.text(max_size=300))
+def test_bad_input_only_ever_raises_uam_error(query: dict[str, str], raw: str) -> None:
+    """Any query: a validated redirect or UamError, nothing else; the checksum check never
+    raises."""
+    try:
+        parsed = parse_uam(query)
+    except UamError:
+        pass
+    else:
+        assert parsed.res == query["res"].lower()
+    assert checksum_ok(raw, ["http://p/uam"], "s") in (True, False)
+
+
+@given(
+    st.text(min_size=1, max_size=32).filter(lambda p: len(p.encode()) <= 128),
+    st.binary(min_size=16, max_size=16),
+    st.one_of(st.none(), st.text(min_size=1, max_size=40)),
+)
+def test_encoding_round_trip(password: str, challenge: bytes, secret: str | None) -> None:
+    """What the gateway decodes is the password, for any password, challenge, secret."""
+    encoded = encode_password(password, challenge.hex(), secret)
+    assert len(encoded) == 2 * len(password.encode())
+    assert decode_password(encoded, challenge.hex(), secret) == password.encode()
 
 
 # -- the whole flow ----------------------------------------------------------------------
