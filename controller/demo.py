@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
@@ -27,14 +28,18 @@ import secrets
 import signal
 import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from datetime import datetime, timedelta
+from typing import Any, Final, cast
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 
+from captive_portal.app import create_app as create_portal
 from controller._demo_sim import (
     ACCT_INTERVAL_S,
     BACKOFF_CAP_S,
@@ -52,8 +57,13 @@ from controller._demo_sim import (
     wait_offline,
 )
 from controller.config import load_settings
-from controller.main import open_controller, web_apps
+from controller.main import open_controller
+from controller.portal_backend import ControllerPortalBackend
 from controller.service import Controller
+from controller.stats import StatsStore, make_store
+from controller.stats._pipeline import DayReport
+from controller.stats._service import publish_reports, simulated_reports_apart
+from dashboards.app import create_app as create_dashboard
 
 __all__ = ["MAX_APS", "TOURIST_SITES", "DemoError", "DemoInfo", "VisitorStats", "run_demo"]
 
@@ -66,6 +76,10 @@ CONNECT_WAIT_S: Final = 20.0
 HTTP_TIMEOUT_S: Final = 30.0
 # The device a human can log in with from the printed link, at the first hotspot.
 TRY_MAC: Final = "02:b0:4e:00:00:01"
+# Statistics shown at once: the last days simulated over the Lot's 320 communes, fed
+# straight to the controller's pipeline while the rest starts (docs/STATISTICS.md §7).
+STATS_DAYS: Final = 3
+STATS_SCALE: Final = 0.1
 
 
 class DemoError(Exception):
@@ -85,6 +99,8 @@ class DemoInfo:
         ap_ids: the simulated hotspots.
         controller: the running controller.
         visitors: the visitors' counters, updated as they go.
+        stats_days: the simulated past days whose statistics the demo preloads.
+        stats_ready: set once they are written (dashboard reads wait for it).
     """
 
     portal_url: str
@@ -95,6 +111,8 @@ class DemoInfo:
     ap_ids: tuple[str, ...]
     controller: Controller
     visitors: VisitorStats
+    stats_days: tuple[str, ...] = ()
+    stats_ready: asyncio.Event | None = None
 
 
 # -- the broker ---------------------------------------------------------------------------
@@ -188,6 +206,74 @@ async def _serve(app: web.Application, sock: socket.socket) -> AsyncIterator[str
         await runner.cleanup()
 
 
+# -- statistics ---------------------------------------------------------------------------
+
+
+def _past_days(timezone: str, days: int) -> list[str]:
+    """The ``days`` local days before today, oldest first (reads the tz database)."""
+    today = datetime.now(ZoneInfo(timezone)).date()
+    return [(today - timedelta(days=back)).isoformat() for back in range(days, 0, -1)]
+
+
+class _AfterPreload:
+    """The dashboards' statistics store: reads wait until the simulated past days are
+    written (a page opened in the first seconds would otherwise keep them as empty days,
+    since the dashboards remember finished days)."""
+
+    def __init__(self, store: StatsStore, ready: asyncio.Event) -> None:
+        self._store = store
+        self._ready = ready
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not name.startswith("read"):
+            return attr
+
+        async def after_preload(*args: Any, **kwargs: Any) -> Any:
+            await self._ready.wait()
+            return await attr(*args, **kwargs)
+
+        return after_preload
+
+
+async def _preload_stats(
+    controller: Controller,
+    computed: asyncio.Future[list[DayReport]],
+    ready: asyncio.Event,
+    started: float,
+) -> None:
+    """Publish the simulated days' protected cells where the dashboards read them, then
+    let the dashboards read (crash-guarded: the demo goes on without them)."""
+    settings = controller.settings.stats
+    store = make_store(settings, controller.db)
+    try:
+        reports = await computed
+        await publish_reports(settings, controller.db, store, reports)
+        logger.info(
+            "statistics: %d simulated days preloaded in %.1f s",
+            len(reports),
+            time.monotonic() - started,
+        )
+    except Exception:
+        logger.error("statistics: the simulated days could not be preloaded", exc_info=True)
+    finally:
+        ready.set()
+        await store.aclose()
+
+
+def _apps(controller: Controller, stats: StatsStore) -> tuple[web.Application, web.Application]:
+    """The portal and the dashboards (reads templates: call it in a worker thread)."""
+    return create_portal(controller.settings, ControllerPortalBackend(controller)), (
+        create_dashboard(controller, stats=stats)
+    )
+
+
+async def _cancel(future: asyncio.Future[list[DayReport]]) -> None:
+    future.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await future
+
+
 # -- the whole --------------------------------------------------------------------------
 
 
@@ -257,6 +343,7 @@ async def run_demo(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[DemoInfo], Awaitable[None]] | None = None,
     seed: int | None = None,
+    stats_days: int = STATS_DAYS,
 ) -> None:
     """Run the embedded demo until Ctrl-C, SIGTERM or ``stop``.
 
@@ -270,6 +357,7 @@ async def run_demo(
         stop: set it to stop the demo.
         on_ready: awaited once everything runs, with the URLs and the controller.
         seed: makes the choice of communes and the visitors reproducible.
+        stats_days: how many past days of simulated statistics to preload (0: none).
 
     Raises:
         DemoError: bad arguments, or a port already in use.
@@ -302,6 +390,23 @@ async def run_demo(
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(portal_sock.close)
             stack.callback(dashboard_sock.close)
+            # Simulated past days, computed in a process of their own (CPU work here
+            # would slow the embedded broker down) while everything else starts.
+            started = time.monotonic()
+            stats_settings = load_settings(None, stats={"enabled": True}).stats
+            past = await asyncio.to_thread(_past_days, stats_settings.timezone, stats_days)
+            computed = loop.run_in_executor(
+                None,
+                functools.partial(
+                    simulated_reports_apart,
+                    stats_settings,
+                    past,
+                    scale=STATS_SCALE,
+                    seed=rng.randrange(2**31),
+                ),
+            )
+            stack.push_async_callback(_cancel, computed)
+            stats_ready = asyncio.Event()
             broker_port = await stack.enter_async_context(embedded_broker(HOST, mqtt_port))
             settings = load_settings(
                 None,
@@ -319,11 +424,17 @@ async def run_demo(
                 },
                 dashboard={"listen_host": HOST, "listen_port": dashboard_sock.getsockname()[1]},
                 sessions={"acct_interval_s": ACCT_INTERVAL_S},
+                # Live sessions feed the statistics; a day is published the next morning.
+                stats={"enabled": True},
             )
             controller, _ = await stack.enter_async_context(
                 open_controller(settings, backoff_cap_s=BACKOFF_CAP_S)
             )
-            portal_app, dashboard_app = await asyncio.to_thread(web_apps, controller)
+            dashboard_stats = make_store(settings.stats, controller.db)
+            stack.push_async_callback(dashboard_stats.aclose)
+            portal_app, dashboard_app = await asyncio.to_thread(
+                _apps, controller, cast(StatsStore, _AfterPreload(dashboard_stats, stats_ready))
+            )
             await stack.enter_async_context(_serve(portal_app, portal_sock))
             dashboard_url = await stack.enter_async_context(_serve(dashboard_app, dashboard_sock))
             picked = await asyncio.to_thread(pick_communes, aps, rng)
@@ -371,14 +482,21 @@ async def run_demo(
                 ap_ids=tuple(h.ap_id for h in hotspots),
                 controller=controller,
                 visitors=visitors.stats,
+                stats_days=tuple(past),
+                stats_ready=stats_ready,
             )
             async with asyncio.TaskGroup() as tg:
+                preloading = tg.create_task(
+                    _preload_stats(controller, computed, stats_ready, started),
+                    name="demo.stats-preload",
+                )
                 simulation = tg.create_task(visitors.run(), name="demo.visitors")
                 _announce(info, aps, visitors_per_minute)
                 if on_ready is not None:
                     await on_ready(info)
                 await stop.wait()
                 simulation.cancel()
+                preloading.cancel()
     finally:
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -11,7 +11,9 @@ all under its new key: the day stays consistent, and no key outlives its process
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import multiprocessing
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,9 +23,11 @@ import sqlalchemy as sa
 
 from controller import outbox
 from controller.config import StatsSettings
+from controller.registry import Commune
 from controller.stats._core import Limits, local_day
 from controller.stats._pipeline import DayReport, Pipeline
 from controller.stats._pseudo import OptOut
+from controller.stats._sim import SimDay, simulate_day
 from controller.stats._stores import (
     BatchWriter,
     Influx1Store,
@@ -39,8 +43,11 @@ __all__ = [
     "StatsService",
     "make_pipeline",
     "make_store",
+    "publish_reports",
     "record_day",
     "record_optout",
+    "simulated_reports",
+    "simulated_reports_apart",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,6 +98,63 @@ async def record_day(db: Database, report: DayReport, k: int, epsilon: float | N
     async with db.begin() as conn:
         await conn.execute(stats_days.delete().where(stats_days.c.day == report.day))
         await conn.execute(stats_days.insert().values(day=report.day, **values))
+
+
+def simulated_reports(
+    settings: StatsSettings,
+    days: list[str],
+    *,
+    scale: float,
+    seed: int,
+    communes: list[Commune] | None = None,
+) -> list[tuple[SimDay, DayReport]]:
+    """Simulate ``days`` and run each through the controller's pipeline (fed directly,
+    same opt-out, bounds and disclosure control). CPU work: call it in a worker thread."""
+    out = []
+    for day in days:
+        sim = simulate_day(day, scale=scale, seed=seed, communes=communes)
+        pipeline = make_pipeline(settings)
+        for mac in sim.optout_macs:
+            pipeline.optout.add(mac)
+        for s in sim.sessions:
+            pipeline.observe(
+                ap_id=s.ap_id, insee=s.insee, mac=s.mac, start=s.start,
+                stop=s.stop, up=s.up, down=s.down,
+            )  # fmt: skip
+        out.append((sim, pipeline.finalise(sim.day)))
+    return out
+
+
+def simulated_reports_apart(
+    settings: StatsSettings, days: list[str], *, scale: float, seed: int
+) -> list[DayReport]:
+    """:func:`simulated_reports` in a process of its own (blocking: call it in a worker
+    thread), so that a busy event loop in this process (the demo's broker, the
+    controller) keeps its CPU; only the protected reports come back."""
+    if not days:
+        return []
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(_reports_only, settings, days, scale, seed).result()
+
+
+def _reports_only(
+    settings: StatsSettings, days: list[str], scale: float, seed: int
+) -> list[DayReport]:
+    return [report for _, report in simulated_reports(settings, days, scale=scale, seed=seed)]
+
+
+async def publish_reports(
+    settings: StatsSettings, db: Database, store: StatsStore, reports: list[DayReport]
+) -> None:
+    """Write finalised days' published cells to ``store`` and their ``stats_days`` rows.
+
+    Raises:
+        StoreError: the store refused the cells.
+    """
+    for report in reports:
+        await store.write(report.protected.published)
+        await record_day(db, report, settings.k, settings.epsilon)
 
 
 async def record_optout(db: Database, settings: StatsSettings, mac: str, now: float) -> str:

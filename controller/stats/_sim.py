@@ -14,6 +14,7 @@ pipeline can be checked against it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import math
 import random
@@ -156,6 +157,29 @@ def _hour(rng: random.Random, profile: tuple[tuple[float, float, float], ...]) -
 _RESIDENT_HOURS: Final = ((8.0, 1.0, 3.0), (12.5, 0.8, 2.0), (18.5, 1.5, 4.0), (21.5, 1.0, 1.0))
 
 
+@functools.lru_cache(maxsize=4)
+def _geometry(
+    communes: tuple[Commune, ...],
+) -> tuple[dict[str, list[float]], dict[str, list[Commune]]]:
+    """Per commune: the cumulative weights of a tour's next stop (attractive and near:
+    weight / (1 + km/10)²) and the 6 nearest communes. The same for every day: cached."""
+    tourist_w = [TOURIST_WEIGHTS.get(c.name, 1.0) for c in communes]
+    next_cum = {
+        a.insee: list(
+            itertools.accumulate(
+                0.0 if b is a else w / (1.0 + _km(a, b) / 10.0) ** 2
+                for b, w in zip(communes, tourist_w, strict=True)
+            )
+        )
+        for a in communes
+    }
+    near = {
+        c.insee: sorted((x for x in communes if x is not c), key=lambda x: _km(c, x))[:6]
+        for c in communes
+    }
+    return next_cum, near
+
+
 def simulate_day(
     day: str,
     *,
@@ -185,21 +209,8 @@ def simulate_day(
     jitter = random.Random(seed)
     resident_w = [_RESIDENT_WEIGHTS.get(c.name, jitter.uniform(0.3, 2.0)) for c in communes]
     resident_cum = list(itertools.accumulate(resident_w))
-    # Next stop of a tour: attractive and near (weight / (1 + km/10)²), precomputed.
-    next_cum = {
-        a.insee: list(
-            itertools.accumulate(
-                0.0 if b is a else w / (1.0 + _km(a, b) / 10.0) ** 2
-                for b, w in zip(communes, tourist_w, strict=True)
-            )
-        )
-        for a in communes
-    }
+    next_cum, near = _geometry(tuple(communes))
     aps = {c.insee: ap_ids(c) for c in communes}
-    near = {
-        c.insee: sorted((x for x in communes if x is not c), key=lambda x: _km(c, x))[:6]
-        for c in communes
-    }
     n_visitors = round(_VISITORS_BASE * scale * SEASON[d.month] * _WEEKDAY[d.weekday()])
     n_residents = round(_RESIDENTS_BASE * scale * (0.85 if d.weekday() >= 5 else 1.0))
 

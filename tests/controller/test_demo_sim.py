@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import random
+from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from agents.contract import AP_ID_RE, MAC_RE
 from agents.gateway import SimulatedGateway
@@ -20,7 +26,10 @@ from controller._demo_sim import (
     pick_communes,
     random_mac,
 )
+from controller.demo import DemoInfo
 from controller.registry import lot_communes
+from controller.stats import SqlStatsStore
+from tests.controller.test_demo import _run_until
 from tests.testbed import decode_fas as split_fas
 
 HID = "0123456789abcdef" * 4
@@ -122,3 +131,46 @@ def test_hotspot_addresses_are_distinct_across_the_fleet() -> None:
     assert len({h.gateway_ip for h in hotspots}) == MAX_APS
     assert len({h.gateway_mac for h in hotspots}) == MAX_APS
     assert hotspots[0].client_ip(42) == "10.46.1.42"
+
+
+async def test_demo_dashboards_show_preloaded_statistics_at_once(tmp_path: Path) -> None:
+    """The demo's dashboards answer with published statistics from the start: the demo
+    is ready before the simulated past days are computed (in a process of their own),
+    and a dashboard read meanwhile waits for them instead of seeing empty days. The
+    usage API's daily table then holds each preloaded day, equal to its published
+    territory cell; the home page's map is shaded with visitors."""
+    database = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
+    seen: dict[str, Any] = {}
+
+    async def check(info: DemoInfo) -> None:
+        assert len(info.stats_days) == 3 and info.stats_ready is not None
+        seen["ready_before_stats"] = not info.stats_ready.is_set()
+        base = info.dashboard_url
+        async with aiohttp.ClientSession() as http:
+            query = {"table": "daily", "from": info.stats_days[0], "to": info.stats_days[-1]}
+            async with http.get(f"{base}usage.csv", params=query) as resp:
+                assert resp.status == 200
+                seen["daily"] = list(csv.DictReader(io.StringIO(await resp.text())))
+            async with http.get(base) as resp:
+                seen["home"] = await resp.text()
+        seen["cells"] = {
+            day: await SqlStatsStore(info.controller.db).read_day(day) for day in info.stats_days
+        }
+
+    info = await _run_until(
+        check,
+        aps=2,
+        portal_port=0,
+        dashboard_port=0,
+        visitors_per_minute=0,
+        database=database,
+        seed=7,
+    )
+    daily = {row["jour"]: row for row in seen["daily"]}
+    assert set(daily) == set(info.stats_days)
+    for day, cells in seen["cells"].items():
+        (territory,) = [c for c in cells if c.scope == "territory"]
+        assert int(daily[day]["visitors"]) == territory.visitors > 0
+        communes = [c for c in cells if (c.scope, c.period) == ("commune", "day")]
+        assert len(communes) > 50 and all(c.visitors >= 11 for c in communes)
+    assert "visiteurs" in seen["home"].lower()

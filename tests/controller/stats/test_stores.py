@@ -161,7 +161,7 @@ async def test_influxdb2_client_write_to_victoriametrics(victoria: Server, day: 
     async def exported() -> set[tuple[object, ...]]:
         async with aiohttp.ClientSession() as http:
             await (await http.get(f"{victoria.url}/internal/force_flush")).read()
-        got = set()
+        got: set[tuple[object, ...]] = set()
         for series in await vm_export(victoria.url):
             metric = dict(series["metric"])  # type: ignore[call-overload]
             name = metric.pop("__name__")
