@@ -1,4 +1,5 @@
-"""``borne radius ...``: register NAS clients, list them, cut a session off (Disconnect).
+"""``borne radius ...``: register NAS clients, list them, cut a session off (Disconnect),
+forget a device remembered for territorial continuity.
 
 Heavy imports happen inside the command functions, so that ``borne --help`` stays quick.
 Messages are in French first, then English.
@@ -43,6 +44,14 @@ def register(subparsers: Any) -> None:
     ls = sub.add_parser("nas-list", help="lister les NAS / list the NAS clients")
     ls.add_argument("-c", "--config", help="fichier TOML du contrôleur / controller TOML")
     ls.set_defaults(func=_cmd_nas_list)
+
+    forget = sub.add_parser(
+        "forget-device",
+        help="oublier un appareil (continuité territoriale) / forget a device (continuity)",
+    )
+    forget.add_argument("mac", help="adresse MAC / MAC address (aa:bb:cc:dd:ee:ff)")
+    forget.add_argument("-c", "--config", help="fichier TOML du contrôleur / controller TOML")
+    forget.set_defaults(func=_cmd_forget_device)
 
     disc = sub.add_parser(
         "disconnect",
@@ -109,6 +118,39 @@ def _cmd_nas_list(args: argparse.Namespace) -> int:
                 print(f"{r.nas_id}\t{r.address}\tINSEE {r.insee}\tCoA {r.coa_port}\t{uam}")
         finally:
             await db.aclose()
+        return 0
+
+    return asyncio.run(go())
+
+
+def _cmd_forget_device(args: argparse.Namespace) -> int:
+    """A visitor's request (GDPR art. 17/21): the device is asked again everywhere."""
+    from radius._codec import normalize_mac
+
+    mac = normalize_mac(args.mac)
+    if mac is None:
+        print(f"pas une adresse MAC / not a MAC address: {args.mac!r}", file=sys.stderr)
+        return 2
+    from controller.storage import open_database
+    from radius._devices import KnownDevices
+
+    settings = _settings(args.config)
+
+    async def go() -> int:
+        db = await open_database(settings.database.url.get_secret_value())
+        try:
+            devices = KnownDevices(
+                db,
+                settings.radius.device_key.get_secret_value(),
+                settings.portal.terms_version,
+            )
+            forgotten = await devices.forget(mac)
+        finally:
+            await db.aclose()
+        if forgotten:
+            print("appareil oublié / device forgotten")
+        else:
+            print("appareil inconnu / device not known")
         return 0
 
     return asyncio.run(go())

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
+
+from controller.config import load_settings
+from controller.storage import open_database
+from radius._devices import KnownDevices, Terms
 
 
 def borne(tmp_path: Path, *argv: str) -> tuple[int, str]:
@@ -65,3 +70,29 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     assert rc == 2 and "at least 16" in out
     rc, out = borne(tmp_path, "disconnect", "--nas", "nas-x", "--session-id", "s")
     assert rc == 2 and "NAS inconnu / unknown NAS: nas-x" in out
+
+
+def test_forget_device(tmp_path: Path) -> None:
+    """forget-device deletes a remembered device (any MAC spelling); a bad MAC: exit 2."""
+    rc, out = borne(tmp_path, "nas-list")  # creates and migrates the database
+    assert rc == 0, out
+    settings = load_settings(None, database={"url": f"sqlite+aiosqlite:///{tmp_path / 's.db'}"})
+
+    async def remember_then_find(remember: bool) -> bool:
+        db = await open_database(settings.database.url.get_secret_value())
+        try:
+            devices = KnownDevices(db, settings.radius.device_key.get_secret_value(), "v")
+            if remember:
+                await devices.remember("02:00:00:00:00:aa", Terms("", "v"), now=1e9, hours=24)
+            return await devices.find("02:00:00:00:00:aa") is not None
+        finally:
+            await db.aclose()
+
+    assert asyncio.run(remember_then_find(True))
+    rc, out = borne(tmp_path, "forget-device", "02-00-00-00-00-AA")
+    assert rc == 0 and "device forgotten" in out, out
+    assert not asyncio.run(remember_then_find(False))
+    rc, out = borne(tmp_path, "forget-device", "02-00-00-00-00-AA")
+    assert rc == 0 and "device not known" in out, out
+    rc, out = borne(tmp_path, "forget-device", "nope")
+    assert rc == 2 and "not a MAC address" in out, out
