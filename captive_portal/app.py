@@ -604,6 +604,9 @@ class _Portal(UamPages, CodePages):
             legal=legal,
             back_url=back_url,
             identity=self.options(policy).collects_identity,
+            continuity_hours=self.settings.portal.continuity_at(
+                policy.insee if policy is not None else None
+            ),
         )
 
 

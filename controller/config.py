@@ -192,6 +192,11 @@ class PortalSettings(_Section):
     uam_secret: SecretStr | None = None
     uam_credential_s: Annotated[int, Field(ge=10, le=3600)] = 120
 
+    def continuity_at(self, insee: str | None) -> int:
+        """Hours of territorial continuity at commune ``insee``'s hotspots (0: off)."""
+        own = self.communes.get(insee) if insee is not None else None
+        return 0 if own is not None and own.continuity is False else self.continuity_hours
+
     @model_validator(mode="after")
     def _sms_needs_a_provider(self) -> PortalSettings:
         uses_sms = "sms" in self.methods or any(

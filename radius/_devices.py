@@ -62,10 +62,7 @@ class KnownDevice:
 def continuity_on(portal: PortalSettings, insee: str) -> bool:
     """Whether continuity applies at commune ``insee``'s hotspots (``[portal]
     continuity_hours`` > 0, and not turned off by ``[portal.communes."<insee>"]``)."""
-    if portal.continuity_hours <= 0:
-        return False
-    own = portal.communes.get(insee)
-    return own is None or own.continuity is not False
+    return portal.continuity_at(insee) > 0
 
 
 def holds(device: KnownDevice | None, in_force: Terms, now: float) -> bool:

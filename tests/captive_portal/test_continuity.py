@@ -184,3 +184,15 @@ def test_redirect_escapes_its_link() -> None:
     res = redirect('http://example.org/?a="><script>')
     assert res.status == 302 and res.text is not None
     assert "<script>" not in res.text and res.headers["Location"].endswith("<script>")
+
+
+async def test_privacy_notice_tells_the_continuity(aiohttp_client: Any) -> None:
+    """The notice says how long a device is recognised, and only when it is."""
+    for hours, shown in ((24, True), (0, False)):
+        app = create_app(settings_for(continuity_hours=hours), FakeBackend(), clock=FakeClock())
+        client = await aiohttp_client(app)
+        page = await client.get("/privacy", params={"lang": "fr"})
+        body = await page.text()
+        assert page.status == 200
+        assert ("pendant 24 heures sur toutes les bornes" in body) is shown, body[-1500:]
+        assert ("Reconnaissance de votre appareil" in body) is shown
