@@ -29,7 +29,8 @@ import pytest
 from agents._nat import CHAIN, PortBlocks
 from tests.testbed import AP_WAN_IP, CLIENT_NET, ROOT_IP, UPSTREAM_IP, Hotspot, free_port, wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.broker, pytest.mark.slow]
+# Nine `borne` commands, each a Python start-up: minutes on a loaded two-core machine.
+pytestmark = [pytest.mark.netns, pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(600)]
 
 AP = "ap-46201-01"
 FAS_KEY = "e2e-nat-fas-key-5b2a9e"
