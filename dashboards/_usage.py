@@ -28,6 +28,7 @@ __all__ = [
     "bar_chart",
     "chart_data",
     "digest",
+    "flows_chart",
     "to_csv",
     "usage_view",
 ]
@@ -287,6 +288,109 @@ def bar_chart(values: Sequence[int], labels: Sequence[str], title: str) -> str:
             )
     out.append("</svg>")
     return "".join(out)
+
+
+def flows_chart(
+    place: str, view: UsageView, name_of: Callable[[str], str], title: str, top: int = 8
+) -> str:
+    """The flows as a Sankey diagram in inline SVG (no script), with a title.
+
+    A commune: where its visitors came from → the commune → where they went next (the
+    ``top`` largest each side); the territory: origins → destinations of the ``top``
+    largest routes. Band widths are proportional to visitors; each band's ``<title>``
+    says ``A → B : n``. The ranked tables beside it have the same figures.
+    """
+    if place:
+        left = view.came_from[:top]
+        right = view.went_to[:top]
+        links = [(f"o:{o}", f"p:{place}", n) for o, n in left]
+        links += [(f"p:{place}", f"d:{d}", n) for d, n in right]
+        middle = max(sum(n for _, n in left), sum(n for _, n in right))
+        columns = [
+            [(f"o:{o}", n) for o, n in left],
+            [(f"p:{place}", middle)] if links else [],
+            [(f"d:{d}", n) for d, n in right],
+        ]
+    else:
+        routes = view.routes[:top]
+        links = [(f"o:{o}", f"d:{d}", n) for o, d, n in routes]
+        out: dict[str, int] = {}
+        into: dict[str, int] = {}
+        for o, d, n in routes:
+            out[f"o:{o}"] = out.get(f"o:{o}", 0) + n
+            into[f"d:{d}"] = into.get(f"d:{d}", 0) + n
+        columns = [
+            sorted(out.items(), key=lambda kv: -kv[1]),
+            sorted(into.items(), key=lambda kv: -kv[1]),
+        ]
+    columns = [c for c in columns if c]
+    width, height, node_w, gap, top_m = 720.0, 280.0, 12.0, 6.0, 20.0
+    out_svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart flows" viewBox="0 0 {width:.0f}'
+        f' {height + top_m:.0f}" role="img" aria-label="{_attr(title)}">'
+    ]
+    if not links:
+        out_svg.append("</svg>")
+        return "".join(out_svg)
+    scale = min((height - gap * (len(col) - 1)) / max(1, sum(v for _, v in col)) for col in columns)
+    xs = (
+        [0.0]
+        if len(columns) == 1
+        else [
+            (width * 0.26) + i * (width * 0.48 - node_w) / (len(columns) - 1)
+            for i in range(len(columns))
+        ]
+    )
+    pos: dict[str, tuple[float, float, float]] = {}  # key → (x, y, height)
+    for x, col in zip(xs, columns, strict=True):
+        y = top_m
+        for key, value in col:
+            h = max(1.0, value * scale)
+            pos[key] = (x, y, h)
+            y += h + gap
+    sent: dict[str, float] = {}
+    received: dict[str, float] = {}
+    for a, b, n in links:
+        xa, ya, _ = pos[a]
+        xb, yb, _ = pos[b]
+        t = max(1.0, n * scale)
+        y0 = ya + sent.get(a, 0.0)
+        y1 = yb + received.get(b, 0.0)
+        sent[a] = sent.get(a, 0.0) + t
+        received[b] = received.get(b, 0.0) + t
+        x0, x1 = xa + node_w, xb
+        xm = (x0 + x1) / 2
+        out_svg.append(
+            f'<path d="M{x0:.1f},{y0:.1f} C{xm:.1f},{y0:.1f} {xm:.1f},{y1:.1f} {x1:.1f},{y1:.1f}'
+            f" L{x1:.1f},{y1 + t:.1f} C{xm:.1f},{y1 + t:.1f} {xm:.1f},{y0 + t:.1f}"
+            f' {x0:.1f},{y0 + t:.1f} Z" fill="#3182bd" fill-opacity="0.35">'
+            f"<title>{_text(name_of(a[2:]))} → {_text(name_of(b[2:]))} : {n}</title></path>"
+        )
+    last = len(columns) - 1
+    for i, (x, col) in enumerate(zip(xs, columns, strict=True)):
+        for key, value in col:
+            _, y, h = pos[key]
+            label = _text(name_of(key[2:]))
+            out_svg.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{node_w:.0f}" height="{h:.1f}"'
+                f' fill="#1f5fa8"><title>{label} : {value}</title></rect>'
+            )
+            # Labels outside the bands: left of the first column, right of the last, above
+            # a middle one.
+            ty = y + h / 2 + 4
+            if 0 < i < last:
+                tx, ty, anchor = x + node_w / 2, y - 6, "middle"
+            elif i == 0 and last > 0:
+                tx, anchor = x - 6, "end"
+            else:
+                tx, anchor = x + node_w + 6, "start"
+            shown = f"{label} ({value})" if not 0 < i < last else label
+            out_svg.append(
+                f'<text x="{tx:.1f}" y="{ty:.1f}" font-size="12"'
+                f' text-anchor="{anchor}" fill="#1a1a1a">{shown}</text>'
+            )
+    out_svg.append("</svg>")
+    return "".join(out_svg)
 
 
 def _text(s: str) -> str:

@@ -85,6 +85,7 @@ from dashboards._usage import (
     bar_chart,
     chart_data,
     digest,
+    flows_chart,
     to_csv,
     usage_view,
 )
@@ -825,6 +826,14 @@ class _Dashboard:
             megabytes=_megabytes,
             charts_url=CHARTS_URL if self.bundle is not None else None,
             chart_json=_json_block(chart_data(place, view, self._name)),
+            flows_svg=Markup(
+                flows_chart(
+                    place,
+                    view,
+                    self._name,
+                    "Flux de visiteurs entre communes (diagramme de Sankey)",
+                )
+            ),
             daily_chart=Markup(
                 bar_chart(
                     [v.get("visitors", 0) for _, v in view.daily],
@@ -866,6 +875,11 @@ class _Dashboard:
             ),
             "hours_chart": Markup(
                 bar_chart(view.hours, [f"{h} h" for h in range(24)], "Visiteurs par heure")
+            ),
+            "flows_svg": Markup(
+                flows_chart(
+                    place, view, self._name, "Flux : d'où venaient les visiteurs, où ils sont allés"
+                )
             ),
             "dwell_chart": Markup(
                 bar_chart(

@@ -771,6 +771,7 @@ async def test_without_the_library_pages_keep_their_own_charts(
     html = await (await viewer.get(f"/usage?from={first}")).text()
     assert "/assets/echarts.min.js" not in html
     assert html.count('class="chart"') == 2 and "<table>" in html
+    assert 'class="chart flows"' in html  # the flows' Sankey diagram, drawn by the server
     assert (await viewer.get("/assets/echarts.min.js")).status == 404
     # Every answer tells its server time (W3C Server-Timing), what the benchmark reads.
     timing = (await viewer.get("/")).headers["Server-Timing"]

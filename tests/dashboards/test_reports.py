@@ -112,6 +112,9 @@ async def test_the_schedule_makes_each_equipped_communes_report_once(accounts: C
         assert html.count('class="chart"') == 3
     roc = await store.get(INSEE["Rocamadour"], MONTH)
     assert roc is not None and "Rocamadour" in roc and "Cahors</th>" in roc  # a flow's end
+    # The flows as a server-drawn Sankey diagram: a band per flow shown in the tables.
+    flows = roc.split('class="chart flows"')[1].split("</svg>")[0]
+    assert flows.count("<path ") >= 4 and "→ Rocamadour : " in flows
     listing = await store.listing(None)
     assert [(r.insee, r.month) for r in listing] == [(i, MONTH) for i in equipped]
     assert all(r.size > 1000 for r in listing)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -11,7 +12,7 @@ from controller.stats import Influx1Store, SqlStatsStore, StatsStore, day_bounds
 from controller.stats.models import Cell
 from controller.storage import open_database
 from controller.storage.schema import stats_cells
-from dashboards._usage import bar_chart, chart_data, digest, to_csv, usage_view
+from dashboards._usage import bar_chart, chart_data, digest, flows_chart, to_csv, usage_view
 from tests.controller.stats.conftest import Server, influxdb1
 
 __all__ = ["influxdb1"]  # the real InfluxDB 1.x fixture, from the statistics tests
@@ -110,6 +111,43 @@ def test_chart_data_matches_the_tables_and_the_sankey_has_no_cycle() -> None:
     territory = chart_data("", usage_view("", both_ways, [], None), str)
     links = {(x["source"], x["target"]) for x in territory["sankey"]["links"]}  # type: ignore[index]
     assert links == {(f"o:{CAH}", f"d:{ROC}"), (f"o:{ROC}", f"d:{CAH}")}
+
+
+def test_flows_chart_draws_one_band_per_flow_with_widths_by_visitors() -> None:
+    """The server-drawn Sankey: a band per flow (came from → commune → went to), the
+    widest for the largest flow, names and figures in labels and band titles."""
+    cells = [
+        Cell("flow", "flow", "day", 0, "2026-07-01", CAH, destination=ROC, values={"visitors": 40}),
+        Cell("flow", "flow", "day", 0, "2026-07-01", FIG, destination=ROC, values={"visitors": 20}),
+        Cell("flow", "flow", "day", 0, "2026-07-01", ROC, destination=FIG, values={"visitors": 11}),
+    ]
+    view = usage_view(ROC, [digest("2026-07-01", cells, _hour)], [], {ROC})
+    names = {ROC: "Rocamadour", CAH: "Cahors", FIG: "Figeac"}
+    svg = flows_chart(ROC, view, names.__getitem__, "Flux")
+    assert svg.startswith("<svg") and 'role="img" aria-label="Flux"' in svg
+    bands = re.findall(r'<path d="M[^"]*L[0-9.]+,([0-9.]+)[^"]*"[^>]*><title>([^<]*)</title>', svg)
+    titles = [t for _, t in bands]
+    assert titles == [
+        "Cahors → Rocamadour : 40",
+        "Figeac → Rocamadour : 20",
+        "Rocamadour → Figeac : 11",
+    ]
+    heights = [
+        float(h) for h in re.findall(r'<rect [^>]*height="([0-9.]+)"[^>]*><title>Cahors', svg)
+    ]
+    small = [
+        float(h) for h in re.findall(r'<rect [^>]*height="([0-9.]+)"[^>]*><title>Figeac : 11', svg)
+    ]
+    assert heights and small and heights[0] > 3 * small[0]
+    assert "Cahors (40)" in svg and ">Rocamadour<" in svg
+    territory = flows_chart(
+        "", usage_view("", [digest("2026-07-01", cells, _hour)], [], None), names.__getitem__, "T"
+    )
+    assert territory.count("<path ") == 3
+    assert (
+        flows_chart(ROC, usage_view(ROC, [], [], {ROC}), names.__getitem__, "vide").count("<path")
+        == 0
+    )
 
 
 # -- the store read the usage pages use: by place and period, on every store -----------
