@@ -163,7 +163,11 @@ async def enroll(db: Database, ap_id: str, now: float) -> tuple[str, list[tuple[
         ValueError: ``ap_id`` is not a valid AP id.
     """
 
-    from controller.storage.schema import ap_mqtt_logins
+    from controller.storage.schema import (
+        ap_key_rotations,
+        ap_mqtt_logins,
+        ap_mqtt_logins_retired,
+    )
 
     if not AP_ID_RE.match(ap_id):
         raise ValueError(f"invalid access point id {ap_id!r}")
@@ -177,6 +181,11 @@ async def enroll(db: Database, ap_id: str, now: float) -> tuple[str, list[tuple[
     async with db.begin() as conn:
         await conn.execute(ap_mqtt_logins.delete().where(ap_mqtt_logins.c.ap_id == ap_id))
         await conn.execute(ap_mqtt_logins.insert().values(**row))
+        # A new enrolment replaces everything: a rotation in progress ends with it.
+        await conn.execute(ap_key_rotations.delete().where(ap_key_rotations.c.ap_id == ap_id))
+        await conn.execute(
+            ap_mqtt_logins_retired.delete().where(ap_mqtt_logins_retired.c.ap_id == ap_id)
+        )
         logins = await broker_logins(conn, now)
     return password, logins
 

@@ -177,6 +177,29 @@ def _encrypt(plain: str, vault_password_file: Path, ansible_vault: str) -> str:
     return proc.stdout
 
 
+def _decrypt(path: Path, vault_password_file: Path, ansible_vault: str) -> dict[str, Any]:
+    """The variables of an existing vault file.
+
+    Raises:
+        InventoryError: it cannot be decrypted or does not hold a mapping.
+    """
+    import yaml  # type: ignore[import-untyped]  # PyYAML comes with ansible-core
+
+    proc = subprocess.run(
+        [ansible_vault, "view", "--vault-password-file", str(vault_password_file), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise InventoryError(f"cannot decrypt {path}: {proc.stderr.strip()[-300:]}")
+    data = yaml.safe_load(proc.stdout)
+    if data is not None and not isinstance(data, dict):
+        raise InventoryError(f"{path} does not hold a mapping")
+    return dict(data or {})
+
+
 def _write_files(
     out: Path,
     inventory: dict[str, Any],
@@ -198,8 +221,10 @@ def _write_files(
         if not Path(ansible_vault).exists():
             raise InventoryError("ansible-vault not found (pip install ansible-core)")
         for ap_id, key in sorted(keys.items()):
-            plain = "---\n" + render_yaml({"borne_agent_command_key": key})
             path = out / "host_vars" / ap_id / "vault.yml"
+            # An existing vault keeps its other secrets (the MQTT login rotate.yml wrote).
+            kept = _decrypt(path, vault_password_file, ansible_vault) if path.exists() else {}
+            plain = "---\n" + render_yaml({**kept, "borne_agent_command_key": key})
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(_encrypt(plain, vault_password_file, ansible_vault))
             path.chmod(0o600)

@@ -612,3 +612,19 @@ def test_agent_takes_rotate_credentials_once_idempotently_and_keeps_the_old_key_
         assert acks()[-1]["id"] == "sync-new" and acks()[-1]["ok"] is True
     finally:
         agent.shutdown()
+
+
+async def test_a_new_enrolment_ends_a_rotation_in_progress(db: Any, registry: Any) -> None:
+    """`borne ap enroll` again replaces everything: no pending key, no retired login left."""
+    from controller.enroll import broker_logins, enroll, rotation_state, start_rotation
+
+    ap, t0 = "ap-46201-02", time.time()
+    await enroll(db, ap, t0)
+    await start_rotation(db, ap, registry.command_key(ap), t0, 3600.0)
+    _password, logins = await enroll(db, ap, t0 + 1)
+    assert sorted(u for u, _ in logins) == [ap]
+    assert (await rotation_state(db, ap)).state == "none"
+    await registry.reload(ap)
+    assert registry.pending_key(ap) is None
+    async with db.connect() as conn:
+        assert [u for u, _ in await broker_logins(conn, t0 + 2)] == [ap]

@@ -27,6 +27,7 @@ from controller.inventory import (
 )
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 
 EPCI_CSV = (
     "CODGEO;LIBGEO;EPCI;LIBEPCI;DEP;REG\n"
@@ -164,6 +165,28 @@ def test_export_writes_inventory_and_only_vault_encrypted_keys(tmp_path: Path) -
         )  # fmt: skip
         assert view.returncode == 0, view.stderr
         assert f'borne_agent_command_key: "{key}"' in view.stdout
+
+    # rotate.yml adds the MQTT login to a vault; a later export keeps it.
+    vault = out_dir / "host_vars" / "ap-46201-01" / "vault.yml"
+    updated = subprocess.run(
+        [sys.executable, str(ROOT / "deploy/ansible/files/vault_update.py"),
+         "--vault-file", str(vault), "--vault-password-file", str(tmp_path / "vault-pass")],
+        input='{"borne_agent_mqtt_username": "ap-46201-01.1", "borne_agent_mqtt_password": "pw-1"}',
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    again = run(
+        "borne", "inventory", "export", "-o", str(out_dir),
+        "--vault-password-file", str(tmp_path / "vault-pass"), "-c", str(conf),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    view = run(
+        "ansible-vault", "view", "--vault-password-file", str(tmp_path / "vault-pass"),
+        str(vault), cwd=tmp_path,
+    )  # fmt: skip
+    assert 'borne_agent_mqtt_username: "ap-46201-01.1"' in view.stdout
+    assert 'borne_agent_mqtt_password: "pw-1"' in view.stdout
+    assert f'borne_agent_command_key: "{keys["ap-46201-01"]}"' in view.stdout
 
 
 def test_export_refuses_a_bad_epci_table(tmp_path: Path) -> None:
