@@ -130,7 +130,7 @@ def acl_file(ap_ids: list[str], controller_username: str | None) -> str:
 
 def _write_atomically(path: Path, text: str, mode: int = 0o640) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per writing process
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
