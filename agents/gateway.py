@@ -38,6 +38,7 @@ __all__ = [
     "SimulatedGateway",
     "parse_ndsctl_json",
     "replace_file",
+    "restore_plan",
 ]
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,60 @@ def run_restart(what: str, cmd: str, timeout_s: float = 120.0) -> None:
         raise GatewayError(f"{what} restart exited {proc.returncode}: {proc.stderr.strip()[:200]}")
 
 
+# After a restart of openNDS, its logged-in clients are let back in for this long (they
+# reappear at their next packet); later ones pass the portal again.
+RESTORE_WINDOW_S = 600.0
+
+
+def _number(value: Any) -> int | None:
+    text = str(value).split(".")[0]
+    return int(text) if text.isdigit() else None
+
+
+def restore_plan(text: str, now: float) -> dict[str, list[str]]:
+    """``ndsctl auth`` arguments giving each logged-in client what it had left.
+
+    From ``ndsctl json``: minutes to its ``session_end``, its rate limits, the rest of its
+    quotas (kB). openNDS shows an unlimited value (given as 0) as ``null``: it is given
+    back as ``0``. (``""``, openNDS's "global default", made openNDS 9.10 stop after the
+    ``auth`` on the testbed.) Clients whose session is over are left out.
+
+    Raises:
+        GatewayError: the output is not the JSON openNDS prints.
+    """
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GatewayError(f"ndsctl json is not JSON: {exc}") from exc
+    clients = doc.get("clients") if isinstance(doc, dict) else None
+    plan: dict[str, list[str]] = {}
+    if not isinstance(clients, dict):
+        return plan
+    for key, c in clients.items():
+        if not isinstance(c, dict) or str(c.get("state", "")).lower() != "authenticated":
+            continue
+        mac = str(c.get("mac", key)).lower()
+        if not MAC_RE.match(mac):
+            continue
+        end = _number(c.get("session_end"))
+        if end is not None and end <= now:
+            continue
+        minutes = "0" if end is None else str(max(1, -int((now - end) // 60)))
+        args = [minutes]
+        for rate in ("upload_rate_limit_threshold", "download_rate_limit_threshold"):
+            value = _number(c.get(rate))
+            args.append("0" if value is None else str(value))
+        for quota, used in (
+            ("upload_quota", "upload_this_session"),
+            ("download_quota", "download_this_session"),
+        ):
+            value = _number(c.get(quota))
+            spent = _number(c.get(used)) or 0
+            args.append("0" if value is None else str(max(1, value - spent)))
+        plan[mac] = args
+    return plan
+
+
 class NdsctlGateway:
     """openNDS through its ``ndsctl`` command (which talks to ``/tmp/ndsctl.sock``)."""
 
@@ -216,6 +271,10 @@ class NdsctlGateway:
         self._argv0 = ndsctl
         self._timeout = timeout_s
         self.targets = targets or ConfigTargets()
+        # Clients logged in before a restart of openNDS, to let back in (restore_plan).
+        self._restore: dict[str, list[str]] = {}
+        self._restore_until = 0.0
+        self.restored = 0
 
     def _run(self, *args: str) -> str:
         try:
@@ -235,8 +294,27 @@ class NdsctlGateway:
         return proc.stdout
 
     def clients(self) -> list[GatewayClient]:
-        """Every client openNDS lists."""
-        return parse_ndsctl_json(self._run("json"))
+        """Every client openNDS lists (letting back in those a restart logged out)."""
+        found = parse_ndsctl_json(self._run("json"))
+        if self._restore:
+            self._let_back_in(found)
+        return found
+
+    def _let_back_in(self, found: list[GatewayClient]) -> None:
+        if time.monotonic() > self._restore_until:
+            logger.info("%d client(s) did not come back after the restart", len(self._restore))
+            self._restore.clear()
+            return
+        for c in found:
+            args = None if c.authenticated else self._restore.pop(c.mac, None)
+            if args is None:
+                continue
+            try:
+                self._run("auth", c.mac, *args)
+            except GatewayError as exc:
+                logger.warning("client not let back in after the restart: %s", exc)
+                continue
+            self.restored += 1
 
     def authorize(
         self, mac: str, minutes: int, up_kbps: int, down_kbps: int, up_kb: int, down_kb: int
@@ -295,7 +373,16 @@ class NdsctlGateway:
         if current != want or force:
             replace_file(t.opennds_config, want)
             if t.opennds_restart_cmd:
+                # openNDS forgets its clients when it stops: note what each logged-in
+                # one had left, and let it back in when it shows up again.
+                try:
+                    plan = restore_plan(self._run("json"), time.time())
+                except GatewayError as exc:
+                    logger.warning("clients before the restart unknown: %s", exc)
+                    plan = {}
                 run_restart("openNDS", t.opennds_restart_cmd)
+                self._restore = plan
+                self._restore_until = time.monotonic() + RESTORE_WINDOW_S
             changed = True
         return changed
 

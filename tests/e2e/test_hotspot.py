@@ -373,7 +373,9 @@ def test_apply_config_reaches_opennds_and_dnsmasq(
         [*BORNE, "ap", "add", AP, "--insee", "46201", "-c", str(conf)],
         capture_output=True, text=True, timeout=60, check=True, env=env,
     )  # fmt: skip
-    hs.start_in(None, *BORNE, "controller", "-c", str(conf), name="controller", env=env)
+    controller = hs.start_in(
+        None, *BORNE, "controller", "-c", str(conf), name="controller", env=env
+    )
     wait_for(
         lambda: _http_ok(f"http://{ROOT_IP}:{portal_port}/healthz"), timeout=30, message="portal up"
     )
@@ -440,3 +442,33 @@ def test_apply_config_reaches_opennds_and_dnsmasq(
     assert out.stdout.strip() == f"{AP}: version 1: unchanged"
     assert [len(p.read_text().splitlines()) for p in restarts] == [1, 1]
     assert hs.curl_from_client(UPSTREAM).status == 200
+
+    # A real change (the operator edits the configuration and restarts the controller):
+    # version 2, openNDS alone restarts (dnsmasq's fragment is unchanged), and the client
+    # it forgot is let back in with the time it had left.
+    before = int(entry["session_end"])
+    os.killpg(controller.pid, signal.SIGTERM)
+    assert controller.wait(20) == 0
+    conf.write_text(conf.read_text().replace("session_minutes = 17", "session_minutes = 18"))
+    hs.start_in(None, *BORNE, "controller", "-c", str(conf), name="controller", env=env)
+    wait_for(
+        lambda: _http_ok(f"http://{ROOT_IP}:{portal_port}/healthz"), timeout=30, message="portal up"
+    )
+    out = subprocess.run(
+        [*BORNE, "ap", "config", "push", AP, "-c", str(conf), "--wait", "60"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == f"{AP}: version 2: applied"
+    assert [len(p.read_text().splitlines()) for p in restarts] == [2, 1]
+    assert "sessiontimeout 18" in (wd / "opennds.conf").read_text()
+    # The phone's next packets make it known to openNDS again; the agent lets it in.
+    wait_for(
+        lambda: hs.curl_from_client(UPSTREAM, max_time=3).status == 200,
+        timeout=30,
+        interval=1.0,
+        message="client let back in after the restart",
+    )
+    entry = wait_for(hs.client_entry, message="client listed by openNDS")
+    assert entry["state"] == "Authenticated"
+    assert abs(int(entry["session_end"]) - before) <= 60
