@@ -9,14 +9,15 @@ statistics consumer. Only the gateways are simulated (``SimulatedGateway``).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 
 from controller.config import load_settings
 from controller.registry import lot_communes
+from controller.stats._core import day_bounds
 from controller.stats._sim import TOURIST_WEIGHTS, SimDay, SimSession, simulate_day
 from controller.stats._sim_mqtt import SimClock, plan_steps, run_mqtt
 from controller.stats._stores import SqlStatsStore
@@ -95,18 +96,17 @@ async def test_a_small_day_over_mqtt_gives_back_the_truth(
         cells = await SqlStatsStore(db).read_day(DAY)
         async with db.connect() as conn:
             stored = (await conn.execute(sa.select(sa.func.count()).select_from(sessions))).scalar()
-            days = {
-                dt.datetime.fromtimestamp(t, dt.UTC).date()
-                for t in (await conn.execute(sa.select(sessions.c.started_at))).scalars()
-            }
+            starts = (await conn.execute(sa.select(sessions.c.started_at))).scalars().all()
             aps = (
                 await conn.execute(sa.select(sa.func.count()).select_from(access_points))
             ).scalar()
     finally:
         await db.aclose()
     assert stored == len(sim.sessions) and aps == len({s.ap_id for s in sim.sessions})
-    # Local day 2026-08-14 in Paris is 2026-08-13 22:00 to 2026-08-14 22:00 UTC.
-    assert days <= {dt.date(2026, 8, 13), dt.date(2026, 8, 14)}
+    # Every session starts within the local day, on the step of its simulated start.
+    day0, day_end = day_bounds(DAY, ZoneInfo("Europe/Paris"))
+    assert all(day0 <= t < day_end and t % 300 == 0 for t in starts)
+    assert sorted(starts) == sorted(float(int(s.start) // 300 * 300) for s in sim.sessions)
 
     communes = {
         c.insee: c.values["visitors"]
