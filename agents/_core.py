@@ -27,16 +27,19 @@ from agents.contract import (
     Command,
     HealthMsg,
     StatusMsg,
+    encode,
     signature_ok,
 )
 
 __all__ = [
     "CLOCK_TOLERANCE_S",
+    "ENVELOPE_RESERVE",
     "ClientTracker",
     "CommandGuard",
     "CommandRefused",
     "Envelope",
     "GatewayClient",
+    "batches",
 ]
 
 # A command whose issue time lies further ahead than this is refused: the controller's
@@ -283,8 +286,32 @@ class GatewayClient:
     down_bytes: int = 0
 
 
-def _chunks(items: list[Any], size: int = MAX_BATCH) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
+# Room kept in a message for the envelope around its items (v, ap, boot, seq, ts, type,
+# interval or full flag, sig: about 250 bytes).
+ENVELOPE_RESERVE: Final = 2048
+
+
+def batches(items: list[Any], limit: int = MAX_PAYLOAD_BYTES) -> list[list[Any]]:
+    """Split items into messages the controller accepts (at least one, possibly empty).
+
+    A batch holds at most ``MAX_BATCH`` items, and its items' JSON at most ``limit`` minus
+    ``ENVELOPE_RESERVE`` bytes: with long values (64-bit counters, categories, port blocks)
+    512 items would pass the 64 KiB a message may weigh, and the controller would refuse
+    a message the broker had already acknowledged.
+    """
+    budget = limit - ENVELOPE_RESERVE
+    out: list[list[Any]] = []
+    current: list[Any] = []
+    size = 0
+    for item in items:
+        item_size = len(encode(item)) + 1  # the comma
+        if current and (len(current) == MAX_BATCH or size + item_size > budget):
+            out.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item_size
+    out.append(current)
+    return out
 
 
 class ClientTracker:
@@ -338,8 +365,3 @@ class ClientTracker:
             for c in self._known.values()
             if c.authenticated
         ]
-
-    @staticmethod
-    def batches(items: list[Any]) -> list[list[Any]]:
-        """Split a list into contract-sized batches (at least one, possibly empty)."""
-        return _chunks(items)

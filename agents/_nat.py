@@ -38,12 +38,10 @@ if TYPE_CHECKING:
 __all__ = [
     "CHAIN",
     "MIN_BLOCK",
-    "NAT_BATCH",
     "IptablesNat",
     "NatError",
     "PortBlock",
     "PortBlocks",
-    "batches",
     "from_config",
     "interface_address",
     "plan_problems",
@@ -55,9 +53,6 @@ logger = logging.getLogger(__name__)
 CHAIN: Final = "BORNE_NAT"
 # Below this a phone runs out of ports (a page opens tens of connections at once).
 MIN_BLOCK: Final = 64
-# Client events and acct entries carrying a port block are ~60 bytes longer: batches of
-# this many (~250 bytes each at most) keep a message well under the contract's 64 KiB.
-NAT_BATCH: Final = 200
 # SIOCGIFADDR (linux/sockios.h): the IPv4 address of an interface.
 _SIOCGIFADDR: Final = 0x8915
 _PROTOCOLS_WITH_PORTS: Final = ("tcp", "udp")
@@ -363,9 +358,3 @@ def with_blocks(items: list[T], blocks: PortBlocks) -> list[T]:
                 )
             )
     return out
-
-
-def batches(items: list[T]) -> list[list[T]]:
-    """Split items carrying port blocks into messages of at most ``NAT_BATCH`` (at least
-    one, possibly empty, like ``ClientTracker.batches``)."""
-    return [items[i : i + NAT_BATCH] for i in range(0, len(items), NAT_BATCH)] or [[]]

@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 
 from agents._apply import ConfigApplier
-from agents._core import ClientTracker, CommandGuard, CommandRefused, Envelope
+from agents._core import ClientTracker, CommandGuard, CommandRefused, Envelope, batches
 from agents._dhcp import Lease, read_leases
 from agents._health import read_interfaces, read_temperature
 from agents._mqtt_io import LinkOptions, MqttLink
-from agents._nat import IptablesNat, NatError, PortBlocks, batches, from_config, with_blocks
+from agents._nat import IptablesNat, NatError, PortBlocks, from_config, with_blocks
 from agents._spool import Position, Spool
 from agents.config import AgentConfig, AgentConfigError, write_credentials
 from agents.contract import (
@@ -314,7 +314,7 @@ class Agent:
         if blocks is not None:
             events = with_blocks(events, blocks)
         if events or full:
-            for batch in batches(events) if blocks else ClientTracker.batches(events):
+            for batch in batches(events):
                 self._publish("clients", self.envelope.clients(now, batch, full=full))
 
     def _with_categories(self, events: list[ClientEvent]) -> list[ClientEvent]:
@@ -366,7 +366,7 @@ class Agent:
         blocks = self._nat_blocks()
         if blocks is not None:
             entries = with_blocks(entries, blocks)
-        for batch in batches(entries) if blocks else ClientTracker.batches(entries):
+        for batch in batches(entries):
             self._publish("acct", self.envelope.acct(now, self.config.acct_interval_s, batch))
 
     def publish_health(self) -> None:

@@ -10,8 +10,26 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents._core import ClientTracker, CommandGuard, CommandRefused, Envelope, GatewayClient
-from agents.contract import MAX_COMMAND_TTL_S, AuthorizeArgs, Command, encode, sign_command
+from agents._core import (
+    ClientTracker,
+    CommandGuard,
+    CommandRefused,
+    Envelope,
+    GatewayClient,
+    batches,
+)
+from agents.contract import (
+    MAX_COMMAND_TTL_S,
+    MAX_PAYLOAD_BYTES,
+    AcctEntry,
+    AuthorizeArgs,
+    Command,
+    encode,
+    seal,
+    sign_command,
+    topic,
+)
+from controller.contract import decode
 
 KEY = b"0123456789abcdef0123456789abcdef"
 AP = "ap-46201-01"
@@ -145,11 +163,30 @@ def test_tracker_accounting_lists_authenticated_clients_only() -> None:
     assert (entry.mac, entry.up_bytes) == ("02:00:00:00:00:01", 9)
 
 
-def test_batches_are_bounded() -> None:
-    """Large populations are split into contract-sized batches."""
-    parts = ClientTracker.batches(list(range(1300)))
+def test_batches_are_bounded_by_count() -> None:
+    """Large populations of short items are split into batches of MAX_BATCH."""
+    parts = batches(list(range(1300)))
     assert [len(p) for p in parts] == [512, 512, 276]
-    assert ClientTracker.batches([]) == [[]]
+    assert batches([]) == [[]]
+
+
+def test_batches_of_the_longest_entries_fit_a_message_the_controller_accepts() -> None:
+    """512 worst-case acct entries (64-bit counters, port blocks) weigh over 64 KiB: they
+    are split by size, and every resulting message passes the controller's decoder."""
+    entry = AcctEntry(
+        "02:5b:00:00:01:f4", "10.46.250.250", 1790000000.1234567, 2**64 - 1, 2**64 - 1,
+        "203.0.113.250", 65000, 65535,
+    )  # fmt: skip
+    entries = [entry] * 1300
+    assert len(encode(Envelope(AP).acct(NOW, 3600, entries[:512]))) > MAX_PAYLOAD_BYTES
+    parts = batches(entries)
+    assert sum(len(p) for p in parts) == 1300 and len(parts) > 3
+    env = Envelope(AP)
+    for part in parts:
+        payload = seal(env.acct(NOW, 3600, part), KEY)
+        assert len(payload) <= MAX_PAYLOAD_BYTES
+        _kind, got = decode(topic(AP, "acct"), payload, lambda ap: KEY)
+        assert len(got.entries) == len(part)  # type: ignore[union-attr]
 
 
 def test_command_is_frozen() -> None:
