@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from agents._apply import settings_digest
+from agents._gwconf import config_problems
 from agents.contract import AckMsg, ApplyConfigArgs, Command, StatusMsg
 from captive_portal._wifi4eu import walled_garden_hosts
 from controller.storage.schema import access_points, ap_configs, commands
@@ -122,11 +123,15 @@ async def prepare_push(ctl: Controller, ap_id: str) -> Command:
 
     Raises:
         KeyError: the access point is not registered.
+        ValueError: the configuration gives settings the agent would refuse.
     """
     if ctl.registry.key_for(ap_id) is None:
         raise KeyError(ap_id)
     now = ctl.clock()
     args = desired_settings(ctl.settings, ap_id, await _insee(ctl, ap_id))
+    problems = config_problems(dataclasses.replace(args, version=1))
+    if problems:
+        raise ValueError("; ".join(problems))
     version = await plan_version(ctl.db, args, ap_id, now)
     cmd = await ctl.prepare_command(
         ap_id, dataclasses.replace(args, version=version), purpose="config"
@@ -158,11 +163,18 @@ async def push(ctl: Controller, ap_id: str) -> str:
 
 
 async def after_message(ctl: Controller, msg: Any) -> None:
-    """Hooks run after a message was applied: reported versions, acks, automatic pushes."""
-    if isinstance(msg, StatusMsg) and msg.state == "online":
-        await _on_status(ctl, msg)
-    elif isinstance(msg, AckMsg):
-        await _on_ack(ctl, msg)
+    """Hooks run after a message was applied: reported versions, acks, automatic pushes.
+
+    The message itself is stored: a failure here is logged and counted, not retried.
+    """
+    try:
+        if isinstance(msg, StatusMsg) and msg.state == "online":
+            await _on_status(ctl, msg)
+        elif isinstance(msg, AckMsg):
+            await _on_ack(ctl, msg)
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        ctl.counters["config_hook_failed"] += 1
+        logger.error("apply_config bookkeeping for %s failed: %s", msg.ap, exc)
 
 
 async def _on_status(ctl: Controller, msg: StatusMsg) -> None:
@@ -203,7 +215,7 @@ async def _on_status(ctl: Controller, msg: StatusMsg) -> None:
 async def _auto_push(ctl: Controller, ap_id: str) -> None:
     try:
         cmd_id = await push(ctl, ap_id)
-    except (KeyError, RuntimeError, sa.exc.SQLAlchemyError, OSError) as exc:
+    except (KeyError, ValueError, RuntimeError, sa.exc.SQLAlchemyError, OSError) as exc:
         ctl.counters["config_push_failed"] += 1
         logger.error("automatic apply_config to %s failed: %s", ap_id, exc)
         return
@@ -294,6 +306,9 @@ async def _push_cli(settings: Settings, ap_id: str | None, wait_s: float) -> int
                 cmds.append(await prepare_push(ctl, ap))
             except KeyError:
                 print(f"borne ap config push: unknown access point {ap!r}", file=sys.stderr)
+                return 2
+            except ValueError as exc:
+                print(f"borne ap config push: [ap_config]: {exc}", file=sys.stderr)
                 return 2
         link = MqttLink(link_options(settings.mqtt, "borne-cli-config", clean_session=True))
         link.start()

@@ -261,3 +261,14 @@ async def test_the_cli_pushes_to_every_ap_and_prints_each_result(
     finally:
         stop.set()
         await asyncio.to_thread(thread.join, 15)
+
+
+async def test_settings_the_agent_would_refuse_are_not_sent(controller: Controller) -> None:
+    controller.settings = controller.settings.model_copy(
+        update={"ap_config": controller.settings.ap_config.model_copy(
+            update={"walled_garden": ("good.example", "bad host")}
+        )}
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="walled_garden: 'bad host'"):
+        await prepare_push(controller, AP)
+    assert await row(controller) is None
