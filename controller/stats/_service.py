@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -134,8 +135,16 @@ def simulated_reports_apart(
     if not days:
         return []
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=context, initializer=_ignore_interrupt
+    ) as pool:
         return pool.submit(_reports_only, settings, days, scale, seed).result()
+
+
+def _ignore_interrupt() -> None:
+    # Ctrl-C reaches the whole process group: the parent stops its worker, the worker
+    # itself must not die printing a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _reports_only(

@@ -17,7 +17,13 @@ from controller import outbox
 from controller.config import Settings, StatsSettings
 from controller.stats._core import day_bounds
 from controller.stats._pseudo import OptOut
-from controller.stats._service import CONSUMER, StatsService, record_optout
+from controller.stats._service import (
+    CONSUMER,
+    StatsService,
+    record_optout,
+    simulated_reports,
+    simulated_reports_apart,
+)
 from controller.stats._stores import SqlStatsStore
 from controller.storage import Database, open_database
 from controller.storage.schema import sessions, stats_days, stats_optout
@@ -258,3 +264,14 @@ async def test_portal_box_keeps_a_visitor_out_of_the_day_s_statistics(
     assert report.devices == 1 and report.sessions == 1 and report.opted_out >= 1
     optout = OptOut(ctl.settings.stats.optout_key.get_secret_value().encode())
     assert hashes == [optout.hash(ticked)] and ticked not in str(hashes)
+
+
+async def test_simulated_days_apart_equal_those_computed_here() -> None:
+    """The demo's preload, computed in a process of its own, gives the very cells the
+    same simulation gives in this process (same seed, no noise), and none for no day."""
+    days = ["2026-11-20"]
+    here = await asyncio.to_thread(simulated_reports, SETTINGS, days, scale=0.03, seed=4)
+    apart = await asyncio.to_thread(simulated_reports_apart, SETTINGS, days, scale=0.03, seed=4)
+    assert [r.protected.published for r in apart] == [r.protected.published for _, r in here]
+    assert apart[0].protected.published and here[0][0].truth()["devices"] == apart[0].devices
+    assert await asyncio.to_thread(simulated_reports_apart, SETTINGS, [], scale=1, seed=0) == []
