@@ -151,6 +151,10 @@ class CommunePortalSettings(_Section):
     session_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] | None = None
     up_kbps: Annotated[int, Field(ge=0)] | None = None
     down_kbps: Annotated[int, Field(ge=0)] | None = None
+    # Idle timeout (RADIUS Idle-Timeout) and data quota in MB (each direction at an
+    # openNDS gateway, the total in RADIUS; 0: unlimited); None: [radius]'s.
+    idle_timeout_s: Annotated[int, Field(ge=0, le=86400)] | None = None
+    quota_mb: Annotated[int, Field(ge=0)] | None = None
 
 
 class PortalSettings(_Section):

@@ -29,14 +29,15 @@ from captive_portal.models import (
     LogoutResult,
 )
 from captive_portal.store import PortalStore
+from controller.config import Settings
 from controller.service import Controller, mac_tag
 from controller.stats._service import record_optout
 from controller.storage.schema import access_points, commands, communes, sessions
 from radius._devices import continuity_on, holds
-from radius._policy import AccessPolicy, commune_limits
+from radius._policy import AccessPolicy, limits_at
 from radius._store import NasRegistry
 
-__all__ = ["ControllerPortalBackend", "remaining"]
+__all__ = ["ControllerPortalBackend", "commune_authorize", "remaining"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,20 @@ def remaining(
             if quota > 0:
                 left.append(max(0, quota - int(used)))
     return seconds, (min(left) if left else None)
+
+
+def commune_authorize(settings: Settings, insee: str, mac: str) -> AuthorizeArgs:
+    """The ``authorize`` arguments of a login at commune ``insee`` without limits of its
+    own: the commune's length, rates and data quota (per direction, openNDS kB)."""
+    at = limits_at(settings, insee)
+    return AuthorizeArgs(
+        mac=mac,
+        minutes=at.minutes,
+        up_kbps=at.up_kbps,
+        down_kbps=at.down_kbps,
+        up_quota_kb=at.quota_kb,
+        down_quota_kb=at.quota_kb,
+    )
 
 
 class ControllerPortalBackend:
@@ -177,10 +192,7 @@ class ControllerPortalBackend:
         self, request: LoginRequest, insee: str, now: float
     ) -> AuthorizeArgs | LoginResult:
         """The limits a login gets (a voucher's, or the settings'), or why it gets none."""
-        minutes, up_kbps, down_kbps = commune_limits(self._c.settings, insee)
-        args = AuthorizeArgs(
-            mac=request.client_mac, minutes=minutes, up_kbps=up_kbps, down_kbps=down_kbps
-        )
+        args = commune_authorize(self._c.settings, insee, request.client_mac)
         if request.method == "extend":
             return self._pending_extension(request.ap_id, request.client_mac, now)
         if request.method == "returning":

@@ -24,7 +24,51 @@ from controller.storage.schema import radius_credentials
 from radius._core import AccessLimits, AccessRequestReceived
 from radius._devices import KnownDevices, continuity_on
 
-__all__ = ["AccessPolicy", "Decision", "commune_limits"]
+__all__ = ["AccessPolicy", "CommuneLimits", "Decision", "commune_limits", "limits_at"]
+
+
+@dataclass(frozen=True)
+class CommuneLimits:
+    """What a login gets at a commune's hotspots unless it brings its own (a voucher).
+
+    Attributes:
+        minutes, up_kbps, down_kbps: session length and rates (0: unlimited rate).
+        idle_timeout_s: RADIUS Idle-Timeout (0: none).
+        quota_mb: the commune's data quota in MB (10^6 bytes), None when it sets none:
+            then RADIUS replies carry ``[radius] max_total_mb`` and openNDS logins the
+            gateway's default (``[ap_config]``).
+        radius_quota_mb: the quota of a RADIUS reply (0: unlimited).
+    """
+
+    minutes: int
+    up_kbps: int
+    down_kbps: int
+    idle_timeout_s: int
+    quota_mb: int | None
+    radius_quota_mb: int
+
+    @property
+    def quota_kb(self) -> int:
+        """The quota per direction in openNDS kB (1024 bytes); 0: the gateway's default."""
+        return (self.quota_mb or 0) * 1_000_000 // 1024
+
+
+def limits_at(settings: Settings, insee: str | None) -> CommuneLimits:
+    """The limits at commune ``insee``'s hotspots: ``[portal.communes."<insee>"]`` where
+    set, else ``[sessions]`` (length, rates) and ``[radius]`` (idle timeout, quota)."""
+    minutes, up, down = commune_limits(settings, insee)
+    r = settings.radius
+    own = settings.portal.communes.get(insee) if insee is not None else None
+    idle = own.idle_timeout_s if own is not None else None
+    quota = own.quota_mb if own is not None else None
+    return CommuneLimits(
+        minutes=minutes,
+        up_kbps=up,
+        down_kbps=down,
+        idle_timeout_s=r.idle_timeout_s if idle is None else idle,
+        quota_mb=quota,
+        radius_quota_mb=r.max_total_mb if quota is None else quota,
+    )
 
 
 def commune_limits(settings: Settings, insee: str | None) -> tuple[int, int, int]:
@@ -77,15 +121,14 @@ class AccessPolicy:
     ) -> AccessLimits:
         """The reply attributes given at login: the login's own limits (a voucher's),
         else the commune's (``insee``), else the settings'."""
-        minutes, up, down = commune_limits(self._settings, insee)
-        r = self._settings.radius
+        at = limits_at(self._settings, insee)
         return AccessLimits(
-            session_timeout_s=60 * (session_minutes or minutes),
-            idle_timeout_s=r.idle_timeout_s,
+            session_timeout_s=60 * (session_minutes or at.minutes),
+            idle_timeout_s=at.idle_timeout_s,
             interim_interval_s=self._settings.sessions.acct_interval_s,
-            bandwidth_up_bps=(up if up_kbps is None else up_kbps) * 1000,
-            bandwidth_down_bps=(down if down_kbps is None else down_kbps) * 1000,
-            max_total_octets=(r.max_total_mb if quota_mb is None else quota_mb) * 1_000_000,
+            bandwidth_up_bps=(at.up_kbps if up_kbps is None else up_kbps) * 1000,
+            bandwidth_down_bps=(at.down_kbps if down_kbps is None else down_kbps) * 1000,
+            max_total_octets=(at.radius_quota_mb if quota_mb is None else quota_mb) * 1_000_000,
         )
 
     async def add_credential(
@@ -180,5 +223,6 @@ class AccessPolicy:
             up_kbps=row.up_kbps,
             down_kbps=row.down_kbps,
             quota_mb=row.quota_mb,
+            insee=req.nas.insee,
         )
         return Decision(True, "pap", limits)
