@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -172,4 +173,16 @@ async def test_demo_dashboards_show_preloaded_statistics_at_once(tmp_path: Path)
         assert int(daily[day]["visitors"]) == territory.visitors > 0
         communes = [c for c in cells if (c.scope, c.period) == ("commune", "day")]
         assert len(communes) > 50 and all(c.visitors >= 11 for c in communes)
-    assert "visiteurs" in seen["home"].lower()
+    # The home page's map shades each commune with its published visitors of the days.
+    shaded = {
+        insee: int(n)
+        for insee, n in re.findall(
+            r'data-insee="(\w+)"><title>[^<]*? : (\d+) visiteurs</title>', seen["home"]
+        )
+    }
+    expected: dict[str, int] = {}
+    for cells in seen["cells"].values():
+        for c in cells:
+            if (c.kind, c.scope, c.period) == ("presence", "commune", "day"):
+                expected[c.insee] = expected.get(c.insee, 0) + c.visitors
+    assert shaded == expected and len(shaded) > 50
