@@ -43,6 +43,7 @@ from controller.bridge import Bridge, Incoming
 from controller.config import Settings
 from controller.contract import Rejected, decode
 from controller.registry import Registry
+from controller.returning import ReturningDevices
 from controller.sessions import SessionLedger
 from controller.storage import Database
 from controller.storage.schema import (
@@ -111,6 +112,8 @@ class Controller:
         # Access points with an automatic apply_config being prepared (controller.apconfig).
         self.config_pushing: set[str] = set()
         self._key_reloads: dict[str, float] = {}
+        # Returning devices let in as they appear (territorial continuity, no page).
+        self.returning = ReturningDevices(self)
 
     # ingest ------------------------------------------------------------------------
     async def handle(self, topic_name: str, payload: bytes, now: float | None = None) -> str:
@@ -153,6 +156,7 @@ class Controller:
             if fut is not None and not fut.done():
                 fut.set_result(msg)
         await apconfig.after_message(self, msg)
+        self.returning.after_message(msg, late=applied.late, backfilled=applied.backfilled)
         return "applied"
 
     def spawn(self, job: Coroutine[Any, Any, None], name: str) -> None:
