@@ -48,7 +48,7 @@ from pydantic import BaseModel
 
 from controller.registry import lot_communes
 from controller.service import Controller, mac_tag
-from controller.stats import Cell, StatsStore, make_store
+from controller.stats import Cell, StatsStore, StoreError, make_store
 from dashboards._auth import (
     ROLE_LABELS,
     Account,
@@ -282,6 +282,9 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
         logger.error("dashboards cannot read the state database: %s", exc)
         return _error(request, 503, "base de données indisponible / database unavailable")
+    except StoreError as exc:
+        logger.error("dashboards cannot read the statistics store: %s", exc)
+        return _error(request, 503, "statistiques indisponibles / statistics unavailable")
     except Exception:
         # One crash guard per handler (STYLE.md): log it and keep serving.
         logger.error("crashed serving %s %s", request.method, request.path, exc_info=True)
@@ -543,20 +546,29 @@ class _Dashboard:
         if missing:
             # One read for the days not seen yet (a final day never changes).
             fresh: dict[str, dict[str, int]] = {d: {} for d in missing}
-            cells = await self.stats().read_period(
-                missing[0], missing[-1], scopes=("commune",), period="day"
-            )
+            try:
+                cells = await self.stats().read_period(
+                    missing[0], missing[-1], scopes=("commune",), period="day"
+                )
+            except StoreError as exc:
+                # The map still shows the hotspots, unshaded; tried again next time.
+                logger.warning("map without visitors: statistics store unavailable: %s", exc)
+                cells, missing = [], []
             for cell in cells:
                 per = fresh.get(cell.day)
                 if per is not None and cell.kind == "presence":
                     per[cell.insee] = per.get(cell.insee, 0) + cell.visitors
             for day, per in fresh.items():
+                # A day with nothing published yet (its statistics come after midnight)
+                # is read again next time; a published day never changes.
+                if day not in missing or not per:
+                    continue
                 if len(self.day_visitors) >= _DAY_CACHE:
                     self.day_visitors.pop(min(self.day_visitors))
                 self.day_visitors[day] = per
         total: dict[str, int] = {}
         for day in wanted:
-            for insee, n in self.day_visitors[day].items():
+            for insee, n in self.day_visitors.get(day, {}).items():
                 total[insee] = total.get(insee, 0) + n
         return total
 

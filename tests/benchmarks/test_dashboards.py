@@ -141,6 +141,7 @@ async def test_first_render_over_a_year_of_statistics(year: Controller) -> None:
         "commune page": ("roc", f"/commune/{ROC}"),
         "commune usage, 30 days": ("roc", "/usage"),
         "commune usage, a year": ("roc", f"/usage?from={first}&to={last}"),
+        "territory usage, a year": ("tech", f"/usage?from={first}&to={last}"),
     }
     results = {}
     for name, (user, path) in pages.items():

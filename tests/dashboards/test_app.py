@@ -840,3 +840,27 @@ async def test_a_commune_manager_manages_its_viewers_and_contact_details(
     resp = await other.post(f"/commune-admin/contact/{cah}", data={**contact, "csrf": other_csrf})
     assert resp.status == 403
     assert "Gestion de la commune" not in await (await other.get("/")).text()
+
+
+async def test_a_statistics_store_down_gives_503_and_the_rest_keeps_serving(
+    accounts: Controller, aiohttp_client: ClientFactory
+) -> None:
+    """An unreachable InfluxDB: usage, CSV and report answer 503; the fleet page and the
+    home page (its map unshaded) work."""
+    from controller.stats import Influx1Store
+    from tests.testbed import free_port
+
+    utc = await asyncio.to_thread(ZoneInfo, "UTC")
+    store = Influx1Store(f"http://127.0.0.1:{free_port()}", "absent", utc, timeout_s=2)
+    try:
+        client = await aiohttp_client(create_app(accounts, clock=lambda: NOW, stats=store))
+        assert (await _login(client, "tech")).status == 303
+        for path in ("/usage", "/usage.csv?table=daily", "/report?month=2026-04"):
+            resp = await client.get(path)
+            assert resp.status == 503, path
+            assert "statistiques indisponibles" in await resp.text()
+        assert (await client.get("/fleet")).status == 200
+        home = await client.get("/")  # the map, unshaded
+        assert home.status == 200 and 'class="marker' in await home.text()
+    finally:
+        await store.aclose()

@@ -359,6 +359,17 @@ async def test_charts_from_a_simulated_month_render_and_stay_accessible(
     assert await browser.eval("window.__csp") == []
     await browser.screenshot("viewer-usage-charts")
     await _axe(browser, axe_source, "viewer usage with charts")
+    # Without JavaScript: the server-drawn charts (bars, flows' Sankey) and the tables.
+    await browser.send("Emulation.setScriptExecutionDisabled", value=True)
+    await browser.goto(f"{site}/usage?from=2026-04-01&to=2026-04-30")
+    await browser.send("Emulation.setScriptExecutionDisabled", value=False)
+    shown = await browser.eval(
+        "[...document.querySelectorAll('[data-fallback]')].filter(f => !f.hidden).length"
+    )
+    assert shown == 3  # daily, hours, flows
+    assert await browser.eval("document.querySelectorAll('svg.flows path').length") >= 4
+    assert await browser.eval("document.querySelectorAll('[data-chart]:not([hidden])').length") == 0
+    await browser.screenshot("viewer-usage-without-javascript")
     await browser.goto(f"{site}/reports")
     assert await browser.eval("document.querySelectorAll('tr[data-report]').length") == 1
     await browser.screenshot("viewer-reports")
