@@ -5,7 +5,8 @@ then asks to keep 5 years (CPCE L34-1 II bis 1°, R10-13 I). This store keeps, f
 such login, the method, a keyed hash (HMAC-SHA256 under ``[portal] secret_key``) of the
 address or number, the same keyed hash of the device as the proof of acceptance, the
 commune, the access point and the time; and the date after which it is deleted
-(``purge``, run by the daily sweep). Nothing else reads it: no statistics, no marketing.
+(``purge_expired``, run by the controller's sweep every hour, logins or not). Nothing
+else reads it: no statistics, no marketing.
 
 An address or number named in a requisition can be checked (``logins_of``); the clear
 value is never stored.
@@ -22,7 +23,7 @@ from captive_portal._vouchers import device_hash
 from controller.storage import Database
 from controller.storage.schema import portal_identities
 
-__all__ = ["IdentityLogin", "IdentityStore"]
+__all__ = ["IdentityLogin", "IdentityStore", "purge_expired"]
 
 DAY_S = 86_400.0
 
@@ -87,8 +88,14 @@ class IdentityStore:
 
     async def purge(self, now: float) -> int:
         """Delete the records past their retention; return how many."""
-        async with self.db.begin() as conn:
-            result = await conn.execute(
-                portal_identities.delete().where(portal_identities.c.keep_until <= now)
-            )
-        return int(result.rowcount or 0)
+        return await purge_expired(self.db, now)
+
+
+async def purge_expired(db: Database, now: float) -> int:
+    """Delete the identity records past their retention; return how many (the
+    controller's sweep runs it, logins or not)."""
+    async with db.begin() as conn:
+        result = await conn.execute(
+            portal_identities.delete().where(portal_identities.c.keep_until <= now)
+        )
+    return int(result.rowcount or 0)

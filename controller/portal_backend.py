@@ -47,8 +47,6 @@ ACK_WAIT_S = 10.0
 # How long an extension waits for the device to come back after the re-authorisation's
 # cut (its next web request, or the OS's next connectivity probe).
 EXTEND_WAIT_S = 600.0
-# How often a login also deletes the continuity records and credentials that are over.
-PRUNE_EVERY_S = 3600.0
 
 
 def remaining(
@@ -116,7 +114,6 @@ class ControllerPortalBackend:
         self.radius = AccessPolicy(controller.db, controller.settings)
         self.devices = self.radius.devices
         self.nas = NasRegistry(controller.db)
-        self._pruned = 0.0
 
     async def _commune(self, ap_id: str) -> tuple[str, str] | None:
         """``(insee, commune name)`` of a registered access point."""
@@ -249,13 +246,6 @@ class ControllerPortalBackend:
                 ap_id=request.ap_id,
                 now=now,
             )
-        if now - self._pruned >= PRUNE_EVERY_S:
-            # Devices whose period is over and used or expired credentials: deleted.
-            self._pruned = now
-            await self.devices.prune(now)
-            await self.radius.prune_credentials(now)
-            # Identity data past its legal retention (5 years): deleted.
-            await self.identities.purge(now)
         terms = await self.devices.terms_in_force(insee)
         if terms.version == request.terms_version:
             await self.devices.remember(

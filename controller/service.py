@@ -63,6 +63,8 @@ STALE_SWEEP_S = 30.0
 # Processed (ap, boot, seq) rows older than this are pruned: QoS 1 redeliveries and
 # spooled replays arrive well within it.
 PROCESSED_KEEP_S = 7 * 86400.0
+# How often the sweep also deletes the portal's records that are over.
+PORTAL_PRUNE_S = 3600.0
 
 
 _COMMAND_NAMES: dict[type, str] = {
@@ -114,6 +116,7 @@ class Controller:
         self._key_reloads: dict[str, float] = {}
         # Returning devices let in as they appear (territorial continuity, no page).
         self.returning = ReturningDevices(self)
+        self._portal_pruned = float("-inf")
 
     # ingest ------------------------------------------------------------------------
     async def handle(self, topic_name: str, payload: bytes, now: float | None = None) -> str:
@@ -345,6 +348,7 @@ class Controller:
             self.counters["outbox_pruned"] += pruned
         from controller.enroll import finish_rotations
 
+        await self._prune_portal(now)
         for ap_id in await finish_rotations(self.db, now):
             self.counters["rotations_finished"] += 1
             await self.registry.reload(ap_id)
@@ -352,6 +356,19 @@ class Controller:
             self.counters["stale_closed"] += closed
             logger.info("closed %d stale sessions", closed)
         return closed
+
+    async def _prune_portal(self, now: float) -> None:
+        """At most every ``PORTAL_PRUNE_S``: identity data past its legal retention,
+        continuity records whose period is over, used or expired UAM credentials."""
+        if now - self._portal_pruned < PORTAL_PRUNE_S:
+            return
+        from captive_portal.identities import purge_expired
+        from radius._policy import prune_credentials
+
+        self._portal_pruned = now
+        self.counters["identities_purged"] += await purge_expired(self.db, now)
+        self.counters["devices_pruned"] += await self.returning.devices.prune(now)
+        self.counters["credentials_pruned"] += await prune_credentials(self.db, now)
 
     async def sweep_forever(self) -> None:
         """Run :meth:`sweep` every ``STALE_SWEEP_S``."""

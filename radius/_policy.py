@@ -24,7 +24,14 @@ from controller.storage.schema import radius_credentials
 from radius._core import AccessLimits, AccessRequestReceived
 from radius._devices import KnownDevices, continuity_on
 
-__all__ = ["AccessPolicy", "CommuneLimits", "Decision", "commune_limits", "limits_at"]
+__all__ = [
+    "AccessPolicy",
+    "CommuneLimits",
+    "Decision",
+    "commune_limits",
+    "limits_at",
+    "prune_credentials",
+]
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,15 @@ def commune_limits(settings: Settings, insee: str | None) -> tuple[int, int, int
         s.up_kbps if own.up_kbps is None else own.up_kbps,
         s.down_kbps if own.down_kbps is None else own.down_kbps,
     )
+
+
+async def prune_credentials(db: Database, now: float) -> int:
+    """Delete the one-time credentials that expired (used or not); return how many."""
+    async with db.begin() as conn:
+        result = await conn.execute(
+            radius_credentials.delete().where(radius_credentials.c.expires_at <= now)
+        )
+    return int(result.rowcount)
 
 
 @dataclass(frozen=True)
@@ -172,11 +188,7 @@ class AccessPolicy:
 
     async def prune_credentials(self, now: float) -> int:
         """Delete the credentials that expired (used or not); return how many."""
-        async with self._db.begin() as conn:
-            result = await conn.execute(
-                radius_credentials.delete().where(radius_credentials.c.expires_at <= now)
-            )
-        return int(result.rowcount)
+        return await prune_credentials(self._db, now)
 
     async def decide(self, req: AccessRequestReceived, now: float) -> Decision:
         """Accept or reject one Access-Request."""

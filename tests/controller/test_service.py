@@ -240,3 +240,46 @@ async def test_envelope_bounds(controller: Controller, field: str) -> None:
     fields["sig"] = hmac.new(key(controller), canonical_bytes(fields), hashlib.sha256).hexdigest()
     out = await controller.handle(topic(AP, "ack"), json.dumps(fields).encode(), now=T0)
     assert out == "rejected:bad_value"
+
+
+async def test_the_sweep_deletes_portal_records_that_are_over_without_any_login(
+    controller: Controller,
+) -> None:
+    """Identity data past its retention, continuity records past their period and
+    expired UAM credentials go at the next sweep, logins or not; at most once an hour;
+    what is still within its time stays."""
+    from captive_portal.identities import DAY_S, IdentityStore
+    from controller.storage.schema import portal_identities, radius_credentials
+    from radius import AccessPolicy
+
+    retention = controller.settings.portal.identity_retention_days * DAY_S
+    store = IdentityStore(controller.db, "secret", 1827)
+    for when, who in ((T0 - retention - 10, "old@example.org"), (T0 - 10, "new@example.org")):
+        await store.record(method="email", identity=who, mac=MAC, insee="46201", ap_id=AP, now=when)
+    policy = AccessPolicy(controller.db, controller.settings)
+    terms = await policy.devices.terms_in_force("46201")
+    await policy.devices.remember(MAC, terms, now=T0 - 25 * 3600, hours=24)
+    await policy.devices.remember("02:00:00:00:00:02", terms, now=T0 - 3600, hours=24)
+    await policy.add_credential("uam-old", "pw", T0 - 1)
+    await policy.add_credential("uam-new", "pw", T0 + 60)
+
+    controller.clock = lambda: T0
+    await controller.sweep()
+    assert [r.logged_in_at for r in await rows(controller, sa.select(portal_identities))] == [
+        T0 - 10
+    ]
+    assert await policy.devices.find(MAC) is None
+    assert await policy.devices.find("02:00:00:00:00:02") is not None
+    users = await rows(controller, sa.select(radius_credentials.c.username))
+    assert [u.username for u in users] == ["uam-new"]
+    counted = ("identities_purged", "devices_pruned", "credentials_pruned")
+    assert [controller.counters[c] for c in counted] == [1, 1, 1]
+
+    # Within the hour, the sweep leaves them; after it, the next records over go.
+    controller.clock = lambda: T0 + 1800
+    await controller.sweep()
+    assert controller.counters["credentials_pruned"] == 1  # "uam-new" is over, kept
+    controller.clock = lambda: T0 + 24 * 3600
+    await controller.sweep()
+    assert controller.counters["devices_pruned"] == 2
+    assert controller.counters["credentials_pruned"] == 2
