@@ -19,7 +19,6 @@ from yarl import URL
 from captive_portal._codes import (
     Challenge,
     Channel,
-    CodeBook,
     SendLimiter,
     mask_email,
     mask_phone,
@@ -28,6 +27,7 @@ from captive_portal._codes import (
     normalize_phone,
     phone_allowed,
 )
+from captive_portal._codestore import CodeKeeper, MemoryCodes, PendingCodes
 from captive_portal._email import EmailError, EmailSender, build_message
 from captive_portal._fas import FasRequest, LoginState, mac_tag
 from captive_portal._methods import CommuneOptions, options_for
@@ -52,7 +52,10 @@ class CodePages(VisitorPages):
         self, settings: Settings, backend: PortalBackend, clock: Callable[[], float]
     ) -> None:
         super().__init__(settings, backend, clock)
-        self.codebook = CodeBook()
+        # The controller keeps pending codes in its database (a restart loses none).
+        self.codebook: PendingCodes = (
+            backend.pending_codes if isinstance(backend, CodeKeeper) else MemoryCodes()
+        )
         self.send_limiter = SendLimiter()
         self.email_sender = EmailSender(settings.portal.email)
         self.sms_provider: SmsProvider = HttpSmsProvider(settings.portal.sms)
@@ -281,8 +284,8 @@ class CodePages(VisitorPages):
             f"{channel}-ip:{request.remote}",
         ):
             self.send_limiter.sent(key, now)
-        self.codebook.sweep(now)
-        challenge = self.codebook.issue(
+        await self.codebook.sweep(now)
+        challenge = await self.codebook.issue(
             channel,
             identity,
             fas.client_mac,
@@ -311,12 +314,12 @@ class CodePages(VisitorPages):
         """The normalised address or number typed, None if it is not one."""
         return normalize_email(raw) if channel == "email" else normalize_phone(raw)
 
-    def code_channel(self, form: Mapping[str, object]) -> Channel | None:
+    async def code_channel(self, form: Mapping[str, object]) -> Channel | None:
         """The channel of the form's challenge (None: unknown or gone)."""
-        challenge = self.codebook.peek(field(form, "challenge") or "")
+        challenge = await self.codebook.peek(field(form, "challenge") or "")
         return challenge.channel if challenge is not None else None
 
-    def check_code(
+    async def check_code(
         self,
         request: web.Request,
         form: Mapping[str, object],
@@ -328,14 +331,16 @@ class CodePages(VisitorPages):
         (one answer for a wrong, expired, used or foreign code)."""
         _ = self.translations[lang].gettext
         challenge_id = field(form, "challenge") or ""
-        pending = self.codebook.peek(challenge_id)
+        pending = await self.codebook.peek(challenge_id)
         now = self.clock()
         keys = (f"mac:{mac_tag(fas.client_mac, self.key)}", f"ip:{request.remote}")
         limited = any(self.code_limiter.blocked(k, now) for k in keys)
         used = (
             None
             if limited
-            else self.codebook.check(challenge_id, field(form, "code") or "", fas.client_mac, now)
+            else await self.codebook.check(
+                challenge_id, field(form, "code") or "", fas.client_mac, now
+            )
         )
         if used is not None:
             return used
@@ -349,7 +354,7 @@ class CodePages(VisitorPages):
             error = _("This code is not valid or can no longer be used.")
         channel: Channel = pending.channel if pending is not None else "email"
         settings = self.settings.portal.email if channel == "email" else self.settings.portal.sms
-        alive = pending is not None and self.codebook.peek(challenge_id) is not None
+        alive = pending is not None and await self.codebook.peek(challenge_id) is not None
         to = ""
         if pending is not None:
             to = (

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from captive_portal._capport import CAPTIVE_JSON, capport_body
+from captive_portal._codestore import ExtensionKeeper
 from captive_portal._csrf import check_token, make_token
 from captive_portal._fas import (
     FasRequest,
@@ -255,7 +256,10 @@ class VisitorPages(PortalBase):
         now = self.clock()
         for stale in [k for k, deadline in self.extending.items() if deadline <= now]:
             del self.extending[stale]
-        if self.extending.pop(key, None) is None:
+        if self.extending.pop(key, None) is None and not (
+            isinstance(self.backend, ExtensionKeeper)
+            and await self.backend.extension_waiting(fas.gateway_name, fas.client_mac)
+        ):
             return None
         try:
             result = await self.backend.authorize(

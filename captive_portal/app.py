@@ -416,7 +416,7 @@ class _Portal(UamPages, CodePages):
     async def code(self, request: web.Request) -> web.Response:
         """``POST {faspath}code``: the code sent by e-mail or SMS."""
         form = await request.post()
-        channel = self.code_channel(form)
+        channel = await self.code_channel(form)
         if channel is None:
             asked = field(form, "channel")
             channel = "sms" if asked == "sms" else "email"
@@ -481,7 +481,7 @@ class _Portal(UamPages, CodePages):
                 )
             code = field(form, "code") or ""
         elif method in ("email", "sms"):
-            checked = self.check_code(request, form, lang, token, fas)
+            checked = await self.check_code(request, form, lang, token, fas)
             if isinstance(checked, web.Response):
                 return checked
             identity = checked.identity

@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
 
 from agents.contract import AuthorizeArgs, DeauthorizeArgs
+from captive_portal._codestore import DatabaseCodes
 from captive_portal._uam import UamGateway, UamGrant
 from captive_portal.identities import IdentityStore
 from captive_portal.models import (
@@ -32,7 +34,13 @@ from captive_portal.store import PortalStore
 from controller.config import Settings
 from controller.service import Controller, mac_tag
 from controller.stats._service import record_optout
-from controller.storage.schema import access_points, commands, communes, sessions
+from controller.storage.schema import (
+    access_points,
+    commands,
+    communes,
+    portal_pending_extensions,
+    sessions,
+)
 from radius._devices import continuity_on, holds
 from radius._policy import AccessPolicy, limits_at
 from radius._store import NasRegistry
@@ -100,9 +108,12 @@ class ControllerPortalBackend:
     def __init__(self, controller: Controller, ack_wait_s: float = ACK_WAIT_S) -> None:
         self._c = controller
         self._wait = ack_wait_s
-        # Extensions waiting for their device: (ap, mac) -> (arguments, deadline, minutes).
-        self._extensions: dict[tuple[str, str], tuple[AuthorizeArgs, float, int]] = {}
         self.store = PortalStore(
+            controller.db, controller.settings.portal.secret_key.get_secret_value()
+        )
+        # E-mail/SMS codes waiting to be typed (the portal uses this store, which
+        # survives a restart; extensions waiting for their device are in the database too).
+        self.pending_codes = DatabaseCodes(
             controller.db, controller.settings.portal.secret_key.get_secret_value()
         )
         self.identities = IdentityStore(
@@ -191,7 +202,7 @@ class ControllerPortalBackend:
         """The limits a login gets (a voucher's, or the settings'), or why it gets none."""
         args = commune_authorize(self._c.settings, insee, request.client_mac)
         if request.method == "extend":
-            return self._pending_extension(request.ap_id, request.client_mac, now)
+            return await self._take_extension(request.ap_id, request.client_mac, now)
         if request.method == "returning":
             if not continuity_on(
                 self._c.settings.portal, insee
@@ -406,15 +417,15 @@ class ControllerPortalBackend:
             up_quota_kb=int(args.get("up_quota_kb", 0)),
             down_quota_kb=int(args.get("down_quota_kb", 0)),
         )
-        self._extensions[(ap_id, client_mac)] = (new_args, now + EXTEND_WAIT_S, granted)
+        await self._wait_extension(ap_id, new_args, now + EXTEND_WAIT_S, granted)
         cut = await self.deauthorize(ap_id, client_mac)
         if not cut.ok:
-            self._extensions.pop((ap_id, client_mac), None)
+            await self._drop_extension(ap_id, client_mac)
             return LoginResult(ok=False, session_minutes=0, error=cut.error)
         cmd_id = await self._c.send_command(ap_id, new_args, purpose="extend")
         ack = await self._c.wait_ack(cmd_id, self._wait)
         if ack is not None and ack.ok:
-            self._extensions.pop((ap_id, client_mac), None)
+            await self._drop_extension(ap_id, client_mac)
             self._c.counters["portal_extends"] += 1
             return LoginResult(ok=True, session_minutes=granted)
         if ack is None:
@@ -422,17 +433,62 @@ class ControllerPortalBackend:
         # The gateway forgot the device: its next request completes the extension.
         return LoginResult(ok=True, session_minutes=granted, reconnect=True)
 
-    def _pending_extension(
+    def _extension_key(self, ap_id: str, client_mac: str) -> Any:
+        t = portal_pending_extensions.c
+        return (t.ap_id == ap_id) & (t.mac_hash == self.pending_codes.device_hash(client_mac))
+
+    async def _wait_extension(
+        self, ap_id: str, args: AuthorizeArgs, deadline: float, minutes: int
+    ) -> None:
+        """Keep an extension waiting for its device (in the database: a restart keeps it)."""
+        body = json.dumps({k: v for k, v in asdict(args).items() if k != "mac"})
+        async with self._c.db.begin() as conn:
+            await conn.execute(
+                portal_pending_extensions.delete().where(self._extension_key(ap_id, args.mac))
+            )
+            await conn.execute(
+                portal_pending_extensions.insert().values(
+                    ap_id=ap_id,
+                    mac_hash=self.pending_codes.device_hash(args.mac),
+                    args=body,
+                    minutes=minutes,
+                    deadline=deadline,
+                )
+            )
+
+    async def _drop_extension(self, ap_id: str, client_mac: str) -> None:
+        async with self._c.db.begin() as conn:
+            await conn.execute(
+                portal_pending_extensions.delete().where(self._extension_key(ap_id, client_mac))
+            )
+
+    async def extension_waiting(self, ap_id: str, client_mac: str) -> bool:
+        """Whether an extension of this device at ``ap_id`` waits for it to come back."""
+        query = sa.select(portal_pending_extensions.c.deadline).where(
+            self._extension_key(ap_id, client_mac)
+        )
+        async with self._c.db.connect() as conn:
+            deadline = (await conn.execute(query)).scalar()
+        return deadline is not None and deadline > self._c.clock()
+
+    async def _take_extension(
         self, ap_id: str, client_mac: str, now: float
     ) -> AuthorizeArgs | LoginResult:
-        """The arguments of an extension waiting for the device to come back."""
-        pending = self._extensions.pop((ap_id, client_mac), None)
-        for key in [k for k, v in self._extensions.items() if v[1] <= now]:
-            del self._extensions[key]
-        if pending is None or pending[1] <= now:
+        """The arguments of an extension waiting for the device to come back (used once;
+        expired ones are deleted on the way)."""
+        key = self._extension_key(ap_id, client_mac)
+        async with self._c.db.begin() as conn:
+            row = (await conn.execute(sa.select(portal_pending_extensions).where(key))).first()
+            taken = await conn.execute(portal_pending_extensions.delete().where(key))
+            await conn.execute(
+                portal_pending_extensions.delete().where(
+                    portal_pending_extensions.c.deadline <= now
+                )
+            )
+        if row is None or taken.rowcount != 1 or row.deadline <= now:
             return LoginResult(ok=False, session_minutes=0, error="no extension waiting")
         self._c.counters["portal_extends"] += 1
-        return pending[0]
+        return AuthorizeArgs(mac=client_mac, **json.loads(row.args))
 
     async def _open_session(self, ap_id: str, client_mac: str) -> Any:
         """The open session of ``client_mac`` at ``ap_id`` with its command's arguments."""

@@ -359,9 +359,11 @@ class Controller:
 
     async def _prune_portal(self, now: float) -> None:
         """At most every ``PORTAL_PRUNE_S``: identity data past its legal retention,
-        continuity records whose period is over, used or expired UAM credentials."""
+        continuity records whose period is over, used or expired UAM credentials, codes
+        and session extensions whose time is over."""
         if now - self._portal_pruned < PORTAL_PRUNE_S:
             return
+        from captive_portal._codestore import prune_pending
         from captive_portal.identities import purge_expired
         from radius._policy import prune_credentials
 
@@ -369,6 +371,7 @@ class Controller:
         self.counters["identities_purged"] += await purge_expired(self.db, now)
         self.counters["devices_pruned"] += await self.returning.devices.prune(now)
         self.counters["credentials_pruned"] += await prune_credentials(self.db, now)
+        self.counters["portal_pending_pruned"] += await prune_pending(self.db, now)
 
     async def sweep_forever(self) -> None:
         """Run :meth:`sweep` every ``STALE_SWEEP_S``."""

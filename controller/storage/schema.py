@@ -469,3 +469,27 @@ ap_configs = sa.Table(
     sa.Column("reported_version", sa.Integer, nullable=True),
     sa.Column("reported_at", Time, nullable=True),
 )
+# Migration 0016: e-mail/SMS codes waiting to be typed (captive_portal._codestore: keyed
+# hashes of the challenge id, the code and the device; the address or number until the
+# code is used or expires) and session extensions waiting for their device
+# (controller.portal_backend; the authorize arguments without the MAC).
+portal_pending_codes = sa.Table(
+    "portal_pending_codes",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("channel", sa.String(8), nullable=False),
+    sa.Column("identity", sa.String(254), nullable=False),
+    sa.Column("device_hash", sa.String(64), nullable=False),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("expires_at", Time, nullable=False, index=True),
+    sa.Column("attempts_left", sa.Integer, nullable=False),
+)
+portal_pending_extensions = sa.Table(
+    "portal_pending_extensions",
+    metadata,
+    sa.Column("ap_id", sa.String(63), primary_key=True),
+    sa.Column("mac_hash", sa.String(64), primary_key=True),
+    sa.Column("args", sa.Text, nullable=False),
+    sa.Column("minutes", sa.Integer, nullable=False),
+    sa.Column("deadline", Time, nullable=False, index=True),
+)

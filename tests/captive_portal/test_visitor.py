@@ -116,3 +116,35 @@ async def test_an_extension_the_gateway_completes_at_the_devices_return(
     again = await client.get("/fas/", params={"fas": make_fas(), "lang": "en"})
     assert "I accept the terms of use" in text_of(await again.text())
     assert len(backend.calls) == 1
+
+
+async def test_an_extension_the_backend_keeps_is_completed_by_a_restarted_portal(
+    aiohttp_client: Any, make_fas: Any
+) -> None:
+    """A portal that did not see the extension (restarted since) asks a backend that
+    keeps extensions (the controller's database) and completes it at the device's
+    return; a device with no extension waiting sees the login page."""
+
+    class KeepingBackend(FakeBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.waiting: set[tuple[str, str]] = set()
+
+        async def extension_waiting(self, ap_id: str, client_mac: str) -> bool:
+            return (ap_id, client_mac) in self.waiting
+
+    backend = KeepingBackend()
+    backend.commune_policy = CommunePolicy(
+        insee="46042", commune="Cahors", terms_version=TERMS_VERSION
+    )
+    client = await portal_client(aiohttp_client, backend)
+    plain = await client.get("/fas/", params={"fas": make_fas(), "lang": "en"})
+    assert "I accept the terms of use" in text_of(await plain.text())
+    assert backend.calls == []
+    backend.waiting = {(AP, "aa:bb:cc:dd:ee:01")}
+    back = await client.get("/fas/", params={"fas": make_fas(), "lang": "en"})
+    text = text_of(await back.text())
+    assert back.status == 200 and "Session extended" in text and "I accept" not in text
+    assert [(c.method, c.client_mac, c.ap_id) for c in backend.calls] == [
+        ("extend", "aa:bb:cc:dd:ee:01", AP)
+    ]

@@ -304,3 +304,42 @@ async def test_email_login_keeps_the_identity_hash_and_the_session_extends_once(
 async def _open_method(ctl: Controller, method: str) -> bool:
     rows = await session_rows(ctl)
     return any(r.auth_method == method and r.stopped_at is None for r in rows)
+
+
+async def test_an_extension_waiting_for_its_device_survives_a_restart(
+    ctl: Controller, agent: AgentRun
+) -> None:
+    """An extension waits for its device in the database: a new backend (a restarted
+    controller keeps nothing in memory) tells the portal it waits and completes it once;
+    the table holds no MAC."""
+    from controller.storage.schema import portal_pending_extensions
+
+    ap_id = await the_ap(ctl)
+    await until(lambda: _state(ctl, ap_id, "online"), what="AP online")
+    agent.gateway.arrive(MAC, "10.46.1.80")
+    first = ControllerPortalBackend(ctl)
+    login = await first.authorize(
+        LoginRequest(ap_id, MAC, "10.46.1.80", "click-through", "2026-11-01", "fr")
+    )
+    assert login.ok, login
+    await until(lambda: _open_method(ctl, "click-through"), what="session opened")
+    extended = await first.extend(ap_id, MAC)
+    assert (extended.ok, extended.reconnect) == (True, True)
+    async with ctl.db.connect() as conn:
+        stored = repr((await conn.execute(sa.select(portal_pending_extensions))).all())
+    assert MAC not in stored and MAC.replace(":", "") not in stored
+
+    restarted = ControllerPortalBackend(ctl)
+    assert await restarted.extension_waiting(ap_id, MAC)
+    assert not await restarted.extension_waiting(ap_id, "02:00:00:00:00:0b")
+    agent.gateway.arrive(MAC, "10.46.1.80")
+    back = await restarted.authorize(
+        LoginRequest(ap_id, MAC, "10.46.1.80", "extend", "2026-11-01", "fr")
+    )
+    assert back.ok, back
+    assert back.session_minutes >= 2 * 24 * 60 - 2
+    assert not await restarted.extension_waiting(ap_id, MAC)
+    twice = await first.authorize(
+        LoginRequest(ap_id, MAC, "10.46.1.80", "extend", "2026-11-01", "fr")
+    )
+    assert (twice.ok, twice.error) == (False, "no extension waiting")
