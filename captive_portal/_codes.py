@@ -8,8 +8,9 @@ address or number (a cooldown and a daily cap) and per source address (a daily c
 that the portal cannot be used to flood someone's mailbox or phone, or to run up the
 SMS bill.
 
-Challenges live in the portal's memory only (a restart asks the visitor for a new code):
-they last minutes and hold nothing the visitor cannot ask again.
+``CodeBook`` keeps challenges in memory (a portal without a database); the controller
+keeps them in its database (``captive_portal._codestore``), so that a restart loses no
+visitor's code.
 
 Pure: ``now`` is passed in; randomness comes from ``secrets``.
 """

@@ -8,6 +8,10 @@ to the page it asked for: the visitor sees no portal page (and an OS login windo
 by itself, its probe now reaching the Internet). A new version of the texts, or a
 commune with texts of its own, ends it: the page is shown and asks again.
 
+Most returning devices never reach this page: the controller lets them in as soon as
+their access point reports them (``controller.returning``), before their OS probes the
+network. This shortcut is for those it missed (a late or lost command).
+
 The decision is the controller's (``ContinuityBackend.returning``, then ``authorize``
 with method ``returning``, which checks again); this module only adapts HTTP.
 """
