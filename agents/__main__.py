@@ -16,7 +16,7 @@ from types import FrameType
 
 from agents.agent import Agent
 from agents.config import AgentConfigError, load_agent_config
-from agents.gateway import ConfigTargets, Gateway, NdsctlGateway, SimulatedGateway
+from agents.gateway import Gateway, NdsctlGateway, SimulatedGateway, config_targets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,15 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         sim.populate(config.simulated_clients, time.time())
         gateway = sim
     else:
-        gateway = NdsctlGateway(
-            config.ndsctl,
-            targets=ConfigTargets(
-                opennds_config=config.opennds_config,
-                opennds_restart_cmd=config.opennds_restart_cmd or config.gateway_restart_cmd,
-                dnsmasq_conf=config.dnsmasq_conf,
-                dnsmasq_restart_cmd=config.dnsmasq_restart_cmd,
-            ),
-        )
+        gateway = NdsctlGateway(config.ndsctl, targets=config_targets(config))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

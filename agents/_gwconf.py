@@ -12,6 +12,10 @@ checks it and turns it into text:
 * a **dnsmasq fragment** with ``dhcp-option-force=114,"<url>"`` (RFC 8910: the RFC 8908
   captive-portal API URL), read by dnsmasq at start (``conf-file=`` or ``conf-dir=``).
 
+The settings-to-options mapping (:func:`opennds_options`, :func:`preauth_rules`,
+:func:`walled_hosts`, :func:`capport_option`) is shared with the UCI writer of OpenWrt
+(:mod:`agents._uci`), and so is the validation (:func:`config_problems`).
+
 The version number is not written into either file: applying a new version whose
 settings are the same changes no byte, so the daemons are not restarted. Nothing here
 does IO; :mod:`agents.gateway` writes the files and restarts the daemons.
@@ -29,10 +33,17 @@ from agents.contract import ApplyConfigArgs
 __all__ = [
     "BEGIN_MARK",
     "END_MARK",
+    "FAS_SECURE_LEVEL",
+    "capport_option",
     "config_problems",
     "dnsmasq_fragment",
     "merge_block",
     "opennds_block",
+    "opennds_options",
+    "preauth_rules",
+    "walled_hosts",
+    "walled_ipset",
+    "walled_ports",
 ]
 
 BEGIN_MARK: Final = "# >>> borne apply_config: managed by the borne agent, edits are overwritten"
@@ -102,49 +113,97 @@ def config_problems(args: ApplyConfigArgs) -> list[str]:
     return out
 
 
+# openNDS's FAS level that borne's portal speaks (docs/PORTAL.md): the ``hid`` hashed with
+# the pre-shared ``faskey``, sent in a base64 ``fas`` query.
+FAS_SECURE_LEVEL: Final = 1
+
+
+def opennds_options(args: ApplyConfigArgs) -> list[tuple[str, str]]:
+    """openNDS's single-valued options for ``args``, in order: ``(name, value)``.
+
+    The names are the same in the legacy file and in UCI (``/etc/config/opennds``).
+    openNDS's own DHCP option 114 (``http://status.client``, not RFC 8908) is turned
+    off: the AP's dnsmasq sends the portal's API URL instead. FAS settings left empty
+    are not set (the AP's own stay); when the command gives the FAS's address or port,
+    the FAS level is the portal's.
+    """
+    out = [
+        ("sessiontimeout", str(args.session_minutes)),
+        ("uploadrate", str(args.up_kbps)),
+        ("downloadrate", str(args.down_kbps)),
+        ("uploadquota", str(args.up_quota_kb)),
+        ("downloadquota", str(args.down_quota_kb)),
+        ("dhcp_default_url_enable", "0"),
+    ]
+    if args.fas_remote_ip:
+        out.append(("fasremoteip", args.fas_remote_ip))
+    if args.fas_remote_fqdn:
+        out.append(("fasremotefqdn", args.fas_remote_fqdn.lower()))
+    if args.fas_port:
+        out.append(("fasport", str(args.fas_port)))
+    if args.fas_path:
+        out.append(("faspath", args.fas_path))
+    if args.fas_remote_ip or args.fas_remote_fqdn or args.fas_port:
+        out.append(("fas_secure_enabled", str(FAS_SECURE_LEVEL)))
+    return out
+
+
+def walled_hosts(args: ApplyConfigArgs) -> list[str]:
+    """The walled garden's host names, lower-case, sorted, once each."""
+    return sorted({h for h in (_walled_entry(e) for e in args.walled_garden) if isinstance(h, str)})
+
+
+def walled_ports(args: ApplyConfigArgs) -> list[int]:
+    """The walled garden's ports (default: 80 and 443)."""
+    return sorted(set(args.walled_garden_ports)) or list(DEFAULT_WALLED_PORTS)
+
+
+def preauth_rules(args: ApplyConfigArgs) -> list[str]:
+    """openNDS rules opening the walled garden's addresses and networks before login.
+
+    ``allow tcp port P to X``, one per port: the text of a ``FirewallRule`` of the
+    ``preauthenticated-users`` rule set in the legacy file, and of a
+    ``preauthenticated_users`` list entry in UCI.
+    """
+    nets: set[ipaddress.IPv4Network] = set()
+    for entry in args.walled_garden:
+        parsed = _walled_entry(entry)
+        if isinstance(parsed, ipaddress.IPv4Network):
+            nets.add(parsed)
+    out: list[str] = []
+    for net in sorted(nets):
+        target = str(net.network_address) if net.prefixlen == 32 else str(net)
+        out += [f"allow tcp port {p} to {target}" for p in walled_ports(args)]
+    return out
+
+
+def capport_option(args: ApplyConfigArgs) -> str:
+    """dnsmasq's value for DHCP option 114 (quoted: the URL's ``:`` would read as hex)."""
+    return f'114,"{args.capport_url}"'
+
+
+def walled_ipset(hosts: list[str]) -> str:
+    """dnsmasq's ``ipset`` value filling openNDS's ``walledgarden`` set with ``hosts``."""
+    return "/" + "/".join(hosts) + "/walledgarden"
+
+
 def opennds_block(args: ApplyConfigArgs) -> str:
     """openNDS configuration lines for ``args``, between the managed-block markers.
 
-    Host names of the walled garden go to ``walledgarden_fqdn_list`` (openNDS fills its
-    ``walledgarden`` ipset from dnsmasq's answers, see :func:`dnsmasq_fragment`);
-    addresses and networks become ``FirewallRule`` lines of the ``preauthenticated-users``
-    rule set, one per port. openNDS's own DHCP option 114 (``http://status.client``, not
-    RFC 8908) is turned off: the AP's dnsmasq sends the portal's API URL instead.
+    The options of :func:`opennds_options`; host names of the walled garden go to
+    ``walledgarden_fqdn_list`` (openNDS fills its ``walledgarden`` ipset from dnsmasq's
+    answers, see :func:`dnsmasq_fragment`); addresses and networks become
+    ``FirewallRule`` lines of the ``preauthenticated-users`` rule set, one per port.
     """
-    lines = [
-        BEGIN_MARK,
-        f"sessiontimeout {args.session_minutes}",
-        f"uploadrate {args.up_kbps}",
-        f"downloadrate {args.down_kbps}",
-        f"uploadquota {args.up_quota_kb}",
-        f"downloadquota {args.down_quota_kb}",
-        "dhcp_default_url_enable 0",
-    ]
-    if args.fas_remote_ip:
-        lines.append(f"fasremoteip {args.fas_remote_ip}")
-    if args.fas_remote_fqdn:
-        lines.append(f"fasremotefqdn {args.fas_remote_fqdn.lower()}")
-    if args.fas_port:
-        lines.append(f"fasport {args.fas_port}")
-    if args.fas_path:
-        lines.append(f"faspath {args.fas_path}")
-    ports = sorted(set(args.walled_garden_ports)) or list(DEFAULT_WALLED_PORTS)
-    hosts: list[str] = []
-    nets: list[ipaddress.IPv4Network] = []
-    for entry in args.walled_garden:
-        parsed = _walled_entry(entry)
-        if isinstance(parsed, str):
-            hosts.append(parsed)
-        elif parsed is not None:
-            nets.append(parsed)
+    lines = [BEGIN_MARK, *(f"{name} {value}" for name, value in opennds_options(args))]
+    hosts = walled_hosts(args)
     if hosts:
-        lines.append("walledgarden_fqdn_list " + " ".join(sorted(set(hosts))))
-        lines.append("walledgarden_port_list " + " ".join(str(p) for p in ports))
-    if nets:
+        lines.append("walledgarden_fqdn_list " + " ".join(hosts))
+        lines.append("walledgarden_port_list " + " ".join(str(p) for p in walled_ports(args)))
+    rules = preauth_rules(args)
+    if rules:
         lines.append("FirewallRuleSet preauthenticated-users {")
-        for net in sorted(set(nets)):
-            target = str(net.network_address) if net.prefixlen == 32 else str(net)
-            lines += [f"    FirewallRule allow tcp port {p} to {target}" for p in ports]
+        lines += [f"    FirewallRule {rule}" for rule in rules]
         lines.append("}")
     lines.append(END_MARK)
     return "\n".join(lines) + "\n"
@@ -177,10 +236,8 @@ def dnsmasq_fragment(args: ApplyConfigArgs) -> str:
     lines = ["# borne apply_config: managed by the borne agent, edits are overwritten"]
     if args.capport_url:
         # "force": sent even to clients that do not ask for it (RFC 8910 clients do).
-        lines.append(f'dhcp-option-force=114,"{args.capport_url}"')
-    hosts = sorted(
-        {h for h in (_walled_entry(e) for e in args.walled_garden) if isinstance(h, str)}
-    )
+        lines.append(f"dhcp-option-force={capport_option(args)}")
+    hosts = walled_hosts(args)
     if hosts:
-        lines.append("ipset=/" + "/".join(hosts) + "/walledgarden")
+        lines.append(f"ipset={walled_ipset(hosts)}")
     return "\n".join(lines) + "\n"

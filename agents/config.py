@@ -73,6 +73,13 @@ class AgentConfig:
     opennds_restart_cmd: str = ""
     dnsmasq_conf: str = ""
     dnsmasq_restart_cmd: str = ""
+    # How apply_config writes: "uci" (OpenWrt's /etc/config/opennds and /etc/config/dhcp,
+    # agents/_uci.py), "files" (the two files above), "off", or "auto": uci when /sbin/uci
+    # exists. uci_command: the uci program; uci_dhcp_section: the DHCP section that gets
+    # option 114 (empty: the one serving openNDS's gatewayinterface).
+    gateway_config: str = "auto"
+    uci_command: str = "uci"
+    uci_dhcp_section: str = ""
     # DHCP view without a lease file: listen to DHCP on this LAN interface (needs scapy,
     # agents/_dhcp_sniff.py); empty: no sniffer.
     dhcp_sniff_interface: str = ""
@@ -114,6 +121,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "opennds_restart_cmd": (str,),
     "dnsmasq_conf": (str,),
     "dnsmasq_restart_cmd": (str,),
+    "gateway_config": (str,),
+    "uci_command": (str,),
+    "uci_dhcp_section": (str,),
     "dhcp_sniff_interface": (str,),
     "nat_interface": (str,),
     "nat_subnet": (str,),
@@ -141,6 +151,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "nat_block_size": (0, 65535),
 }
 _GATEWAYS = ("opennds", "simulated")
+_GATEWAY_CONFIGS = ("auto", "uci", "files", "off")
+_UCI_NAME_RE = re.compile(r"\A(@[a-z_]+\[\d+\]|[A-Za-z0-9_]+)\Z")
 
 
 def parse_agent_config(data: dict[str, Any]) -> AgentConfig:
@@ -186,6 +198,10 @@ def parse_agent_config(data: dict[str, Any]) -> AgentConfig:
         problems.append(("agent.command_key", "too short: at least 16 characters"))
     if "gateway" in values and values["gateway"] not in _GATEWAYS:
         problems.append(("agent.gateway", f"must be one of {', '.join(_GATEWAYS)}"))
+    if values.get("gateway_config", "auto") not in _GATEWAY_CONFIGS:
+        problems.append(("agent.gateway_config", f"must be one of {', '.join(_GATEWAY_CONFIGS)}"))
+    if values.get("uci_dhcp_section") and not _UCI_NAME_RE.match(values["uci_dhcp_section"]):
+        problems.append(("agent.uci_dhcp_section", "a UCI section name (lan, @dhcp[0])"))
     if "mqtt_password" in values and "mqtt_username" not in values:
         problems.append(("agent.mqtt_password", "a password is set without mqtt_username"))
     problems += plan_problems(values)

@@ -8,7 +8,8 @@ simulator. Another daemon plugs in by implementing the same five methods.
 rendered by :mod:`agents._gwconf`) and restarts a daemon only when its file changed:
 openNDS 9.10 has no run-time command for the walled garden, the FAS or the defaults, and
 dnsmasq rereads its configuration files only at start (SIGHUP rereads hosts and leases,
-not ``dhcp-option``). Standard library only.
+not ``dhcp-option``). On OpenWrt the same settings go through UCI instead
+(:mod:`agents._uci`, ``ConfigTargets.writer == "uci"``). Standard library only.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any, Protocol
 
 from agents._core import GatewayClient
 from agents._gwconf import dnsmasq_fragment, merge_block, opennds_block
+from agents._uci import Uci, UciError, UciWriter, detect_writer
+from agents.config import AgentConfig
 from agents.contract import MAC_RE, ApplyConfigArgs
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "GatewayError",
     "NdsctlGateway",
     "SimulatedGateway",
+    "config_targets",
     "parse_ndsctl_json",
     "replace_file",
     "restore_plan",
@@ -137,6 +141,33 @@ class ConfigTargets:
     opennds_restart_cmd: str = ""
     dnsmasq_conf: str = ""
     dnsmasq_restart_cmd: str = ""
+    # "files" (the paths above), "uci" (OpenWrt: agents/_uci.py) or "off".
+    writer: str = "files"
+    uci: str = "uci"
+    # The DHCP section for option 114 under UCI; empty: the one of gatewayinterface.
+    uci_dhcp_section: str = ""
+
+
+def config_targets(cfg: AgentConfig) -> ConfigTargets:
+    """Where ``apply_config`` writes on this AP, from its configuration.
+
+    Under UCI the restart commands default to OpenWrt's init scripts.
+    """
+    writer = detect_writer(cfg.gateway_config)
+    nds_restart = cfg.opennds_restart_cmd or cfg.gateway_restart_cmd
+    dns_restart = cfg.dnsmasq_restart_cmd
+    if writer == "uci":
+        nds_restart = nds_restart or "/etc/init.d/opennds restart"
+        dns_restart = dns_restart or "/etc/init.d/dnsmasq restart"
+    return ConfigTargets(
+        opennds_config=cfg.opennds_config,
+        opennds_restart_cmd=nds_restart,
+        dnsmasq_conf=cfg.dnsmasq_conf,
+        dnsmasq_restart_cmd=dns_restart,
+        writer=writer,
+        uci=cfg.uci_command,
+        uci_dhcp_section=cfg.uci_dhcp_section,
+    )
 
 
 def _read_text(path: str) -> str | None:
@@ -354,7 +385,9 @@ class NdsctlGateway:
                 ``apply_config`` of the same settings is forced by the agent).
         """
         t = self.targets
-        if not t.opennds_config:
+        if t.writer == "uci":
+            return self._apply_uci(args, force)
+        if t.writer == "off" or not t.opennds_config:
             raise GatewayError("configuration management is off (agent.opennds_config unset)")
         if args.capport_url and not t.dnsmasq_conf:
             raise GatewayError("capport_url needs agent.dnsmasq_conf (the DHCP server's file)")
@@ -372,19 +405,52 @@ class NdsctlGateway:
         want = merge_block(current, opennds_block(args))
         if current != want or force:
             replace_file(t.opennds_config, want)
-            if t.opennds_restart_cmd:
-                # openNDS forgets its clients when it stops: note what each logged-in
-                # one had left, and let it back in when it shows up again.
-                try:
-                    plan = restore_plan(self._run("json"), time.time())
-                except GatewayError as exc:
-                    logger.warning("clients before the restart unknown: %s", exc)
-                    plan = {}
-                run_restart("openNDS", t.opennds_restart_cmd)
-                self._restore = plan
-                self._restore_until = time.monotonic() + RESTORE_WINDOW_S
+            self._restart_opennds()
             changed = True
         return changed
+
+    def _apply_uci(self, args: ApplyConfigArgs, force: bool) -> bool:
+        """OpenWrt: ``uci batch`` + ``uci commit`` of ``dhcp``, then ``opennds``; restarts.
+
+        A daemon restarts only when its package changed (or ``force``).
+
+        Raises:
+            GatewayError: uci failed or a restart failed (the agent forces the next push).
+        """
+        t = self.targets
+        writer = UciWriter(Uci(t.uci), t.uci_dhcp_section)
+        changed = False
+        try:
+            if writer.apply_dhcp(args, force):
+                if t.dnsmasq_restart_cmd:
+                    run_restart("dnsmasq", t.dnsmasq_restart_cmd)
+                changed = True
+            if writer.apply_opennds(args, force):
+                self._restart_opennds()
+                changed = True
+        except UciError as exc:
+            raise GatewayError(str(exc)) from exc
+        return changed
+
+    def _restart_opennds(self) -> None:
+        """Run openNDS's restart command, letting its logged-in clients back in afterwards.
+
+        Raises:
+            GatewayError: the restart failed.
+        """
+        cmd = self.targets.opennds_restart_cmd
+        if not cmd:
+            return
+        # openNDS forgets its clients when it stops: note what each logged-in one had
+        # left, and let it back in when it shows up again.
+        try:
+            plan = restore_plan(self._run("json"), time.time())
+        except GatewayError as exc:
+            logger.warning("clients before the restart unknown: %s", exc)
+            plan = {}
+        run_restart("openNDS", cmd)
+        self._restore = plan
+        self._restore_until = time.monotonic() + RESTORE_WINDOW_S
 
 
 class SimulatedGateway:
