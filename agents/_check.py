@@ -23,6 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agents._uci import Uci, UciError, detect_writer, find_dhcp_section
 from agents.config import AgentConfig, AgentConfigError, load_agent_config
 from agents.gateway import Gateway, NdsctlGateway, SimulatedGateway
 
@@ -155,9 +156,27 @@ def _gateway(cfg: AgentConfig, gateway: Gateway | None) -> Finding:
     )
 
 
+def _managed_uci(cfg: AgentConfig) -> Finding:
+    """apply_config under UCI: uci answers, openNDS's section and the DHCP section exist."""
+    uci = Uci(cfg.uci_command, timeout_s=10)
+    try:
+        opennds, dhcp = uci.show("opennds"), uci.show("dhcp")
+        if not any(s.type == "opennds" for s in opennds):
+            raise UciError("no 'opennds' section in /etc/config/opennds")
+        lan = cfg.uci_dhcp_section or find_dhcp_section(opennds, uci.show("network"), dhcp)
+        if lan not in {s.name for s in dhcp}:
+            raise UciError(f"no section {lan!r} in /etc/config/dhcp")
+    except UciError as exc:
+        return Finding("apply_config", False, f"UCI : {exc}")
+    return Finding("apply_config", True, f"UCI : opennds, option 114 → dhcp.{lan}")
+
+
 def _managed_files(cfg: AgentConfig) -> Finding | None:
     """apply_config's files: openNDS's file exists and can be replaced, so can dnsmasq's."""
-    if not cfg.opennds_config and not cfg.dnsmasq_conf:
+    writer = detect_writer(cfg.gateway_config)
+    if writer == "uci":
+        return _managed_uci(cfg)
+    if writer == "off" or (not cfg.opennds_config and not cfg.dnsmasq_conf):
         return None
     problems: list[str] = []
     for path in (cfg.opennds_config, cfg.dnsmasq_conf):

@@ -138,3 +138,23 @@ def test_apply_config_files_and_the_sniffer_are_checked_when_configured(
     assert "no-such-if0" in details["dhcp_sniffer"].detail
     # Neither is reported when not configured.
     assert {"apply_config", "dhcp_sniffer"}.isdisjoint(verdicts(conf(tmp_path, mosquitto.port)))
+
+
+def test_the_uci_writer_is_checked(tmp_path: Path) -> None:
+    """OpenWrt: uci answers and the sections apply_config writes exist (fake uci, see
+    tests/agents/test_uci.py: OpenWrt's uci cannot run here)."""
+    from tests.agents.test_uci import make_device
+
+    device = make_device(tmp_path)
+    sound = conf(tmp_path, free_port(), gateway_config="uci", uci_command=device.uci)
+    found = {f.name: f for f in run_checks(sound, timeout=1)}
+    assert found["apply_config"].ok and "dhcp.lan" in found["apply_config"].detail
+    wrong = conf(
+        tmp_path, free_port(), gateway_config="uci", uci_command=device.uci,
+        uci_dhcp_section="guest",
+    )  # fmt: skip
+    found = {f.name: f for f in run_checks(wrong, timeout=1)}
+    assert not found["apply_config"].ok and "'guest'" in found["apply_config"].detail
+    missing = conf(tmp_path, free_port(), gateway_config="uci", uci_command="/nonexistent/uci")
+    found = {f.name: f for f in run_checks(missing, timeout=1)}
+    assert not found["apply_config"].ok

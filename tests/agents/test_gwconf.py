@@ -45,6 +45,7 @@ def test_the_block_sets_defaults_fas_walled_garden_and_turns_openndss_option_114
         "fasremoteip 10.46.2.1",
         "fasport 8080",
         "faspath /fas/",
+        "fas_secure_enabled 1",
         "walledgarden_fqdn_list tourisme-lot.example",
         "walledgarden_port_list 443",
         "    FirewallRule allow tcp port 443 to 10.46.0.2",
@@ -52,6 +53,8 @@ def test_the_block_sets_defaults_fas_walled_garden_and_turns_openndss_option_114
     ):
         assert line in block, line
     assert "fasremotefqdn" not in "\n".join(block)
+    # Without FAS settings the AP's own FAS lines, level included, stay in force.
+    assert "fas_secure_enabled" not in opennds_block(ApplyConfigArgs(version=1))
     # No version number in the file: a new version with the same settings changes nothing.
     assert opennds_block(dataclasses.replace(ARGS, version=4)) == opennds_block(ARGS)
 
