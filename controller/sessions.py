@@ -378,16 +378,13 @@ class SessionLedger:
             {**r, "gw_session_start": r["started_at"], "updated_at": r["started_at"]} for r in rows
         ]
         if conn.dialect.name == "sqlite":
-            # One multi-row INSERT: SQLite inserts the rows in VALUES order, each with the
-            # next rowid, so ascending ids are in parameter order (SQLAlchemy's ordered
-            # executemany would run one statement per row on SQLite).
-            ids: list[int] = []
-            for i in range(0, len(values), 500):
-                result = await conn.execute(
-                    sessions.insert().values(values[i : i + 500]).returning(sessions.c.id)
-                )
-                ids += sorted(int(r[0]) for r in result.all())
-            return ids
+            # SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs from one cached
+            # statement (a .values([...]) statement would be compiled for every row count).
+            # SQLite inserts the rows in VALUES order, each with the next rowid, so
+            # ascending ids are in parameter order (SQLAlchemy's ordered executemany would
+            # run one statement per row on SQLite).
+            result = await conn.execute(sessions.insert().returning(sessions.c.id), values)
+            return sorted(int(r[0]) for r in result.all())
         result = await conn.execute(
             sessions.insert().returning(sessions.c.id, sort_by_parameter_order=True), values
         )

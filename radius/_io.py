@@ -39,7 +39,7 @@ from radius._core import (
     over_quota,
 )
 from radius._policy import AccessPolicy
-from radius._store import AccountingStore
+from radius._store import AccountingStore, AccountingWriter
 from radius.errors import RemoteProtocolError
 
 __all__ = ["DynAuthClient", "DynAuthResult", "RadiusServer"]
@@ -114,6 +114,8 @@ class RadiusServer:
         self._disconnects: asyncio.Queue[tuple[NasClient, str]] = asyncio.Queue(maxsize=1000)
         self.db = db
         self.store = store
+        self.writer = AccountingWriter(db, store)
+        self._write_failures = 0  # consecutive, for the back-off
         self.policy = policy
         self.batch_max = batch_max
         self.clock = clock
@@ -176,6 +178,7 @@ class RadiusServer:
             for t in self._transports:
                 t.close()
             self._transports.clear()
+            self.writer.close()
 
     async def reload_clients(self) -> None:
         """Read the NAS registry again (a NAS added or changed since the start)."""
@@ -192,39 +195,46 @@ class RadiusServer:
                 logger.error("cannot reload the NAS clients: %s", exc)
 
     async def _write_accounting(self) -> None:
-        attempt = 0
-        while True:
-            batch = [await self._acct.get()]
-            while len(batch) < self.batch_max and not self._acct.empty():
-                batch.append(self._acct.get_nowait())
-            try:
-                async with self.db.begin() as conn:
-                    outcomes = await self.store.apply_batch(
-                        conn,
-                        [(p.event.nas, p.event.record) for p in batch],  # type: ignore[union-attr]
-                    )
-            except _STORAGE_ERRORS as exc:
-                # Not stored: no response (RFC 2866 §4.1); the NAS retransmits.
-                self._abandon(batch)
-                self.core.counters["storage_errors"] += 1
-                attempt += 1
-                delay = random.uniform(0, min(10.0, 0.1 * 1.5**attempt))
-                logger.error("cannot store accounting (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            except Exception:
-                self._abandon(batch)
-                self.core.counters["handler_crashed"] += 1
-                logger.error("accounting batch crashed", exc_info=True)
-                continue
-            attempt = 0
-            self.core.counters["accounting_batches"] += 1
-            for p, outcome in zip(batch, outcomes, strict=True):
-                self.outcomes[outcome.split(":")[0]] += 1
-                assert isinstance(p.event, AccountingRequestReceived)
-                p.transport.sendto(self.core.acknowledge(p.event), p.event.key.addr)
-                if over_quota(p.event.record, self.quota_octets):
-                    self._quota_reached(p.event.nas, p.event.record.session_id)
+        # Two batches in flight: one being applied while the previous one is being synced
+        # to disk (AccountingWriter's group commit); each takes whatever arrived meanwhile.
+        slots = asyncio.Semaphore(2)
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                await slots.acquire()
+                batch = [await self._acct.get()]
+                while len(batch) < self.batch_max and not self._acct.empty():
+                    batch.append(self._acct.get_nowait())
+                tg.create_task(self._store_batch(batch, slots), name="radius.acct-batch")
+
+    async def _store_batch(self, batch: list[_Pending], slots: asyncio.Semaphore) -> None:
+        try:
+            outcomes = await self.writer.write(
+                [(p.event.nas, p.event.record) for p in batch]  # type: ignore[union-attr]
+            )
+        except _STORAGE_ERRORS as exc:
+            # Not stored: no response (RFC 2866 §4.1); the NAS retransmits.
+            self._abandon(batch)
+            self.core.counters["storage_errors"] += 1
+            self._write_failures += 1
+            delay = random.uniform(0, min(10.0, 0.1 * 1.5**self._write_failures))
+            logger.error("cannot store accounting (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            return
+        except Exception:
+            self._abandon(batch)
+            self.core.counters["handler_crashed"] += 1
+            logger.error("accounting batch crashed", exc_info=True)
+            return
+        finally:
+            slots.release()
+        self._write_failures = 0
+        self.core.counters["accounting_batches"] += 1
+        for p, outcome in zip(batch, outcomes, strict=True):
+            self.outcomes[outcome.split(":")[0]] += 1
+            assert isinstance(p.event, AccountingRequestReceived)
+            p.transport.sendto(self.core.acknowledge(p.event), p.event.key.addr)
+            if over_quota(p.event.record, self.quota_octets):
+                self._quota_reached(p.event.nas, p.event.record.session_id)
 
     def _quota_reached(self, nas: NasClient, session_id: str) -> None:
         if self.dynauth is None or (nas.nas_id, session_id) in self._cut:

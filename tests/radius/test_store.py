@@ -1,7 +1,10 @@
-"""Accounting rules in the database, on SQLite and on PostgreSQL, one by one and batched."""
+"""Accounting rules in the database, on SQLite (through the application's async engine and
+through the accounting writer's own thread) and on PostgreSQL, one by one and batched."""
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,17 +20,21 @@ from controller.sessions import SessionLedger
 from controller.storage import Database, open_database
 from controller.storage.schema import sessions
 from radius._core import AcctRecord, AcctStatus, NasClient
-from radius._store import AccountingStore, NasRegistry, NasRegistryError
+from radius._store import AccountingStore, AccountingWriter, NasRegistry, NasRegistryError
 
 NAS = NasClient("nas-a", b"secret-secret-secret", "192.0.2.1", "46201")
 OTHER = NasClient("nas-b", b"secret-secret-secret", "192.0.2.2", "46201")
 T0 = 1_790_000_000.0
+# Databases whose batches go through the writer thread (the others: the async engine).
+_THREADED: weakref.WeakKeyDictionary[Database, bool] = weakref.WeakKeyDictionary()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=["sqlite", "sqlite-thread", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated database (SQLite file or the test PostgreSQL) with two NAS."""
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
         url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
     else:
         url = str(request.getfixturevalue("postgres_url"))
@@ -37,6 +44,7 @@ async def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             await conn.execute(sa.text("CREATE SCHEMA public"))
         await engine.dispose()
     db = await open_database(url)
+    _THREADED[db] = request.param == "sqlite-thread"
     reg = Registry(db, "master-key-for-tests")
     await reg.add_communes([Commune("46201", "Rocamadour", 1.6, 44.8)])
     for nas in (NAS, OTHER):
@@ -71,8 +79,12 @@ def rec(
 
 async def apply(db: Database, *items: tuple[NasClient, AcctRecord]) -> list[str]:
     store = AccountingStore(SessionLedger(SessionSettings()))
-    async with db.begin() as conn:
-        return await store.apply_batch(conn, list(items))
+    writer = AccountingWriter(db, store, threaded=_THREADED[db])
+    assert writer.threaded == _THREADED[db]
+    try:
+        return await writer.write(list(items))
+    finally:
+        await writer.aclose()
 
 
 async def rows(db: Database) -> list[sa.Row[Any]]:
@@ -197,3 +209,71 @@ async def test_nas_registry_checks_and_lists(store_db: Database) -> None:
         await reg.add("nas-a", "192.0.2.1", "short")
     clients = await reg.clients()
     assert clients["192.0.2.1"] == [NAS] and clients["192.0.2.2"] == [OTHER]
+
+
+class _RecordingWriter(AccountingWriter):
+    """The real writer, noting how many commits each WAL sync covered."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, AccountingStore(SessionLedger(SessionSettings())))
+        self.covered: list[int] = []
+
+    def _fdatasync_wal(self, upto: int) -> int:
+        self.covered.append(upto)
+        return super()._fdatasync_wal(upto)
+
+
+async def _sqlite_db(tmp_path: Path) -> Database:
+    db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    reg = Registry(db, "master-key-for-tests")
+    await reg.add_communes([Commune("46201", "Rocamadour", 1.6, 44.8)])
+    await reg.add_access_point(NAS.nas_id, "46201", NAS.nas_id)
+    return db
+
+
+async def test_writer_answers_only_after_a_wal_sync_covering_the_batch(tmp_path: Path) -> None:
+    """On an SQLite file each write returns after an fdatasync of the WAL that started
+    after its commit."""
+    db = await _sqlite_db(tmp_path)
+    writer = _RecordingWriter(db)
+    try:
+        assert writer.threaded
+        for i in range(1, 4):
+            out = await writer.write([(NAS, rec(AcctStatus.START, f"s{i}", mac=f"02::0{i}"))])
+            assert out == ["opened"]
+            assert writer.commits == i and writer.covered[-1] == i
+        assert writer.syncs == 3
+    finally:
+        await writer.aclose()
+    assert len(await rows(db)) == 3
+    await db.aclose()
+
+
+async def test_concurrent_writes_share_wal_syncs(tmp_path: Path) -> None:
+    """Batches written at once are applied one after the other, in call order, and one
+    sync covers every batch committed before it started (group commit)."""
+    db = await _sqlite_db(tmp_path)
+    writer = _RecordingWriter(db)
+    try:
+        outs = await asyncio.gather(
+            *(
+                writer.write([(NAS, rec(AcctStatus.START, f"c{i:02}", mac=f"02::{i:02x}"))])
+                for i in range(30)
+            )
+        )
+    finally:
+        await writer.aclose()
+    assert outs == [["opened"]] * 30
+    assert writer.commits == 30 and 1 <= writer.syncs <= 30
+    assert writer.covered == sorted(writer.covered) and writer.covered[-1] == 30
+    r = await rows(db)
+    # Call order is commit order: ascending ids follow the calls.
+    assert [x.started_at for x in r] == [T0] * 30 and len({x.id for x in r}) == 30
+    async with db.connect() as conn:
+        ids = (
+            await conn.execute(
+                sa.text("SELECT acct_session_id FROM radius_sessions ORDER BY session_id")
+            )
+        ).all()
+    assert [i[0] for i in ids] == [f"c{i:02}" for i in range(30)]
+    await db.aclose()
