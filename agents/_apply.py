@@ -8,8 +8,9 @@ atomically), and reports the version in its ``status``. For a command:
   arrive out of order, the newest settings stay;
 * settings already applied (same digest, files as wanted) are acknowledged ``unchanged``
   and nothing restarts, whatever the version number;
-* otherwise the gateway writes its files and restarts the daemons whose file changed,
-  and the result is ``applied``. When the state is unknown (first apply, or a previous
+* otherwise the gateway writes its files (on OpenWrt: its UCI packages, see
+  :mod:`agents._uci`) and restarts the daemons whose file or package changed, and the
+  result is ``applied``. When the state is unknown (first apply, or a previous
   attempt wrote the files but failed to restart: its digest is cleared), the next
   attempt rewrites and restarts everything.
 
