@@ -878,6 +878,7 @@ class _Dashboard:
             "view": view,
             "fleet": fleet,
             "commune_name_of": self._name,
+            "megabytes": _megabytes,
             "daily_chart": Markup(
                 bar_chart(
                     [v.get("visitors", 0) for _, v in view.daily],

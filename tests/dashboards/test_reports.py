@@ -109,6 +109,7 @@ async def test_the_schedule_makes_each_equipped_communes_report_once(accounts: C
         visitors, bars = _figures(html)
         assert visitors > 0 and bars >= 10, (insee, visitors, bars)
         assert "04/2026" in html and "<script" not in html and 'href="/' not in html
+        assert "Données échangées (Mo)" in html and "Heures les plus fréquentées" in html
         assert html.count('class="chart"') == 3
     roc = await store.get(INSEE["Rocamadour"], MONTH)
     assert roc is not None and "Rocamadour" in roc and "Cahors</th>" in roc  # a flow's end
