@@ -166,3 +166,28 @@ async def test_a_failing_report_is_counted_and_the_others_are_made(accounts: Con
     async with accounts.db.connect() as conn:
         after = (await conn.execute(sa.select(dashboard_reports.c.generated_at))).scalar_one()
     assert after == before + 60
+
+
+async def test_the_schedule_survives_a_database_outage_and_stops_when_cancelled(
+    accounts: Controller,
+) -> None:
+    """A check that cannot read the database is logged and counted, the next one runs;
+    the task ends cleanly when the controller cancels it."""
+    scheduler = create_app(accounts, clock=lambda: NOW)[REPORTS]
+    calls = 0
+
+    async def broken() -> list[str]:
+        nonlocal calls
+        calls += 1
+        raise sa.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+
+    scheduler.communes = broken
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(scheduler.run(check_s=0.01, start_delay_s=0), name="reports")
+        for _ in range(500):
+            if calls >= 3:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+    assert task.cancelled()
+    assert calls >= 3 and scheduler.failures == calls
