@@ -114,7 +114,8 @@ class RadiusServer:
         self._disconnects: asyncio.Queue[tuple[NasClient, str]] = asyncio.Queue(maxsize=1000)
         self.db = db
         self.store = store
-        self.writer = AccountingWriter(db, store)
+        self.writer = AccountingWriter(db, store, batch_max=batch_max)
+        self.queue_size = queue_size
         self._write_failures = 0  # consecutive, for the back-off
         self.policy = policy
         self.batch_max = batch_max
@@ -142,6 +143,12 @@ class RadiusServer:
                 transport.sendto(reply, to)
             case PacketDropped(reason=reason):
                 logger.debug("RADIUS packet from %s dropped: %s", addr[0], reason)
+            case AccountingRequestReceived() if self.writer.threaded:
+                if self.writer.backlog >= self.queue_size:
+                    self.core.abandon(event)
+                    self.core.counters["dropped_queue_full"] += 1
+                else:
+                    self.writer.submit(_Pending(event, transport), (event.nas, event.record))
             case AccountingRequestReceived() | AccessRequestReceived():
                 queue = self._acct if isinstance(event, AccountingRequestReceived) else self._auth
                 try:
@@ -154,6 +161,8 @@ class RadiusServer:
     async def run(self, host: str, auth_port: int, acct_port: int) -> None:
         """Listen on ``host`` (auth and acct ports) and serve until cancelled."""
         loop = asyncio.get_running_loop()
+        if self.writer.threaded:
+            self.writer.start(self._stored)
         try:
             for port, number in (("auth", auth_port), ("acct", acct_port)):
                 transport, _ = await loop.create_datagram_endpoint(
@@ -168,7 +177,8 @@ class RadiusServer:
             )
             self.ready.set()
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._write_accounting(), name="radius.acct-writer")
+                if not self.writer.threaded:
+                    tg.create_task(self._write_accounting(), name="radius.acct-writer")
                 tg.create_task(self._decide_access(), name="radius.auth")
                 if self.clients_loader is not None:
                     tg.create_task(self._reload_forever(), name="radius.nas-reload")
@@ -228,6 +238,24 @@ class RadiusServer:
         finally:
             slots.release()
         self._write_failures = 0
+        self._answer(batch, outcomes)
+
+    def _stored(
+        self, batch: list[_Pending], outcomes: list[str] | None, error: Exception | None
+    ) -> None:
+        """The threaded writer's answer for a batch (in the event loop)."""
+        if outcomes is not None:
+            self._answer(batch, outcomes)
+            return
+        self._abandon(batch)  # not stored: no response (RFC 2866 §4.1); the NAS retransmits
+        if isinstance(error, _STORAGE_ERRORS):
+            self.core.counters["storage_errors"] += 1
+            logger.error("cannot store accounting: %s", error)
+        else:
+            self.core.counters["handler_crashed"] += 1
+            logger.error("accounting batch crashed", exc_info=error)
+
+    def _answer(self, batch: list[_Pending], outcomes: list[str]) -> None:
         self.core.counters["accounting_batches"] += 1
         for p, outcome in zip(batch, outcomes, strict=True):
             self.outcomes[outcome.split(":")[0]] += 1

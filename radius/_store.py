@@ -11,11 +11,14 @@ record. This module runs inside the caller's transaction and holds no protocol l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
+import queue
+import random
+import threading
 import time
-from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -388,46 +391,92 @@ def _sqlite_path(db: Database) -> str | None:
     return database
 
 
+Item = tuple[NasClient, AcctRecord]
+# Called in the event loop once a streamed batch is on disk (or failed): its tokens, the
+# outcomes (None on failure) and the error (None on success).
+StoredCallback = Callable[[list[Any], list[str] | None, Exception | None], None]
+
+
+@dataclass
+class _Job:
+    """A batch on its way through the writer's threads: a ``write`` call (``done``) or
+    streamed items (``tokens``, answered through the stored callback)."""
+
+    items: list[Item]
+    done: asyncio.Future[list[str]] | None = None
+    tokens: list[Any] | None = None
+    outcomes: list[str] | None = None
+    error: Exception | None = None
+
+
 class AccountingWriter:
     """Stores batches of accounting records durably, each in one transaction.
 
-    On an SQLite file, batches run in a thread of their own on a synchronous connection
-    to the same file: the same store and ledger code, but one hand-over between the event
-    loop and the database per batch instead of several per SQL statement. That
-    connection commits without waiting for the disk (WAL, ``synchronous=NORMAL``) and
-    ``write`` returns only once a ``fdatasync`` of the WAL file, started after the commit,
-    has completed: a group commit, where one sync covers every batch committed before it
-    started, and the next batch is applied while the previous one is being synced. The
-    WAL file is written in commit order and SQLite syncs it before every checkpoint, so
-    a batch is as durable when ``write`` returns as with ``synchronous=FULL``. Elsewhere
-    (PostgreSQL, in-memory SQLite, a database not in WAL mode) each batch commits with
-    the database's own durable commit.
+    On an SQLite file, batches go through two threads of their own. The writer thread
+    takes everything that arrived while it was busy (``submit``, at most ``batch_max``
+    records), applies it on a synchronous connection to the same file (the same store
+    and ledger code, in one transaction begun with ``BEGIN IMMEDIATE``) and commits it to
+    the WAL without waiting for the disk (``synchronous=NORMAL``); the sync thread then
+    runs one ``fdatasync`` of the WAL file for every batch committed before it started,
+    and only then is the batch answered, in the event loop. This is a group commit: the
+    next batch is applied while the previous ones are being synced, and the event loop
+    only hands records over and sends answers. The WAL is written in commit order and
+    SQLite syncs it before every checkpoint, so a batch is as durable when it is answered
+    as with ``synchronous=FULL``. Elsewhere (PostgreSQL, in-memory SQLite, a database not
+    in WAL mode) each batch commits with the database's own durable commit.
 
     Args:
-        threaded: None: the writer thread wherever it applies; False: the async engine.
+        threaded: None: the threads wherever they apply; False: the async engine.
+        batch_max: most records in one transaction.
     """
 
     def __init__(
-        self, db: Database, store: AccountingStore, *, threaded: bool | None = None
+        self,
+        db: Database,
+        store: AccountingStore,
+        *,
+        threaded: bool | None = None,
+        batch_max: int = 256,
     ) -> None:
         self.db = db
         self.store = store
+        self.batch_max = batch_max
         self.path = _sqlite_path(db) if threaded is not False else None
         self.commits = 0  # transactions committed by the writer thread
         self.syncs = 0  # fdatasync calls that made them durable
-        self._synced = 0  # commits known to be on disk
-        self._sync_pending: asyncio.Future[int] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._syncer: ThreadPoolExecutor | None = None
+        self.submitted = 0  # streamed records handed over (event loop)
+        self.taken = 0  # streamed records taken by the writer thread
+        self._jobs: queue.SimpleQueue[_Job | tuple[Any, Item] | None] = queue.SimpleQueue()
+        self._committed: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._held: list[_Job | None] = []  # taken from _jobs, for the next batch
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_stored: StoredCallback | None = None
         self._engine: sa.Engine | None = None
-        self._wal = False  # the writer's commits wait for the disk only through _sync
+        self._wal = False  # the writer's commits reach the disk only through the sync
 
     @property
     def threaded(self) -> bool:
-        """Whether batches run in the writer thread."""
+        """Whether batches go through the writer's threads."""
         return self.path is not None
 
-    async def write(self, items: list[tuple[NasClient, AcctRecord]]) -> list[str]:
+    @property
+    def backlog(self) -> int:
+        """Streamed records handed over and not yet taken into a batch."""
+        return self.submitted - self.taken
+
+    def start(self, on_stored: StoredCallback) -> None:
+        """Start the threads (in the event loop that will get the answers)."""
+        self._on_stored = on_stored
+        self._start()
+
+    def submit(self, token: Any, item: Item) -> None:
+        """Hand one record over (threaded writer, after ``start``); ``on_stored`` gets
+        ``token`` back with the record's batch."""
+        self.submitted += 1
+        self._jobs.put((token, item))
+
+    async def write(self, items: list[Item]) -> list[str]:
         """Apply and commit one batch; return, once it is on disk, what happened to each
         record. Several calls may run at once: their batches are applied one after the
         other, in call order.
@@ -438,39 +487,61 @@ class AccountingWriter:
         if self.path is None:
             async with self.db.begin() as conn:
                 return await self.store.apply_batch(conn, items)
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="radius-acct-writer")
-            self._syncer = ThreadPoolExecutor(1, thread_name_prefix="radius-acct-sync")
-        loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self._executor, self._write_sync, items)
-        self.commits += 1
-        if self._wal:
-            await self._wait_synced(self.commits)
-        return outcomes
+        self._start()
+        done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._jobs.put(_Job(items, done=done))
+        return await done
 
-    async def _wait_synced(self, commit: int) -> None:
-        while self._synced < commit:
-            pending = self._sync_pending
-            if pending is None or pending.done():
-                # Covers every commit that returned before it starts.
-                pending = asyncio.get_running_loop().run_in_executor(
-                    self._syncer, self._fdatasync_wal, self.commits
-                )
-                self._sync_pending = pending
-            # Shielded: a cancelled caller does not cancel the sync the others wait for.
-            self._synced = max(self._synced, await asyncio.shield(pending))
+    def _start(self) -> None:
+        if self._threads:
+            return
+        self._loop = asyncio.get_running_loop()
+        for name, target in (("writer", self._apply_loop), ("sync", self._sync_loop)):
+            t = threading.Thread(target=target, name=f"radius-acct-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
 
-    def _fdatasync_wal(self, upto: int) -> int:
-        # The WAL file lives as long as a connection (the writer's) is open on the database.
-        fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+    # writer thread ----------------------------------------------------------------
+    def _apply_loop(self) -> None:
+        failures = 0  # in a row
         try:
-            os.fdatasync(fd)
+            while (job := self._next_job()) is not None:
+                try:
+                    job.outcomes = self._apply(job.items)
+                    self.commits += 1
+                    failures = 0
+                except Exception as exc:  # handed to the caller
+                    job.error = exc
+                    failures += 1
+                self._committed.put(job)
+                if failures:
+                    # The database is failing: wait a little, longer and longer, before
+                    # the next batch (meanwhile, the NAS retransmit what was not answered).
+                    time.sleep(random.uniform(0, min(10.0, 0.1 * 1.5**failures)))
         finally:
-            os.close(fd)
-        self.syncs += 1
-        return upto
+            self._dispose()
+            self._committed.put(None)
 
-    def _write_sync(self, items: list[tuple[NasClient, AcctRecord]]) -> list[str]:
+    def _next_job(self) -> _Job | None:
+        """A ``write`` call's batch, or every streamed record waiting (up to batch_max)."""
+        first = self._held.pop() if self._held else self._jobs.get()
+        if first is None or isinstance(first, _Job):
+            return first
+        tokens, items = [first[0]], [first[1]]
+        while len(items) < self.batch_max:
+            try:
+                nxt = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None or isinstance(nxt, _Job):
+                self._held.append(nxt)  # the next one, after this batch
+                break
+            tokens.append(nxt[0])
+            items.append(nxt[1])
+        self.taken += len(items)
+        return _Job(items, tokens=tokens)
+
+    def _apply(self, items: list[tuple[NasClient, AcctRecord]]) -> list[str]:
         if self._engine is None:
             engine = sa.create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 10})
             sa.event.listen(engine, "connect", self._pragmas)
@@ -487,30 +558,74 @@ class AccountingWriter:
         (mode,) = dbapi_conn.execute("PRAGMA journal_mode").fetchone()
         self._wal = str(mode).lower() == "wal"
         if self._wal:
-            # Commits reach the WAL file; _sync makes them durable (see the class doc).
+            # Commits reach the WAL file; the sync thread makes them durable.
             dbapi_conn.execute("PRAGMA synchronous=NORMAL")
-
-    async def aclose(self) -> None:
-        """Wait for the batch in progress, then release the threads and the connection."""
-        executor, self._executor = self._executor, None
-        syncer, self._syncer = self._syncer, None
-        if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, self._dispose)
-            executor.shutdown(wait=False)  # idle now: its thread ends at once
-        if syncer is not None:
-            syncer.shutdown(wait=False)
-
-    def close(self) -> None:
-        """``aclose`` without waiting (the threads end once their work is done)."""
-        executor, self._executor = self._executor, None
-        syncer, self._syncer = self._syncer, None
-        if executor is not None:
-            executor.submit(self._dispose)
-            executor.shutdown(wait=False)
-        if syncer is not None:
-            syncer.shutdown(wait=False)
 
     def _dispose(self) -> None:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
+
+    # sync thread ------------------------------------------------------------------
+    def _sync_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            job = self._committed.get()
+            if job is None:
+                return
+            jobs = [job]
+            # Every batch committed by now: one sync for all.
+            while True:
+                try:
+                    more = self._committed.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                jobs.append(more)
+            error: Exception | None = None
+            if self._wal and any(j.error is None for j in jobs):
+                try:
+                    self._fdatasync_wal()
+                except OSError as exc:
+                    error = exc
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(self._settle, jobs, error)
+
+    def _fdatasync_wal(self) -> None:
+        # The WAL file lives as long as a connection (the writer's) is open on the database.
+        fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self.syncs += 1
+
+    # closing ----------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Finish the batches handed over, then end the threads and the connection."""
+        self.close()
+        threads, self._threads = self._threads, []
+        for t in threads:
+            await asyncio.to_thread(t.join)
+
+    def close(self) -> None:
+        """Ask the threads to end once the batches handed over are done; do not wait."""
+        if self._threads:
+            self._jobs.put(None)
+
+    def _settle(self, jobs: list[_Job], error: Exception | None) -> None:
+        """In the event loop: answer the batches that are on disk."""
+        for job in jobs:
+            failure = job.error or error
+            if job.tokens is not None:
+                assert self._on_stored is not None
+                self._on_stored(job.tokens, None if failure else job.outcomes, failure)
+            elif job.done is None or job.done.done():  # its caller was cancelled
+                continue
+            elif failure is not None:
+                job.done.set_exception(failure)
+            else:
+                job.done.set_result(job.outcomes or [])
