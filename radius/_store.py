@@ -453,6 +453,7 @@ class AccountingWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_stored: StoredCallback | None = None
         self._engine: sa.Engine | None = None
+        self._conn: sa.Connection | None = None  # the writer thread's
         self._wal = False  # the writer's commits reach the disk only through the sync
 
     @property
@@ -547,10 +548,18 @@ class AccountingWriter:
             sa.event.listen(engine, "connect", self._pragmas)
             sa.event.listen(engine, "begin", _begin_immediate)
             self._engine = engine
-        with self._engine.begin() as conn:
-            return _run_to_end(
-                self.store.apply_batch(cast(AsyncConnection, _SyncConnection(conn)), items)
-            )
+        if self._conn is None:
+            self._conn = self._engine.connect()  # kept: no pool round trip per batch
+        conn = self._conn
+        try:
+            with conn.begin():
+                return _run_to_end(
+                    self.store.apply_batch(cast(AsyncConnection, _SyncConnection(conn)), items)
+                )
+        except Exception:
+            self._conn = None  # a fresh connection for the next batch
+            conn.close()
+            raise
 
     def _pragmas(self, dbapi_conn: Any, record: Any) -> None:
         _sqlite_pragmas(dbapi_conn, record)  # WAL, synchronous=FULL, busy timeout
@@ -562,6 +571,9 @@ class AccountingWriter:
             dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
     def _dispose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
