@@ -121,6 +121,25 @@ def test_accounting_record_has_64_bit_counters_and_event_time() -> None:
     assert isinstance(ev3, AccountingRequestReceived) and ev3.record.event_time == NOW - 30
 
 
+def test_accounting_record_reads_the_first_value_of_repeated_attributes() -> None:
+    """A repeated attribute counts by its first value; a malformed integer counts as absent
+    (as Packet.get/get_int read them)."""
+    attrs: list[tuple[int, bytes]] = [
+        (Attr.ACCT_STATUS_TYPE, encode_int(3)),
+        (Attr.ACCT_SESSION_ID, b"first"),
+        (Attr.ACCT_INPUT_OCTETS, encode_int(7)),
+        (Attr.ACCT_SESSION_ID, b"second"),
+        (Attr.ACCT_INPUT_OCTETS, encode_int(9)),
+        (Attr.ACCT_OUTPUT_OCTETS, b"\x00\x01"),
+        (Attr.USER_NAME, b"caf\xc3\xa9 \xff"),
+    ]
+    ev = core().receive(acct(attrs), ADDR, "acct", NOW)
+    assert isinstance(ev, AccountingRequestReceived)
+    r = ev.record
+    assert (r.session_id, r.input_octets, r.output_octets) == ("first", 7, 0)
+    assert r.user_name == "café \ufffd" and r.mac is None and r.ip is None
+
+
 def test_accounting_without_session_id_or_known_status_is_dropped() -> None:
     """Start without Acct-Session-Id, or an unknown Acct-Status-Type, is dropped."""
     c = core()
