@@ -127,6 +127,8 @@ def test_controller_role_config_runs_the_controller_and_backups_restore(
     try:
         wait_for(lambda: healthy(health) or proc.poll() is not None, timeout=60)
         assert proc.poll() is None, (tmp_path / "controller.log").read_text()[-3000:]
+        # The charting library the role installed from npm is served by the dashboards.
+        assert healthy(f"http://127.0.0.1:{dashboard_port}/assets/echarts.min.js")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
