@@ -8,58 +8,29 @@ agent accounts every second instead of every minute.
 
 from __future__ import annotations
 
-import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agents._spool import Spool
-from tests.testbed import MosquittoBroker, free_port, wait_for
+from tests.e2e._stack import (
+    AGENT,
+    BORNE,
+    add_ap,
+    query,
+    spawn,
+    stop,
+    write_agent_config,
+    write_controller_config,
+)
+from tests.testbed import MosquittoBroker, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(300)]
 
 AP = "ap-46201-07"
-BORNE = [sys.executable, "-m", "controller.cli"]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def query(db: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
-    """Read the controller's SQLite database (read-only, beside the running controller)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
-    try:
-        return list(conn.execute(sql, args))
-    finally:
-        conn.close()
-
-
-def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen(
-            argv,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, sig)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 def seqs_by_boot(db: Path) -> dict[str, list[tuple[int, float]]]:
@@ -89,49 +60,27 @@ def test_outage_and_kill_9_lose_and_duplicate_nothing(tmp_path: Path) -> None:
         ],
     )
     broker.start()
-    db = tmp_path / "state.db"
-    conf = tmp_path / "borne.toml"
-    conf.write_text(f"""
-command_master_key = "spool-master-key-0123456789abcdef"
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-keepalive_s = 5
-[database]
-url = "sqlite+aiosqlite:///{db}"
-[portal]
-listen_port = {free_port()}
-[dashboard]
-listen_port = {free_port()}
-[sessions]
-acct_interval_s = 10
-""")
-    key = subprocess.run(
-        [*BORNE, "ap", "add", AP, "--insee", "46201", "-c", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd=ROOT,
-    ).stdout.strip()
+    conf, db = write_controller_config(
+        tmp_path,
+        broker,
+        master_key="spool-master-key-0123456789abcdef",
+        keepalive_s=5,
+        sessions={"acct_interval_s": 10},
+    )
+    key = add_ap(conf, AP, "46201")
     state = tmp_path / "agent-state"
-    agent_conf = tmp_path / "agent.toml"
-    agent_conf.write_text(f"""
-[agent]
-ap_id = "{AP}"
-command_key = "{key}"
-mqtt_host = "{broker.host}"
-mqtt_port = {broker.port}
-keepalive_s = 5
-poll_interval_s = 0.5
-acct_interval_s = 1
-health_interval_s = 2
-gateway = "simulated"
-simulated_clients = 20
-state_dir = "{state}"
-""")
-    agent_argv = [sys.executable, "-m", "agents", "-c", str(agent_conf)]
-    controller = start([*BORNE, "controller", "-c", str(conf)], tmp_path / "controller.log")
+    agent_conf = write_agent_config(
+        tmp_path,
+        AP,
+        key,
+        broker,
+        health_interval_s=2,
+        gateway="simulated",
+        simulated_clients=20,
+        state_dir=state,
+    )
+    agent_argv = [*AGENT, "-c", str(agent_conf)]
+    controller = spawn([*BORNE, "controller", "-c", str(conf)], tmp_path / "controller.log")
     agent: subprocess.Popen[bytes] | None = None
     try:
         # The controller's subscription exists before the agent's first message.
@@ -141,7 +90,7 @@ state_dir = "{state}"
             message="controller connected",
         )
         time.sleep(0.5)
-        agent = start(agent_argv, tmp_path / "agent.log")
+        agent = spawn(agent_argv, tmp_path / "agent.log")
         online = "SELECT state, boot FROM access_points WHERE ap_id = ?"
         wait_for(
             lambda: query(db, online, AP)[0]["state"] == "online",
@@ -154,7 +103,7 @@ state_dir = "{state}"
         broker.stop()  # outage: the agent spools
         time.sleep(8)
         stop(agent, signal.SIGKILL)  # mid-spool: records of this boot wait on disk
-        agent = start(agent_argv, tmp_path / "agent.log")  # a new boot, still offline
+        agent = spawn(agent_argv, tmp_path / "agent.log")  # a new boot, still offline
         # Longer than twice the controller's accounting interval (2 × 10 s): this boot's
         # first records are late enough to open back-filled sessions.
         time.sleep(25)
@@ -167,7 +116,7 @@ state_dir = "{state}"
         )
         time.sleep(0.05)
         stop(agent, signal.SIGKILL)  # again, while the backlog is being replayed
-        agent = start(agent_argv, tmp_path / "agent.log")
+        agent = spawn(agent_argv, tmp_path / "agent.log")
         wait_for(
             lambda: len(seqs_by_boot(db)) == 3,
             timeout=60,

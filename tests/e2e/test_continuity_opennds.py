@@ -11,10 +11,6 @@ its access point reports it, and the device never reaches the portal.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -29,6 +25,15 @@ from controller.config import PortalSettings, Settings
 from controller.storage import Database, open_database
 from radius._devices import KnownDevices
 from tests.captive_portal.test_app import FAS_KEY, state_of, text_of
+from tests.e2e._stack import (
+    add_ap,
+    hotspot_for_portal,
+    query,
+    start_agent,
+    start_controller,
+    stop_controller,
+    wait_online,
+)
 from tests.e2e.test_portal_opennds import NdsctlBackend
 from tests.testbed import ROOT_IP, UPSTREAM_BODY, UPSTREAM_IP, Hotspot, free_port
 
@@ -129,44 +134,20 @@ def test_returning_device_gets_no_redirect_at_all_with_the_real_controller_and_a
     without the device ever reaching the portal; its next request goes upstream."""
     from tests.e2e.test_hotspot import (
         AP,
-        BORNE,
         UPSTREAM,
-        _http_ok,
         agent_config,
         login_through_portal,
-        query,
         write_configs,
     )
     from tests.testbed import wait_for
 
-    portal_port = free_port()
-    hs = make_hotspot(
-        fas_port=portal_port,
-        gateway_name=AP,
-        faspath="/fas/",
-        faskey=FAS_KEY_E2E,
-        workdir=tmp_path / "hotspot",
-    )
+    hs, portal_port = hotspot_for_portal(make_hotspot, tmp_path, AP, FAS_KEY_E2E)
     broker = hs.start_broker()
-    conf, db = write_configs(tmp_path, broker, portal_port)
-    conf.write_text(conf.read_text().replace("e2e-fas-key-7c1d2e", FAS_KEY_E2E))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    added = subprocess.run(
-        [*BORNE, "ap", "add", AP, "--insee", "46201", "-c", str(conf)],
-        capture_output=True, text=True, timeout=60, check=True, env=env,
-    )  # fmt: skip
-    controller = hs.start_in(
-        None, *BORNE, "controller", "-c", str(conf), name="controller", env=env
-    )
-    wait_for(
-        lambda: _http_ok(f"http://{ROOT_IP}:{portal_port}/healthz"), timeout=30, message="portal up"
-    )
-    hs.start_in(
-        "ap", sys.executable, "-m", "agents", "-c",
-        str(agent_config(tmp_path, added.stdout.strip(), broker)), name="agent", env=env,
-    )  # fmt: skip
-    online = "SELECT state FROM access_points WHERE ap_id = ?"
-    wait_for(lambda: query(db, online, AP)[0]["state"] == "online", timeout=30, message="online")
+    conf, db = write_configs(tmp_path, broker, portal_port, fas_key=FAS_KEY_E2E)
+    key = add_ap(conf, AP, "46201")
+    controller = start_controller(hs, conf, portal_port)
+    start_agent(hs, agent_config(tmp_path, key, broker))
+    wait_online(db, AP)
 
     assert "connecté" in login_through_portal(hs)
     assert hs.curl_from_client(UPSTREAM).status == 200
@@ -196,6 +177,4 @@ def test_returning_device_gets_no_redirect_at_all_with_the_real_controller_and_a
     log = hs.logs["controller"].read_text(errors="replace")
     assert "returning device let in" in log and mac not in log.lower()
     print(f"returning device let in {elapsed:.2f} s after its first request")
-    assert controller.poll() is None
-    os.killpg(controller.pid, signal.SIGTERM)
-    assert controller.wait(20) == 0
+    stop_controller(controller)

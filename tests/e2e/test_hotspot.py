@@ -11,77 +11,57 @@ import html
 import os
 import re
 import signal
-import sqlite3
-import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.testbed import ROOT_IP, UPSTREAM_BODY, Hotspot, free_port, wait_for
+from tests.e2e._stack import (
+    add_ap,
+    borne,
+    hotspot_for_portal,
+    portal_on_hotspot,
+    query,
+    start_agent,
+    start_controller,
+    stop_controller,
+    wait_online,
+    write_agent_config,
+    write_controller_config,
+)
+from tests.testbed import ROOT_IP, UPSTREAM_BODY, Hotspot, MosquittoBroker, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.broker, pytest.mark.slow]
 
 AP = "ap-46201-01"
 FAS_KEY = "e2e-fas-key-7c1d2e"
 UPSTREAM = "http://10.46.0.2/"
-BORNE = [sys.executable, "-m", "controller.cli"]
 
 
-def query(db: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
-    """Read the controller's SQLite database (read-only, beside the running controller)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
-    try:
-        return list(conn.execute(sql, args))
-    finally:
-        conn.close()
+def write_configs(
+    tmp: Path,
+    broker: MosquittoBroker,
+    portal_port: int,
+    *,
+    fas_key: str = FAS_KEY,
+    session_minutes: int = 30,
+    **sections: Any,
+) -> tuple[Path, Path]:
+    """The controller of these tests: its portal serves the hotspot's openNDS."""
+    return write_controller_config(
+        tmp,
+        broker,
+        master_key="e2e-master-key-0123456789abcdef",
+        portal=portal_on_hotspot(portal_port, fas_key),
+        sessions={"acct_interval_s": 10, "session_minutes": session_minutes},
+        **sections,
+    )
 
 
-def write_configs(tmp: Path, broker: Any, portal_port: int) -> tuple[Path, Path]:
-    db = tmp / "state.db"
-    conf = tmp / "borne.toml"
-    conf.write_text(f"""
-command_master_key = "e2e-master-key-0123456789abcdef"
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-keepalive_s = 10
-[database]
-url = "sqlite+aiosqlite:///{db}"
-[portal]
-listen_host = "{ROOT_IP}"
-listen_port = {portal_port}
-public_url = "http://{ROOT_IP}:{portal_port}/fas/"
-fas_key = "{FAS_KEY}"
-[sessions]
-acct_interval_s = 10
-session_minutes = 30
-[dashboard]
-listen_port = {free_port()}
-""")
-    return conf, db
-
-
-def agent_config(tmp: Path, key: str, broker: Any) -> Path:
-    path = tmp / "agent.toml"
-    path.write_text(f"""
-[agent]
-ap_id = "{AP}"
-command_key = "{key}"
-mqtt_host = "{broker.host}"
-mqtt_port = {broker.port}
-keepalive_s = 5
-poll_interval_s = 0.5
-acct_interval_s = 1
-health_interval_s = 5
-gateway = "opennds"
-state_dir = "{tmp / "agent-state"}"
-""")
-    return path
+def agent_config(tmp: Path, key: str, broker: MosquittoBroker, **settings: Any) -> Path:
+    return write_agent_config(tmp, AP, key, broker, **settings)
 
 
 def login_through_portal(hs: Hotspot) -> str:
@@ -113,42 +93,15 @@ def test_a_visitor_logs_in_browses_and_is_cut_off(
     make_hotspot: Callable[..., Hotspot], tmp_path: Path
 ) -> None:
     """Redirect, terms, online, one session with growing counters; Will and reboot; deauth."""
-    portal_port = free_port()
-    hs = make_hotspot(
-        fas_port=portal_port,
-        gateway_name=AP,
-        faspath="/fas/",
-        faskey=FAS_KEY,
-        workdir=tmp_path / "hotspot",
-    )
+    hs, portal_port = hotspot_for_portal(make_hotspot, tmp_path, AP, FAS_KEY)
     broker = hs.start_broker()
     conf, db = write_configs(tmp_path, broker, portal_port)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    added = subprocess.run(
-        [*BORNE, "ap", "add", AP, "--insee", "46201", "-c", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=env,
-    )
-    key = added.stdout.strip()
-    controller = hs.start_in(
-        None, *BORNE, "controller", "-c", str(conf), name="controller", env=env
-    )
-    wait_for(
-        lambda: _http_ok(f"http://{ROOT_IP}:{portal_port}/healthz"), timeout=30, message="portal up"
-    )
+    key = add_ap(conf, AP, "46201")
+    controller = start_controller(hs, conf, portal_port)
     agent_conf = agent_config(tmp_path, key, broker)
-    agent = hs.start_in(
-        "ap", sys.executable, "-m", "agents", "-c", str(agent_conf), name="agent", env=env
-    )
+    agent = start_agent(hs, agent_conf)
+    wait_online(db, AP)
     online = "SELECT state, boot FROM access_points WHERE ap_id = ?"
-    wait_for(
-        lambda: query(db, online, AP)[0]["state"] == "online",
-        timeout=30,
-        message="AP online at the controller",
-    )
 
     # Before login: openNDS sends the visitor to borne's portal.
     page = login_through_portal(hs)
@@ -187,7 +140,7 @@ def test_a_visitor_logs_in_browses_and_is_cut_off(
         timeout=5 * 1.5 + 5,
         message="AP offline by its Will",
     )
-    hs.start_in("ap", sys.executable, "-m", "agents", "-c", str(agent_conf), name="agent", env=env)
+    start_agent(hs, agent_conf)
     wait_for(
         lambda: query(db, online, AP)[0]["boot"] != first_boot,
         timeout=30,
@@ -198,29 +151,12 @@ def test_a_visitor_logs_in_browses_and_is_cut_off(
     wait_for(lambda: len(query(db, open_q)) == 1, timeout=10, message="session reopened")
 
     # An admin cuts the client off: the agent runs ndsctl deauth, the session closes.
-    out = subprocess.run(
-        [*BORNE, "client", "disconnect", "--ap", AP, "--mac", hs.client_mac or "", "-c", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    borne(conf, "client", "disconnect", "--ap", AP, "--mac", hs.client_mac or "", timeout=60)
     assert hs.curl_from_client(UPSTREAM).status == 307
     wait_for(lambda: query(db, open_q) == [], timeout=15, message="session closed")
-    assert controller.poll() is None, "the controller must still be running"
 
     # SIGTERM stops the controller cleanly.
-    os.killpg(controller.pid, signal.SIGTERM)
-    assert controller.wait(20) == 0
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
+    stop_controller(controller)
 
 
 # --------------------------------------------------------------------------- apply_config
@@ -345,14 +281,7 @@ def test_apply_config_reaches_opennds_and_dnsmasq(
     the portal's RFC 8908 API URL, the walled-garden host answers before login, the session
     length applies to the next login; a second push of the same version restarts nothing.
     """
-    portal_port = free_port()
-    hs = make_hotspot(
-        fas_port=portal_port,
-        gateway_name=AP,
-        faspath="/fas/",
-        faskey=FAS_KEY,
-        workdir=tmp_path / "hotspot",
-    )
+    hs, portal_port = hotspot_for_portal(make_hotspot, tmp_path, AP, FAS_KEY)
     wd = Path(hs.workdir or "")
     # A walled-garden site (HTTP on port 443, standing for an HTTPS one), and a port of
     # the same host outside the walled garden.
@@ -362,23 +291,16 @@ def test_apply_config_reaches_opennds_and_dnsmasq(
             "--directory", str(wd / "www"), name=f"site-{port}",
         )  # fmt: skip
     broker = hs.start_broker()
-    conf, db = write_configs(tmp_path, broker, portal_port)
-    conf.write_text(
-        conf.read_text().replace("session_minutes = 30", "session_minutes = 17")
-        + '[ap_config]\nauto_push = true\nwalled_garden = ["10.46.0.2"]\n'
-        + "walled_garden_ports = [443]\n"
+    walled_garden = {"walled_garden": ["10.46.0.2"], "walled_garden_ports": [443]}
+    conf, db = write_configs(
+        tmp_path,
+        broker,
+        portal_port,
+        session_minutes=17,
+        ap_config={"auto_push": True, **walled_garden},
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    added = subprocess.run(
-        [*BORNE, "ap", "add", AP, "--insee", "46201", "-c", str(conf)],
-        capture_output=True, text=True, timeout=60, check=True, env=env,
-    )  # fmt: skip
-    controller = hs.start_in(
-        None, *BORNE, "controller", "-c", str(conf), name="controller", env=env
-    )
-    wait_for(
-        lambda: _http_ok(f"http://{ROOT_IP}:{portal_port}/healthz"), timeout=30, message="portal up"
-    )
+    key = add_ap(conf, AP, "46201")
+    controller = start_controller(hs, conf, portal_port)
     fragment = wd / "borne-dnsmasq.conf"
     scripts = {
         "nds-restart.sh": _NDS_RESTART.format(wd=wd, sock=hs.ndsctl_socket, ns=hs.ap_namespace),
@@ -387,17 +309,18 @@ def test_apply_config_reaches_opennds_and_dnsmasq(
     for name, text in scripts.items():
         (wd / name).write_text(text)
         (wd / name).chmod(0o755)
-    agent_conf = agent_config(tmp_path, added.stdout.strip(), broker)
-    agent_conf.write_text(
-        agent_conf.read_text()
-        + f'opennds_config = "{wd / "opennds.conf"}"\n'
-        + f'opennds_restart_cmd = "{wd / "nds-restart.sh"}"\n'
-        + f'dnsmasq_conf = "{fragment}"\n'
-        + f'dnsmasq_restart_cmd = "{wd / "dns-restart.sh"}"\n'
+    agent_conf = agent_config(
+        tmp_path,
+        key,
+        broker,
+        opennds_config=wd / "opennds.conf",
+        opennds_restart_cmd=wd / "nds-restart.sh",
+        dnsmasq_conf=fragment,
+        dnsmasq_restart_cmd=wd / "dns-restart.sh",
     )
     # Before: captive, and the walled-garden site is out of reach.
     assert hs.curl_from_client("http://10.46.0.2:443/", max_time=3).status == 0
-    hs.start_in("ap", sys.executable, "-m", "agents", "-c", str(agent_conf), name="agent", env=env)
+    start_agent(hs, agent_conf)
 
     applied = "SELECT * FROM ap_configs WHERE ap_id = ?"
     (row,) = wait_for(
@@ -434,12 +357,8 @@ def test_apply_config_reaches_opennds_and_dnsmasq(
 
     # The same settings pushed again: the same version, acknowledged "unchanged", and
     # nothing restarted (the client stays logged in).
-    out = subprocess.run(
-        [*BORNE, "ap", "config", "push", AP, "-c", str(conf), "--wait", "30"],
-        capture_output=True, text=True, timeout=90, env=env,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.strip() == f"{AP}: version 1: unchanged"
+    out = borne(conf, "ap", "config", "push", AP, "--wait", "30", timeout=90)
+    assert out.strip() == f"{AP}: version 1: unchanged"
     assert [len(p.read_text().splitlines()) for p in restarts] == [1, 1]
     assert hs.curl_from_client(UPSTREAM).status == 200
 
@@ -447,19 +366,11 @@ def test_apply_config_reaches_opennds_and_dnsmasq(
     # version 2, openNDS alone restarts (dnsmasq's fragment is unchanged), and the client
     # it forgot is let back in with the time it had left.
     before = int(entry["session_end"])
-    os.killpg(controller.pid, signal.SIGTERM)
-    assert controller.wait(20) == 0
+    stop_controller(controller)
     conf.write_text(conf.read_text().replace("session_minutes = 17", "session_minutes = 18"))
-    hs.start_in(None, *BORNE, "controller", "-c", str(conf), name="controller", env=env)
-    wait_for(
-        lambda: _http_ok(f"http://{ROOT_IP}:{portal_port}/healthz"), timeout=30, message="portal up"
-    )
-    out = subprocess.run(
-        [*BORNE, "ap", "config", "push", AP, "-c", str(conf), "--wait", "60"],
-        capture_output=True, text=True, timeout=120, env=env,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.strip() == f"{AP}: version 2: applied"
+    start_controller(hs, conf, portal_port)
+    out = borne(conf, "ap", "config", "push", AP, "--wait", "60", timeout=120)
+    assert out.strip() == f"{AP}: version 2: applied"
     assert [len(p.read_text().splitlines()) for p in restarts] == [2, 1]
     assert "sessiontimeout 18" in (wd / "opennds.conf").read_text()
     # The phone's next packets make it known to openNDS again; the agent lets it in.

@@ -12,22 +12,39 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agents._nat import CHAIN, PortBlocks
-from tests.testbed import AP_WAN_IP, CLIENT_NET, ROOT_IP, UPSTREAM_IP, Hotspot, free_port, wait_for
+from tests.e2e._stack import (
+    add_ap,
+    hotspot_for_portal,
+    portal_on_hotspot,
+    query,
+    start_agent,
+    start_controller,
+    stop_controller,
+    wait_online,
+    write_agent_config,
+    write_controller_config,
+)
+from tests.e2e._stack import borne as run_borne
+from tests.testbed import (
+    AP_WAN_IP,
+    CLIENT_NET,
+    ROOT_IP,
+    UPSTREAM_IP,
+    Hotspot,
+    MosquittoBroker,
+    wait_for,
+)
 
 # Nine `borne` commands, each a Python start-up: minutes on a loaded two-core machine.
 pytestmark = [pytest.mark.netns, pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -36,7 +53,6 @@ AP = "ap-46201-01"
 FAS_KEY = "e2e-nat-fas-key-5b2a9e"
 UPSTREAM = f"http://{UPSTREAM_IP}/"
 RECORDER_PORT = 8081
-BORNE = [sys.executable, "-m", "controller.cli"]
 
 _RECORDER = """
 import socket, sys, time
@@ -56,65 +72,29 @@ _CONNECT = (
 )
 
 
-def query(db: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
-    """Read the controller's SQLite database (read-only, beside the running controller)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
-    try:
-        return list(conn.execute(sql, args))
-    finally:
-        conn.close()
+def controller_config(tmp: Path, broker: MosquittoBroker, portal_port: int) -> tuple[Path, Path]:
+    """A controller serving the hotspot's portal, with the legal log."""
+    return write_controller_config(
+        tmp,
+        broker,
+        master_key="e2e-nat-master-key-0123456789abcd",
+        portal=portal_on_hotspot(portal_port, FAS_KEY),
+        sessions={"acct_interval_s": 10, "session_minutes": 30},
+        legal={
+            "enabled": True,
+            "directory": tmp / "legal",
+            "master_key_file": tmp / "legal-master.key",
+            "signing_key_file": tmp / "legal-signing.pem",
+            "poll_s": 0.2,
+        },
+    )
 
 
-def controller_config(tmp: Path, broker: Any, portal_port: int) -> tuple[Path, Path]:
-    db = tmp / "state.db"
-    conf = tmp / "borne.toml"
-    conf.write_text(f"""
-command_master_key = "e2e-nat-master-key-0123456789abcd"
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-keepalive_s = 10
-[database]
-url = "sqlite+aiosqlite:///{db}"
-[portal]
-listen_host = "{ROOT_IP}"
-listen_port = {portal_port}
-public_url = "http://{ROOT_IP}:{portal_port}/fas/"
-fas_key = "{FAS_KEY}"
-[sessions]
-acct_interval_s = 10
-session_minutes = 30
-[dashboard]
-listen_port = {free_port()}
-[legal]
-enabled = true
-directory = "{tmp / "legal"}"
-master_key_file = "{tmp / "legal-master.key"}"
-signing_key_file = "{tmp / "legal-signing.pem"}"
-poll_s = 0.2
-""")
-    return conf, db
-
-
-def agent_config(tmp: Path, key: str, broker: Any) -> Path:
-    path = tmp / "agent.toml"
-    path.write_text(f"""
-[agent]
-ap_id = "{AP}"
-command_key = "{key}"
-mqtt_host = "{broker.host}"
-mqtt_port = {broker.port}
-keepalive_s = 5
-poll_interval_s = 0.5
-acct_interval_s = 2
-health_interval_s = 5
-gateway = "opennds"
-state_dir = "{tmp / "agent-state"}"
-nat_interface = "apwan"
-nat_subnet = "{CLIENT_NET}"
-""")
-    return path
+def agent_config(tmp: Path, key: str, broker: MosquittoBroker) -> Path:
+    """The agent puts its SNAT port blocks on the uplink ``apwan``."""
+    return write_agent_config(
+        tmp, AP, key, broker, acct_interval_s=2, nat_interface="apwan", nat_subnet=CLIENT_NET
+    )
 
 
 def curl(hs: Hotspot, ns: str, url: str, *args: str) -> tuple[int, str, str]:
@@ -187,21 +167,9 @@ def second_phone(hs: Hotspot) -> Iterator[tuple[str, str, str]]:
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=30)
 
 
-def officer(name: str) -> dict[str, str]:
-    """The environment of a Unix login (``getpass.getuser()`` reads LOGNAME first)."""
-    return {**os.environ, "LOGNAME": name, "USER": name, "PYTHONUNBUFFERED": "1"}
-
-
 def borne(conf: Path, who: str, *args: str) -> str:
-    res = subprocess.run(
-        [*BORNE, *args, "-c", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=officer(who),
-    )
-    assert res.returncode == 0, f"borne {' '.join(args)}: {res.stdout}{res.stderr}"
-    return res.stdout
+    """``borne`` run by the Unix login ``who``."""
+    return run_borne(conf, *args, login=who)
 
 
 def iso(t: float) -> str:
@@ -215,41 +183,14 @@ def test_a_requisition_by_public_ip_and_port_names_the_device_behind_the_nat(
     sees the AP's uplink address and a source port inside each phone's block; a
     requisition for (that address, the port it saw, the time) returns exactly that
     phone's session (MAC, private IP), never the other's."""
-    portal_port = free_port()
-    hs = make_hotspot(
-        fas_port=portal_port,
-        gateway_name=AP,
-        faspath="/fas/",
-        faskey=FAS_KEY,
-        workdir=tmp_path / "hotspot",
-    )
+    hs, portal_port = hotspot_for_portal(make_hotspot, tmp_path, AP, FAS_KEY)
     broker = hs.start_broker()
     conf, db = controller_config(tmp_path, broker, portal_port)
     borne(conf, "root", "legal", "init")
-    key = borne(conf, "root", "ap", "add", AP, "--insee", "46201").strip()
-    controller = hs.start_in(
-        None, *BORNE, "controller", "-c", str(conf), name="controller", env=officer("borne")
-    )
-    wait_for(
-        lambda: _http_ok(f"http://{ROOT_IP}:{portal_port}/healthz"), timeout=30, message="portal up"
-    )
-    agent = hs.start_in(
-        "ap",
-        sys.executable,
-        "-m",
-        "agents",
-        "-c",
-        str(agent_config(tmp_path, key, broker)),
-        name="agent",
-        env=officer("root"),
-    )
-    wait_for(
-        lambda: (
-            query(db, "SELECT state FROM access_points WHERE ap_id = ?", AP)[0]["state"] == "online"
-        ),
-        timeout=30,
-        message="AP online at the controller",
-    )
+    key = add_ap(conf, AP, "46201", login="root")
+    controller = start_controller(hs, conf, portal_port, login="borne")
+    agent = start_agent(hs, agent_config(tmp_path, key, broker), login="root")
+    wait_online(db, AP)
     # The agent put the port blocks on the uplink, in the AP's namespace only.
     jump = f"-A POSTROUTING -o apwan -j {CHAIN}"
 
@@ -394,14 +335,4 @@ def test_a_requisition_by_public_ip_and_port_names_the_device_behind_the_nat(
     hs.stop(agent, timeout=20)
     assert CHAIN not in hs.run_in("ap", "iptables-save", "-t", "nat").stdout
 
-    assert controller.poll() is None, "the controller must still be running"
-    os.killpg(controller.pid, signal.SIGTERM)
-    assert controller.wait(20) == 0
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
+    stop_controller(controller)
