@@ -6,7 +6,8 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,15 +78,68 @@ async def until(pred: Callable[[], Any], within: float = 20.0, what: str = "") -
         await asyncio.sleep(0.05)
 
 
+ROCAMADOUR = Commune("46201", "Rocamadour", 1.6, 44.8)
+
+
+@asynccontextmanager
+async def connected_controller(
+    settings: Settings, ap_id: str, communes: Sequence[Commune] = (ROCAMADOUR,)
+) -> AsyncIterator[Controller]:
+    """A controller core with ``communes`` and the access point ``ap_id`` (in the first
+    commune), once connected to its broker."""
+    async with open_controller(settings, backoff_cap_s=1.0) as (controller, _tg):
+        await controller.registry.add_communes(list(communes))
+        await controller.registry.add_access_point(ap_id, communes[0].insee, "test")
+        await until(lambda: controller.bridge and controller.bridge.link.connected.is_set())
+        yield controller
+
+
 @pytest.fixture
 async def ctl(mosquitto: Any, tmp_path: Path) -> AsyncIterator[Controller]:
     """A controller core connected to the test broker, with one registered AP."""
     settings = broker_settings(mosquitto, tmp_path)
-    async with open_controller(settings, backoff_cap_s=1.0) as (controller, _tg):
-        await controller.registry.add_communes([Commune("46201", "Rocamadour", 1.6, 44.8)])
-        await controller.registry.add_access_point(f"ap-bridge-{next(_ids)}", "46201", "test")
-        await until(lambda: controller.bridge and controller.bridge.link.connected.is_set())
+    async with connected_controller(settings, f"ap-bridge-{next(_ids)}") as controller:
         yield controller
+
+
+def simulated_agent(
+    ctl: Controller,
+    ap_id: str,
+    broker: Any,
+    keepalive: int = 30,
+    gateway: SimulatedGateway | None = None,
+    health_interval_s: int = 1,
+) -> AgentRun:
+    """A real agent of ``ap_id`` (not started yet), its gateway simulated, over ``broker``."""
+    cfg = AgentConfig(
+        ap_id=ap_id,
+        command_key=ctl.registry.command_key(ap_id),
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        keepalive_s=keepalive,
+        poll_interval_s=0.2,
+        acct_interval_s=1,
+        health_interval_s=health_interval_s,
+        gateway="simulated",
+    )
+    gw = gateway or SimulatedGateway()
+    return AgentRun(Agent(cfg, gw, backoff_cap_s=1.0, persist_state=False), gw, broker)
+
+
+def clear_status(broker: Any, ap_ids: Iterable[str]) -> None:
+    """Clear the APs' retained status so that later tests' controllers do not receive it."""
+    publish_raw(broker, [(topic(ap, "status"), b"") for ap in set(ap_ids)], retain=True)
+
+
+@asynccontextmanager
+async def running_agent(ctl: Controller, ap_id: str, broker: Any) -> AsyncIterator[AgentRun]:
+    """``simulated_agent`` running; stopped, and its retained status cleared, at exit."""
+    run = simulated_agent(ctl, ap_id, broker).start()
+    try:
+        yield run
+    finally:
+        await asyncio.to_thread(run.halt)
+        await asyncio.to_thread(clear_status, broker, [ap_id])
 
 
 @pytest.fixture
@@ -93,37 +147,16 @@ def agents() -> Iterator[Callable[..., AgentRun]]:
     """Factory of agent threads, all stopped at teardown."""
     runs: list[AgentRun] = []
 
-    def make(
-        ctl: Controller,
-        ap_id: str,
-        broker: Any,
-        keepalive: int = 30,
-        gateway: SimulatedGateway | None = None,
-    ) -> AgentRun:
-        cfg = AgentConfig(
-            ap_id=ap_id,
-            command_key=ctl.registry.command_key(ap_id),
-            mqtt_host=broker.host,
-            mqtt_port=broker.port,
-            keepalive_s=keepalive,
-            poll_interval_s=0.2,
-            acct_interval_s=1,
-            health_interval_s=1,
-            gateway="simulated",
-        )
-        gw = gateway or SimulatedGateway()
-        run = AgentRun(Agent(cfg, gw, backoff_cap_s=1.0, persist_state=False), gw, broker).start()
+    def make(*args: Any, **kwargs: Any) -> AgentRun:
+        run = simulated_agent(*args, **kwargs).start()
         runs.append(run)
         return run
 
     yield make
     for run in runs:
         run.halt()
-    # Clear the retained status so that later tests' controllers do not receive it.
     if runs:
-        broker = runs[0].broker
-        aps = {run.agent.config.ap_id for run in runs}
-        publish_raw(broker, [(topic(ap, "status"), b"") for ap in aps], retain=True)
+        clear_status(runs[0].broker, [run.agent.config.ap_id for run in runs])
 
 
 async def ap_row(ctl: Controller, ap_id: str) -> Any:

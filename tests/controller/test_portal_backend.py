@@ -3,7 +3,6 @@ simulated), the state database, and the portal's HTTP app in front."""
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import os
@@ -15,17 +14,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from agents.agent import Agent
-from agents.config import AgentConfig
-from agents.contract import topic
-from agents.gateway import SimulatedGateway
 from captive_portal._capport import CAPTIVE_JSON
 from captive_portal._vouchers import VoucherPolicy
 from captive_portal.app import create_app
 from captive_portal.models import LoginRequest
-from controller.main import open_controller
 from controller.portal_backend import ControllerPortalBackend, remaining
-from controller.registry import Commune
 from controller.service import Controller
 from controller.storage.schema import commands
 from tests.captive_portal.test_legal import LEGAL as LEGAL_MIN
@@ -34,7 +27,8 @@ from tests.controller.test_bridge import (
     AgentRun,
     _state,
     broker_settings,
-    publish_raw,
+    connected_controller,
+    running_agent,
     session_rows,
     the_ap,
     until,
@@ -45,33 +39,15 @@ from tests.controller.test_bridge import (
 async def ctl(mosquitto: Any, tmp_path: Path) -> AsyncIterator[Controller]:
     """A controller core connected to the test broker, with one registered AP."""
     settings = broker_settings(mosquitto, tmp_path)
-    async with open_controller(settings, backoff_cap_s=1.0) as (controller, _tg):
-        await controller.registry.add_communes([Commune("46201", "Rocamadour", 1.6, 44.8)])
-        await controller.registry.add_access_point(f"ap-portal-{os.getpid()}", "46201", "test")
-        await until(lambda: controller.bridge and controller.bridge.link.connected.is_set())
+    async with connected_controller(settings, f"ap-portal-{os.getpid()}") as controller:
         yield controller
 
 
 @pytest.fixture
 async def agent(ctl: Controller, mosquitto: Any) -> AsyncIterator[AgentRun]:
     """A real agent of the registered AP, its gateway simulated, over the test broker."""
-    ap_id = await the_ap(ctl)
-    cfg = AgentConfig(
-        ap_id=ap_id,
-        command_key=ctl.registry.command_key(ap_id),
-        mqtt_host=mosquitto.host,
-        mqtt_port=mosquitto.port,
-        poll_interval_s=0.2,
-        acct_interval_s=1,
-        health_interval_s=1,
-        gateway="simulated",
-    )
-    gateway = SimulatedGateway()
-    run = AgentRun(Agent(cfg, gateway, backoff_cap_s=1.0, persist_state=False), gateway, mosquitto)
-    run.start()
-    yield run
-    await asyncio.to_thread(run.halt)
-    await asyncio.to_thread(publish_raw, mosquitto, [(topic(ap_id, "status"), b"")], retain=True)
+    async with running_agent(ctl, await the_ap(ctl), mosquitto) as run:
+        yield run
 
 
 pytestmark = [pytest.mark.broker]

@@ -3,7 +3,6 @@ agent (its gateway simulated); no portal request anywhere."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -13,22 +12,20 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from agents.agent import Agent
-from agents.config import AgentConfig
-from agents.contract import ClientEvent, ClientsMsg, SyncArgs, topic
-from agents.gateway import SimulatedGateway
+from agents.contract import ClientEvent, ClientsMsg, SyncArgs
 from controller.config import CommunePortalSettings
-from controller.main import open_controller
 from controller.portal_backend import ControllerPortalBackend
 from controller.registry import Commune
 from controller.returning import Appearances, arrivals
 from controller.service import Controller
 from controller.storage.schema import commands, portal_legal_texts
 from tests.controller.test_bridge import (
+    ROCAMADOUR,
     AgentRun,
     _state,
     broker_settings,
-    publish_raw,
+    connected_controller,
+    running_agent,
     session_rows,
     the_ap,
     until,
@@ -83,36 +80,17 @@ async def ctl(mosquitto: Any, tmp_path: Path) -> AsyncIterator[Controller]:
         update={"communes": {"46201": CommunePortalSettings(quota_mb=100, session_minutes=45)}}
     )
     settings = settings.model_copy(update={"portal": portal})
-    async with open_controller(settings, backoff_cap_s=1.0) as (controller, _tg):
-        await controller.registry.add_communes(
-            [Commune("46201", "Rocamadour", 1.6, 44.8), Commune("46042", "Cahors", 1.4, 44.4)]
-        )
-        await controller.registry.add_access_point(f"ap-return-{os.getpid()}", "46201", "test")
-        await until(lambda: controller.bridge and controller.bridge.link.connected.is_set())
+    communes = [ROCAMADOUR, Commune("46042", "Cahors", 1.4, 44.4)]
+    async with connected_controller(settings, f"ap-return-{os.getpid()}", communes) as controller:
         yield controller
 
 
 @pytest.fixture
 async def agent(ctl: Controller, mosquitto: Any) -> AsyncIterator[AgentRun]:
     """A real agent of the registered AP, its gateway simulated, over the test broker."""
-    ap_id = await the_ap(ctl)
-    cfg = AgentConfig(
-        ap_id=ap_id,
-        command_key=ctl.registry.command_key(ap_id),
-        mqtt_host=mosquitto.host,
-        mqtt_port=mosquitto.port,
-        poll_interval_s=0.2,
-        acct_interval_s=1,
-        health_interval_s=1,
-        gateway="simulated",
-    )
-    gateway = SimulatedGateway()
-    run = AgentRun(Agent(cfg, gateway, backoff_cap_s=1.0, persist_state=False), gateway, mosquitto)
-    run.start()
-    await until(lambda: _state(ctl, ap_id, "online"), what="AP online")
-    yield run
-    await asyncio.to_thread(run.halt)
-    await asyncio.to_thread(publish_raw, mosquitto, [(topic(ap_id, "status"), b"")], retain=True)
+    async with running_agent(ctl, await the_ap(ctl), mosquitto) as run:
+        await until(lambda: _state(ctl, run.agent.config.ap_id, "online"), what="AP online")
+        yield run
 
 
 pytestmark = [pytest.mark.broker]

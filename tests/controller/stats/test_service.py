@@ -190,36 +190,24 @@ async def test_portal_box_keeps_a_visitor_out_of_the_day_s_statistics(
     """Two visitors log in through the portal's form at a real agent over MQTT. The one
     who ticks "Ne pas compter mon appareil dans les statistiques de fréquentation" has a
     session like the other, but is absent from the day's statistics; the other counts."""
-    from agents.agent import Agent
-    from agents.config import AgentConfig
-    from agents.gateway import SimulatedGateway
     from captive_portal.app import create_app
     from controller._demo_sim import Hotspot, fas_query, parse_form
-    from controller.main import open_controller
     from controller.portal_backend import ControllerPortalBackend
-    from controller.registry import Commune
-    from tests.controller.test_bridge import AgentRun, broker_settings, until
+    from tests.controller.test_bridge import (
+        ROCAMADOUR,
+        broker_settings,
+        connected_controller,
+        simulated_agent,
+        until,
+    )
 
     settings = broker_settings(mosquitto, tmp_path)
     ticked, unticked = "02:aa:00:00:00:01", "02:aa:00:00:00:02"
-    async with open_controller(settings, backoff_cap_s=1.0) as (ctl, _tg):
-        commune = Commune("46201", "Rocamadour", 1.6, 44.8)
-        await ctl.registry.add_communes([commune])
-        ap_id = f"ap-optout-{time.time_ns() % 10**9}"
-        await ctl.registry.add_access_point(ap_id, "46201", "test")
-        gateway = SimulatedGateway()
-        config = AgentConfig(
-            ap_id=ap_id,
-            command_key=ctl.registry.command_key(ap_id),
-            mqtt_host=mosquitto.host,
-            mqtt_port=mosquitto.port,
-            poll_interval_s=0.2,
-            acct_interval_s=1,
-            health_interval_s=60,
-            gateway="simulated",
-        )
-        agent = Agent(config, gateway, backoff_cap_s=1.0, persist_state=False)
-        run = AgentRun(agent, gateway, mosquitto).start()
+    ap_id = f"ap-optout-{time.time_ns() % 10**9}"
+    async with connected_controller(settings, ap_id) as ctl:
+        commune = ROCAMADOUR
+        run = simulated_agent(ctl, ap_id, mosquitto, health_interval_s=60).start()
+        agent, gateway = run.agent, run.gateway
         try:
             await until(lambda: agent.link.connected.is_set(), what="agent connected")
             client = await aiohttp_client(
