@@ -457,3 +457,59 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> 
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the condition did not hold in time")
+
+
+async def test_records_past_the_writer_backlog_are_dropped_then_stored_once(
+    radius_settings: Settings, radius_db: Database
+) -> None:
+    """While another connection holds the database's write lock, records wait for the
+    writer thread; past ``queue_size`` waiting records, the others are dropped unanswered
+    and counted. After the lock is released, radclient's retransmissions are stored once
+    each and every request is answered."""
+    path = radius_settings.database.url.get_secret_value().removeprefix("sqlite+aiosqlite:///")
+
+    def lock() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN IMMEDIATE")  # the write lock, as a busy writer holds it
+        return conn
+
+    def unlock(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    server = await build_server(radius_settings, radius_db)
+    server.queue_size = 2  # records waiting for the writer (the setting's minimum is 10)
+    assert server.writer.threaded
+    holder = await asyncio.to_thread(lock)
+    locked = True
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(server.run("127.0.0.1", 0, 0), name="radius-backlog")
+            await server.ready.wait()
+            port = server.addresses["acct"][1]
+            first = tg.create_task(
+                radclient(port, "acct", _acct("Start", "q0"), retries=8, wait_s=0.7)
+            )
+            await wait_until(lambda: server.writer.taken == 1)  # the writer waits on the lock
+            packets = "\n".join(
+                _acct("Start", f"q{i}", f"02-00-00-00-00-0{i}") for i in range(1, 7)
+            )
+            rest = tg.create_task(
+                radclient(port, "acct", packets, retries=8, wait_s=0.7, extra=("-p", "10"))
+            )
+            await wait_until(lambda: server.counters["dropped_queue_full"] >= 4)
+            assert server.writer.backlog == 2
+            await asyncio.to_thread(unlock, holder)
+            locked = False
+            res0, res = await first, await rest
+            task.cancel()
+    finally:
+        if locked:
+            await asyncio.to_thread(unlock, holder)
+    assert "Received Accounting-Response" in res0.out, res0.out
+    assert res.out.count("Received Accounting-Response") == 6, res.out
+    # q0 and q1 share a device (q1's Start closes q0): seven sessions, none twice.
+    rows = await _sessions(radius_db)
+    assert sorted(r.mac for r in rows) == ["02:00:00:00:00:01"] + [
+        f"02:00:00:00:00:0{i}" for i in range(1, 7)
+    ]
