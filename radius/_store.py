@@ -450,6 +450,7 @@ class AccountingWriter:
         self._committed: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._held: list[_Job | None] = []  # taken from _jobs, for the next batch
         self._threads: list[threading.Thread] = []
+        self._closed = False  # one life: closed, it takes no more batches
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_stored: StoredCallback | None = None
         self._engine: sa.Engine | None = None
@@ -494,6 +495,8 @@ class AccountingWriter:
         return await done
 
     def _start(self) -> None:
+        if self._closed:
+            raise RuntimeError("this accounting writer is closed")
         if self._threads:
             return
         self._loop = asyncio.get_running_loop()
@@ -625,8 +628,9 @@ class AccountingWriter:
 
     def close(self) -> None:
         """Ask the threads to end once the batches handed over are done; do not wait."""
-        if self._threads:
+        if self._threads and not self._closed:
             self._jobs.put(None)
+        self._closed = True
 
     def _settle(self, jobs: list[_Job], error: Exception | None) -> None:
         """In the event loop: answer the batches that are on disk."""

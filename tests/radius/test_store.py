@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from controller.config import SessionSettings
 from controller.outbox import pending
@@ -21,6 +20,7 @@ from controller.storage import Database, open_database
 from controller.storage.schema import sessions
 from radius._core import AcctRecord, AcctStatus, NasClient
 from radius._store import AccountingStore, AccountingWriter, NasRegistry, NasRegistryError
+from tests.conftest import empty_database_url
 
 NAS = NasClient("nas-a", b"secret-secret-secret", "192.0.2.1", "46201")
 OTHER = NasClient("nas-b", b"secret-secret-secret", "192.0.2.2", "46201")
@@ -34,16 +34,8 @@ _THREADED: weakref.WeakKeyDictionary[Database, bool] = weakref.WeakKeyDictionary
 )
 async def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated database (SQLite file or the test PostgreSQL) with two NAS."""
-    if request.param.startswith("sqlite"):
-        url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-        engine = create_async_engine(url)
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            await conn.execute(sa.text("CREATE SCHEMA public"))
-        await engine.dispose()
-    db = await open_database(url)
+    kind = "sqlite" if request.param.startswith("sqlite") else "postgres"
+    db = await open_database(await empty_database_url(request, tmp_path, kind))
     _THREADED[db] = request.param == "sqlite-thread"
     reg = Registry(db, "master-key-for-tests")
     await reg.add_communes([Commune("46201", "Rocamadour", 1.6, 44.8)])
@@ -246,6 +238,8 @@ async def test_writer_answers_only_after_a_wal_sync_covering_the_batch(tmp_path:
     finally:
         await writer.aclose()
     assert len(await rows(db)) == 3
+    with pytest.raises(RuntimeError, match="closed"):
+        await writer.write([(NAS, rec(AcctStatus.START, "late"))])
     await db.aclose()
 
 
