@@ -22,6 +22,7 @@ from controller.storage.schema import (
     sessions,
 )
 from radius import AccessPolicy, DynAuthClient, NasRegistry, build_server
+from radius._store import AccountingWriter
 from tests.radius.conftest import NAS_ID, SECRET, Running, radclient
 
 # The shipped dictionary, parsed by pyrad (read once, at import).
@@ -512,4 +513,50 @@ async def test_records_past_the_writer_backlog_are_dropped_then_stored_once(
     rows = await _sessions(radius_db)
     assert sorted(r.mac for r in rows) == ["02:00:00:00:00:01"] + [
         f"02:00:00:00:00:0{i}" for i in range(1, 7)
+    ]
+
+
+async def test_async_engine_writer_stores_and_answers_only_after_commit(
+    radius_settings: Settings, radius_db: Database
+) -> None:
+    """The writer used on PostgreSQL (batches through the application's async engine),
+    here on SQLite: Start and Stop stored and answered; while the database refuses the
+    write nothing is answered, and radclient's retransmission after the repair is stored
+    once."""
+    server = await build_server(radius_settings, radius_db)
+    server.writer = AccountingWriter(radius_db, server.store, threaded=False)
+    path = radius_settings.database.url.get_secret_value().removeprefix("sqlite+aiosqlite:///")
+
+    def sql(statement: str) -> None:
+        conn = sqlite3.connect(path, timeout=10)
+        try:
+            conn.execute(statement)
+            conn.commit()
+        finally:
+            conn.close()
+
+    async def repair() -> None:
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(sql, "ALTER TABLE radius_sessions_away RENAME TO radius_sessions")
+
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(server.run("127.0.0.1", 0, 0), name="radius-async-writer")
+        await server.ready.wait()
+        port = server.addresses["acct"][1]
+        for status in ("Start", "Stop"):
+            res = await radclient(port, "acct", _acct(status, "a1"))
+            assert "Received Accounting-Response" in res.out, res.out
+        await asyncio.to_thread(sql, "ALTER TABLE radius_sessions RENAME TO radius_sessions_away")
+        tg.create_task(repair())
+        res = await radclient(
+            port, "acct", _acct("Start", "a2", "02-00-00-00-00-02"), retries=6, wait_s=0.7
+        )
+        task.cancel()
+    assert "Received Accounting-Response" in res.out, res.out
+    assert res.out.count("Sent Accounting-Request") >= 2, res.out
+    assert server.counters["storage_errors"] >= 1 and not server.writer.threaded
+    rows = await _sessions(radius_db)
+    assert [(r.mac, r.stopped_at is not None) for r in rows] == [
+        ("02:00:00:00:00:01", True),
+        ("02:00:00:00:00:02", False),
     ]
