@@ -1,4 +1,5 @@
-"""Shared fixtures: prerequisites, free ports, real mosquitto and PostgreSQL, the hotspot.
+"""Shared fixtures: prerequisites, free ports, real mosquitto and PostgreSQL, the state
+database on both, the hotspot.
 
 Fixtures start real peers (see ``tests/README.md``); they never fake one. A missing
 prerequisite skips the test through ``require()``, or fails it when
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from blockbuster import blockbuster_ctx
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from controller.storage import Database, open_database
 from tests.testbed import Hotspot, MosquittoBroker, free_port, require, wait_for
 
 __all__ = ["Hotspot", "MosquittoBroker", "free_port", "require", "wait_for"]
@@ -112,6 +116,34 @@ def postgres_url() -> str:
             " tests/run.sh starts PostgreSQL and sets it)"
         )
     return url
+
+
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
+    """A fresh, empty database URL: a SQLite file in ``tmp_path`` (``kind`` "sqlite"), or
+    the test PostgreSQL ("postgres") with its schema dropped first."""
+    if kind == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    url = str(request.getfixturevalue("postgres_url"))
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        await conn.execute(sa.text("CREATE SCHEMA public"))
+    await engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty state database URL, once on SQLite and once on the test PostgreSQL."""
+    return await empty_database_url(request, tmp_path, request.param)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """A migrated state database (on SQLite, then on PostgreSQL: see ``db_url``)."""
+    database = await open_database(db_url)
+    yield database
+    await database.aclose()
 
 
 # --------------------------------------------------------------------------- hotspot

@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from captive_portal._vouchers import VoucherPolicy, format_code
 from captive_portal.store import DEFAULT_INSEE, PortalStore
-from controller.storage import Database, open_database
+from controller.storage import Database
 from controller.storage.schema import portal_consents, voucher_uses, vouchers
 
 NOW = 1_800_000_000.0
 SECRET = "portal-store-test-secret"
 MAC1, MAC2, MAC3 = "aa:bb:cc:dd:ee:01", "aa:bb:cc:dd:ee:02", "aa:bb:cc:dd:ee:03"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated, empty state database."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-        engine = create_async_engine(url)
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            await conn.execute(sa.text("CREATE SCHEMA public"))
-        await engine.dispose()
-    database = await open_database(url)
-    yield database
-    await database.aclose()
 
 
 def policy(**changes: object) -> VoucherPolicy:

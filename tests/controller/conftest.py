@@ -1,46 +1,16 @@
-"""Fixtures for controller tests: a migrated state database on SQLite and on PostgreSQL."""
+"""Fixtures for controller tests: settings, a registry and a controller on the state
+database of ``tests/conftest.py`` (``db_url``, ``db``: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from controller.config import Settings, load_settings
 from controller.registry import Commune, Registry
 from controller.service import Controller
-from controller.storage import Database, open_database
+from controller.storage import Database
 
 MASTER = "test-master-key-0123456789"
-
-
-async def _reset_postgres(url: str) -> None:
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        await conn.execute(sa.text("CREATE SCHEMA public"))
-    await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database URL: SQLite in a temporary folder, or the test PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    url = str(request.getfixturevalue("postgres_url"))
-    await _reset_postgres(url)
-    return url
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    """A migrated state database."""
-    database = await open_database(db_url)
-    yield database
-    await database.aclose()
 
 
 @pytest.fixture

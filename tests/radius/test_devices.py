@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from controller.config import PortalSettings
-from controller.storage import Database, open_database
+from controller.storage import Database
 from controller.storage.schema import portal_legal_texts, radius_known_devices
 from radius._devices import (
     BUILTIN_SCOPE,
@@ -24,23 +19,6 @@ from radius._devices import (
 
 NOW = 1_800_000_000.0
 MAC = "02:00:00:00:00:aa"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated database: a SQLite file, or the test PostgreSQL emptied first."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-        engine = create_async_engine(url)
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            await conn.execute(sa.text("CREATE SCHEMA public"))
-        await engine.dispose()
-    database = await open_database(url)
-    yield database
-    await database.aclose()
 
 
 def test_holds() -> None:
