@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import queue
 import random
@@ -33,6 +34,8 @@ from controller.storage.schema import access_points, nas_clients, radius_session
 from radius._core import AcctRecord, AcctStatus, NasClient
 
 __all__ = ["AccountingStore", "AccountingWriter", "NasRegistry", "NasRegistryError"]
+
+logger = logging.getLogger(__name__)
 
 # What a session gets when the NAS does not say (RFC 2866 makes both optional).
 _NO_MAC = "00:00:00:00:00:00"
@@ -638,7 +641,10 @@ class AccountingWriter:
             failure = job.error or error
             if job.tokens is not None:
                 assert self._on_stored is not None
-                self._on_stored(job.tokens, None if failure else job.outcomes, failure)
+                try:
+                    self._on_stored(job.tokens, None if failure else job.outcomes, failure)
+                except Exception:  # the other batches are still answered
+                    logger.error("answering an accounting batch failed", exc_info=True)
             elif job.done is None or job.done.done():  # its caller was cancelled
                 continue
             elif failure is not None:
