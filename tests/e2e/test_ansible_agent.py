@@ -26,7 +26,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import tomllib
@@ -38,13 +37,12 @@ from typing import Any
 
 import pytest
 
+from tests.e2e._ansible import BIN, ROOT
+from tests.e2e._ansible import playbook as _playbook
 from tests.testbed import free_port, require, wait_for
 
 pytestmark = [pytest.mark.ansible, pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(1500)]
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_DIR = ROOT / "deploy" / "ansible"
-BIN = Path(sys.executable).parent
 AP = "ap-46201-01"
 INSEE = "46201"
 SUITE = "bookworm"
@@ -342,24 +340,7 @@ def write_inventory(path: Path, root: Path, ctl: dict[str, Any]) -> None:
 
 def playbook(inventory: Path, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
     """Run one of deploy/ansible's playbooks against the test inventory."""
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_LOCAL_TEMP": str(inventory.parent / "ansible-local"),
-        "ANSIBLE_HOME": str(inventory.parent / "ansible-home"),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-    }
-    return subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(inventory), name, *extra],
-        cwd=ANSIBLE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    return _playbook(inventory, name, *extra, timeout=900)
 
 
 def task_status(out: str, task: str) -> str | None:

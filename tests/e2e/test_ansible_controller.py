@@ -11,8 +11,6 @@ apply changes nothing.
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -24,39 +22,10 @@ from typing import Any
 
 import pytest
 
+from tests.e2e._ansible import BIN, changed, local_controller_vars, playbook
 from tests.testbed import free_port, wait_for
 
 pytestmark = [pytest.mark.ansible, pytest.mark.broker, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_DIR = ROOT / "deploy" / "ansible"
-BIN = Path(sys.executable).parent
-
-
-def playbook(inventory: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_HOME": str(inventory.parent / "ansible-home"),
-        "ANSIBLE_LOCAL_TEMP": str(inventory.parent / "ansible-tmp"),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-    }
-    return subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(inventory), "controllers.yml"],
-        cwd=ANSIBLE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
-def changed(out: str) -> int:
-    m = re.search(r"^ctl\s*:.*\bchanged=(\d+)", out, re.M)
-    assert m, out[-3000:]
-    return int(m.group(1))
 
 
 def healthy(url: str) -> bool:
@@ -71,24 +40,10 @@ def test_controller_role_config_runs_the_controller_and_backups_restore(
     mosquitto: Any, tmp_path: Path
 ) -> None:
     """The role's borne.toml starts a real controller; its backup is a readable database."""
-    dirs = {name: tmp_path / name for name in ("etc", "data", "backups", "units")}
+    ctl_vars, dirs = local_controller_vars(tmp_path)
     dashboard_port, portal_port = free_port(), free_port()
-    user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout
-    group = subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout
     host = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": sys.executable,
-        "borne_controller_install": False,
-        "borne_controller_create_user": False,
-        "borne_controller_manage_service": False,
-        "borne_controller_user": user.strip(),
-        "borne_controller_group": group.strip(),
-        "borne_controller_venv": sys.prefix,
-        "borne_controller_config_dir": str(dirs["etc"]),
-        "borne_controller_data_dir": str(dirs["data"]),
-        "borne_controller_backup_dir": str(dirs["backups"]),
-        "borne_controller_unit_dir": str(dirs["units"]),
-        "borne_controller_backup_script": str(tmp_path / "borne-backup"),
+        **ctl_vars,
         "borne_mqtt_host": mosquitto.host,
         "borne_mqtt_port": mosquitto.port,
         "borne_mqtt_tls": False,
@@ -101,18 +56,16 @@ def test_controller_role_config_runs_the_controller_and_backups_restore(
             "dashboard": {"listen_port": dashboard_port},
         },
     }
-    for d in dirs.values():
-        d.mkdir()
     inventory = tmp_path / "inventory.yml"
     controllers = {"controllers": {"hosts": {"ctl": host}}}
     inventory.write_text(json.dumps({"all": {"children": controllers}}))
 
-    first = playbook(inventory)
+    first = playbook(inventory, "controllers.yml")
     assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-2000:]
-    assert changed(first.stdout) > 0
-    second = playbook(inventory)
+    assert changed(first.stdout, "ctl") > 0
+    second = playbook(inventory, "controllers.yml")
     assert second.returncode == 0, second.stdout[-5000:]
-    assert changed(second.stdout) == 0, second.stdout[-5000:]
+    assert changed(second.stdout, "ctl") == 0, second.stdout[-5000:]
 
     conf = dirs["etc"] / "borne.toml"
     assert oct(conf.stat().st_mode & 0o777) == "0o640"

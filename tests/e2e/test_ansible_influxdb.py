@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -30,41 +28,13 @@ from typing import Any
 
 import pytest
 
+from tests.e2e._ansible import BIN, changed, local_controller_vars, playbook
 from tests.testbed import _stop_process, free_port, require, wait_for
 
 pytestmark = [pytest.mark.ansible, pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_DIR = ROOT / "deploy" / "ansible"
-BIN = Path(sys.executable).parent
 ADMIN_PASSWORD = "influx-admin-password-0123"
 BORNE_PASSWORD = "influx-borne-password-0123"
-
-
-def playbook(inventory: Path, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_HOME": str(inventory.parent / "ansible-home"),
-        "ANSIBLE_LOCAL_TEMP": str(inventory.parent / "ansible-tmp"),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-    }
-    return subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(inventory), name, *extra],
-        cwd=ANSIBLE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
-def changed(out: str, host: str) -> int:
-    m = re.search(rf"^{host}\s*:.*\bchanged=(\d+)", out, re.M)
-    assert m, out[-3000:]
-    return int(m.group(1))
 
 
 def query(url: str, q: str, user: str | None = None, password: str | None = None) -> Any:
@@ -98,11 +68,7 @@ def test_influxdb_role_provisions_a_real_influxdb_and_the_controller_uses_it(
     url = f"http://127.0.0.1:{http}"
     conf = tmp_path / "etc" / "influxdb.conf"
     conf.parent.mkdir()
-    user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout
-    group = subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout
-    ctl_dirs = {name: tmp_path / f"ctl-{name}" for name in ("etc", "data", "backups", "units")}
-    for d in ctl_dirs.values():
-        d.mkdir()
+    ctl_vars, ctl_dirs = local_controller_vars(tmp_path, prefix="ctl-")
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     influx_host = {
         **local,
@@ -114,18 +80,7 @@ def test_influxdb_role_provisions_a_real_influxdb_and_the_controller_uses_it(
         "borne_influxdb_rpc_address": f"127.0.0.1:{rpc}",
     }
     ctl_host = {
-        **local,
-        "borne_controller_install": False,
-        "borne_controller_create_user": False,
-        "borne_controller_manage_service": False,
-        "borne_controller_user": user.strip(),
-        "borne_controller_group": group.strip(),
-        "borne_controller_venv": sys.prefix,
-        "borne_controller_config_dir": str(ctl_dirs["etc"]),
-        "borne_controller_data_dir": str(ctl_dirs["data"]),
-        "borne_controller_backup_dir": str(ctl_dirs["backups"]),
-        "borne_controller_unit_dir": str(ctl_dirs["units"]),
-        "borne_controller_backup_script": str(tmp_path / "borne-backup"),
+        **ctl_vars,
         "borne_controller_settings": {
             "command_master_key": "influx-role-test-master-key-0123456789",
             "portal": {"fas_key": "fas-key-influx-role-0123"},

@@ -12,7 +12,6 @@ Both sources of logins are covered: the inventory (vaulted passwords) and the re
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -27,41 +26,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.e2e._ansible import BIN, changed, playbook
 from tests.testbed import free_port, require, wait_for
 
 pytestmark = [pytest.mark.ansible, pytest.mark.broker, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_DIR = ROOT / "deploy" / "ansible"
-BIN = Path(sys.executable).parent
 CONTROLLER_PW = "controller-secret-0123"
 APS = {"ap-46201-01": "pw-rocamadour-0123", "ap-46042-01": "pw-cahors-0123"}
-
-
-def playbook(inventory: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_HOME": str(inventory.parent / "ansible-home"),
-        "ANSIBLE_LOCAL_TEMP": str(inventory.parent / "ansible-tmp"),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-    }
-    return subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(inventory), "brokers.yml"],
-        cwd=ANSIBLE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
-def changed(out: str) -> int:
-    m = re.search(r"^broker\s*:.*\bchanged=(\d+)", out, re.M)
-    assert m, out[-3000:]
-    return int(m.group(1))
 
 
 def enroll(tmp_path: Path, conf_dir: Path) -> dict[str, str]:
@@ -136,12 +107,12 @@ def broker_dir(
     }
     inv = tmp_path / "inventory.yml"
     inv.write_text(json.dumps(inventory))
-    first = playbook(inv)
+    first = playbook(inv, "brokers.yml")
     assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-2000:]
-    assert changed(first.stdout) > 0
-    second = playbook(inv)
+    assert changed(first.stdout, "broker") > 0
+    second = playbook(inv, "brokers.yml")
     assert second.returncode == 0, second.stdout[-5000:]
-    assert changed(second.stdout) == 0, second.stdout[-5000:]
+    assert changed(second.stdout, "broker") == 0, second.stdout[-5000:]
     if source == "registry":
         for name, text in enrolled.items():
             assert (conf_dir / name).read_text() == text, f"the role rewrote {name}"
