@@ -29,24 +29,30 @@ MAC = "02:00:00:00:00:01"
 
 
 class Listener:
-    """A real MQTT subscriber on everything the AP publishes."""
+    """A real MQTT subscriber on everything the AP ``ap`` publishes; it can send commands."""
 
-    def __init__(self, broker: MosquittoBroker) -> None:
+    def __init__(
+        self, broker: MosquittoBroker, ap: str = AP, client_id: str = "test-listener"
+    ) -> None:
+        self.ap = ap
         self.messages: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id="test-listener"
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id
         )
-        self.client.on_message = lambda c, u, m: (
-            m.payload and self.messages.put((m.topic.rsplit("/", 1)[1], json.loads(m.payload)))
-        )
+        self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
-        self.client.subscribe(f"borne/v1/ap/{AP}/#", qos=1)
+        self.client.subscribe(f"borne/v1/ap/{ap}/#", qos=1)
         self.client.loop_start()
 
+    def _on_message(self, client: mqtt.Client, userdata: Any, m: mqtt.MQTTMessage) -> None:
+        if m.payload:
+            self.messages.put((m.topic.rsplit("/", 1)[1], json.loads(m.payload)))
+
     def send_command(self, payload: bytes) -> None:
-        self.client.publish(topic(AP, "cmd"), payload, qos=1).wait_for_publish(5)
+        self.client.publish(topic(self.ap, "cmd"), payload, qos=1).wait_for_publish(5)
 
     def collect(self, kind: str, seconds: float) -> list[dict[str, Any]]:
+        """Every ``kind`` message (ack, status...) received within ``seconds``."""
         out = []
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -58,9 +64,35 @@ class Listener:
                 out.append(msg)
         return out
 
+    def next(self, kind: str, seconds: float = 10.0) -> dict[str, Any]:
+        """The next ``kind`` message, within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                k, msg = self.messages.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if k == kind:
+                return msg
+        raise TimeoutError(f"no {kind} message")
+
+    def clear_status(self) -> None:
+        """Clear the AP's retained status: later tests' controllers must not receive it."""
+        self.client.publish(topic(self.ap, "status"), b"", qos=1, retain=True).wait_for_publish(5)
+
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def start_agent(cfg: AgentConfig, gw: Any) -> tuple[Agent, threading.Event, threading.Thread]:
+    """Run an agent in a thread, as on an access point; return once it is connected."""
+    agent = Agent(cfg, gw, backoff_cap_s=1.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), name="agent-under-test")
+    thread.start()
+    wait_for(agent.link.connected.is_set, timeout=10, message="agent connected")
+    return agent, stop, thread
 
 
 @pytest.fixture
@@ -81,24 +113,17 @@ def running(
         gateway="simulated",
         state_dir=str(tmp_path / "state"),
     )
-    agent = Agent(cfg, gw, backoff_cap_s=1.0)
-    stop = threading.Event()
-    thread = threading.Thread(target=agent.run, args=(stop,), name="agent-under-test")
-    thread.start()
-    wait_for(agent.link.connected.is_set, timeout=10, message="agent connected")
+    agent, stop, thread = start_agent(cfg, gw)
     try:
         yield agent, gw, listener
     finally:
         stop.set()
         thread.join(15)
         listener.close()
-        # Clear the retained status: later tests' controllers must not receive it.
-        clearer = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="clear")
-        clearer.connect(mosquitto.host, mosquitto.port)
-        clearer.loop_start()
-        clearer.publish(topic(AP, "status"), b"", qos=1, retain=True).wait_for_publish(5)
-        clearer.disconnect()
-        clearer.loop_stop()
+        # A subscriber of its own: a test may have closed and replaced the fixture's.
+        clearer = Listener(mosquitto, client_id="clear")
+        clearer.clear_status()
+        clearer.close()
 
 
 def command(cmd_id: str, *, iat: float, exp: float, key: str = KEY) -> bytes:

@@ -10,23 +10,20 @@ the agent's ``status``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import queue
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agents._apply import ConfigApplier, settings_digest
 from agents._gwconf import BEGIN_MARK
 from agents.agent import Agent
 from agents.config import AgentConfig
-from agents.contract import ApplyConfigArgs, Command, encode, sign_command, topic
+from agents.contract import ApplyConfigArgs, Command, encode, sign_command
 from agents.gateway import ConfigTargets, GatewayError, NdsctlGateway, SimulatedGateway
+from tests.agents.test_agent import Listener, start_agent
 from tests.testbed import MosquittoBroker, wait_for
 
 AP = "ap-46201-03"
@@ -140,22 +137,11 @@ def test_the_digest_ignores_the_version() -> None:
 # --------------------------------------------------------------------------- real agent
 
 
-class Listener:
-    """A real MQTT subscriber on everything the AP publishes."""
+class ApplyListener(Listener):
+    """The controller's side of the AP under test: apply_config commands, then its answers."""
 
     def __init__(self, broker: MosquittoBroker) -> None:
-        self.messages: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id="apply-listener"
-        )
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.subscribe(f"borne/v1/ap/{AP}/#", qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, m: mqtt.MQTTMessage) -> None:
-        if m.payload:
-            self.messages.put((m.topic.rsplit("/", 1)[1], json.loads(m.payload)))
+        super().__init__(broker, AP, client_id="apply-listener")
 
     def send(self, cmd_id: str, args: ApplyConfigArgs) -> None:
         now = time.time()
@@ -168,24 +154,11 @@ class Listener:
             iat=now,
             exp=now + 60,
         )
-        payload = encode(sign_command(cmd, KEY.encode()))
-        self.client.publish(topic(AP, "cmd"), payload, qos=1).wait_for_publish(5)
-
-    def next(self, kind: str, seconds: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                k, msg = self.messages.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if k == kind:
-                return msg
-        raise TimeoutError(f"no {kind} message")
+        self.send_command(encode(sign_command(cmd, KEY.encode())))
 
     def close(self) -> None:
-        self.client.publish(topic(AP, "status"), b"", qos=1, retain=True).wait_for_publish(5)
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.clear_status()
+        super().close()
 
 
 def run_agent(
@@ -200,12 +173,7 @@ def run_agent(
         health_interval_s=60,
         state_dir=str(tmp_path / "state"),
     )
-    agent = Agent(cfg, gw, backoff_cap_s=1.0)
-    stop = threading.Event()
-    thread = threading.Thread(target=agent.run, args=(stop,), name="agent-under-test")
-    thread.start()
-    wait_for(agent.link.connected.is_set, timeout=10, message="agent connected")
-    return agent, stop, thread
+    return start_agent(cfg, gw)
 
 
 @pytest.mark.broker
@@ -213,7 +181,7 @@ def test_the_same_version_twice_is_acked_applied_then_unchanged(
     mosquitto: MosquittoBroker, tmp_path: Path, files: dict[str, Path]
 ) -> None:
     """Two acks, one restart; the restarted agent reports the version in its status."""
-    listener = Listener(mosquitto)
+    listener = ApplyListener(mosquitto)
     gw = gateway(tmp_path, files)
     _, stop, thread = run_agent(mosquitto, tmp_path, gw)
     try:
@@ -249,7 +217,7 @@ def test_the_same_version_twice_is_acked_applied_then_unchanged(
 def test_the_simulated_gateway_applies_settings_too(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
-    listener = Listener(mosquitto)
+    listener = ApplyListener(mosquitto)
     gw = SimulatedGateway()
     agent, stop, thread = run_agent(mosquitto, tmp_path, gw)
     try:
