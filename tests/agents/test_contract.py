@@ -52,6 +52,9 @@ class RecordingLink:
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         pass
 
+    def stop(self) -> None:
+        self.connected.clear()
+
 
 def make_agent(
     gw: SimulatedGateway, clock: list[float], state_dir: Path

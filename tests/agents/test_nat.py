@@ -8,11 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,9 +33,9 @@ from agents.config import AgentConfig, AgentConfigError, parse_agent_config
 from agents.contract import MAX_PAYLOAD_BYTES, AcctEntry, ClientEvent, encode, seal, topic
 from agents.gateway import SimulatedGateway
 from controller.contract import Rejected, decode
+from tests.agents.test_contract import KEY, RecordingLink, keys
 from tests.testbed import require
 
-KEY = "k" * 32
 AP = "ap-46201-01"
 NOW = 1_790_000_000.0
 
@@ -190,10 +188,6 @@ def test_without_nat_the_fields_are_absent_from_the_json() -> None:
     assert b'"public_ip":"192.0.2.1","port_start":1024,"port_end":1276' in with_nat
 
 
-def _keys(ap_id: str) -> bytes | None:
-    return KEY.encode() if ap_id == AP else None
-
-
 def test_a_full_nat_batch_of_worst_case_entries_fits_and_validates() -> None:
     """A batch of entries with the longest values stays under 64 KiB and passes the controller."""
     entry = AcctEntry(
@@ -204,7 +198,7 @@ def test_a_full_nat_batch_of_worst_case_entries_fits_and_validates() -> None:
     msg = Envelope(AP).acct(1790000000.1234567, 3600, batch)
     payload = seal(msg, KEY.encode())
     assert len(payload) < MAX_PAYLOAD_BYTES
-    _kind, got = decode(topic(AP, "acct"), payload, _keys)
+    _kind, got = decode(topic(AP, "acct"), payload, keys)
     assert got.entries[0].port_end == 65535  # type: ignore[union-attr]
 
 
@@ -222,7 +216,7 @@ def test_the_controller_refuses_a_broken_block(nat: dict[str, Any], why: str) ->
     ev = ClientEvent("authorized", "02:00:00:00:00:01", "10.46.1.100", NOW, **nat)
     payload = seal(Envelope(AP).clients(NOW, [ev]), KEY.encode())
     with pytest.raises(Rejected, match=why) as err:
-        decode(topic(AP, "clients"), payload, _keys)
+        decode(topic(AP, "clients"), payload, keys)
     assert err.value.reason == "bad_value"
 
 
@@ -301,29 +295,11 @@ def test_interface_address_reads_the_uplink() -> None:
         interface_address("nosuchif0")
 
 
-class _Link:
-    """Stands in for the MQTT link: records what the agent publishes."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, bytes, bool]] = []
-        self.connected = threading.Event()
-        self.connected.set()
-
-    def publish(self, topic_name: str, payload: bytes, qos: int = 1, retain: bool = False) -> Any:
-        self.published.append((topic_name, payload, retain))
-        return SimpleNamespace(mid=len(self.published))
-
-    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
-        pass
-
-    def stop(self) -> None:
-        self.connected.clear()
-
-
-def test_the_agent_installs_reports_and_removes_the_blocks(gw_ns: str, tmp_path: Path) -> None:
-    """A real agent (simulated gateway, real iptables in a namespace): the rules are in
-    place once it starts, its authorised clients and acct entries carry their block, its
-    health says NAT is up, and a clean shutdown removes the rules."""
+def nat_agent(
+    tmp_path: Path, iptables: str, **nat: Any
+) -> tuple[Agent, SimulatedGateway, RecordingLink]:
+    """An agent (simulated gateway, recording link) with port blocks of 10.46.1.0/24 behind
+    192.0.2.1 on ``up0``, its rules run by ``iptables``; the rules installed."""
     cfg = AgentConfig(
         ap_id=AP,
         command_key=KEY,
@@ -331,14 +307,22 @@ def test_the_agent_installs_reports_and_removes_the_blocks(gw_ns: str, tmp_path:
         nat_interface="up0",
         nat_subnet="10.46.1.0/24",
         nat_address="192.0.2.1",
-        nat_block_size=64,
-        nat_iptables=f"ip netns exec {gw_ns} iptables",
+        nat_iptables=iptables,
+        **nat,
     )
     gw = SimulatedGateway()
     agent = Agent(cfg, gw, clock=lambda: NOW, persist_state=False)
-    link = _Link()
+    link = RecordingLink()
     agent.link = link  # type: ignore[assignment]
     agent._start_nat()
+    return agent, gw, link
+
+
+def test_the_agent_installs_reports_and_removes_the_blocks(gw_ns: str, tmp_path: Path) -> None:
+    """A real agent (simulated gateway, real iptables in a namespace): the rules are in
+    place once it starts, its authorised clients and acct entries carry their block, its
+    health says NAT is up, and a clean shutdown removes the rules."""
+    agent, gw, link = nat_agent(tmp_path, f"ip netns exec {gw_ns} iptables", nat_block_size=64)
     assert f"-A POSTROUTING -o up0 -j {CHAIN}" in _nat_table(gw_ns)
     gw.arrive("02:00:00:00:00:01", "10.46.1.100")
     gw.authorize("02:00:00:00:00:01", 60, 0, 0, 0, 0)
@@ -346,7 +330,7 @@ def test_the_agent_installs_reports_and_removes_the_blocks(gw_ns: str, tmp_path:
     agent.publish_acct()
     agent.publish_health()
     agent.pump()
-    got = [decode(n, p, _keys)[1] for n, p, _r in link.published]
+    got = [decode(n, p, keys)[1] for n, p, _r in link.published]
     want = PortBlocks("10.46.1.0/24", "192.0.2.1", block_size=64).block_for("10.46.1.100")
     assert want is not None
     (auth,) = [e for m in got for e in getattr(m, "events", []) if e.event == "authorized"]
@@ -368,26 +352,13 @@ def test_the_agent_installs_reports_and_removes_the_blocks(gw_ns: str, tmp_path:
 def test_an_agent_whose_rules_fail_reports_no_block(gw_ns: str, tmp_path: Path) -> None:
     """No rules, no claim: sessions go without a block, the failure is counted and logged,
     and health says NAT is down."""
-    cfg = AgentConfig(
-        ap_id=AP,
-        command_key=KEY,
-        state_dir=str(tmp_path),
-        nat_interface="up0",
-        nat_subnet="10.46.1.0/24",
-        nat_address="192.0.2.1",
-        nat_iptables=f"ip netns exec {gw_ns} /nonexistent/iptables",
-    )
-    gw = SimulatedGateway()
-    agent = Agent(cfg, gw, clock=lambda: NOW, persist_state=False)
-    link = _Link()
-    agent.link = link  # type: ignore[assignment]
-    agent._start_nat()
+    agent, gw, link = nat_agent(tmp_path, f"ip netns exec {gw_ns} /nonexistent/iptables")
     gw.arrive("02:00:00:00:00:01", "10.46.1.100")
     gw.authorize("02:00:00:00:00:01", 60, 0, 0, 0, 0)
     agent.poll()
     agent.publish_health()
     agent.pump()
-    got = [decode(n, p, _keys)[1] for n, p, _r in link.published]
+    got = [decode(n, p, keys)[1] for n, p, _r in link.published]
     events = [e for m in got for e in getattr(m, "events", [])]
     assert events and all(e.public_ip is None for e in events)
     (health,) = [m for m in got if hasattr(m, "nat_ok")]
