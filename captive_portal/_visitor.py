@@ -173,27 +173,25 @@ class VisitorPages(PortalBase):
         can_extend = status is not None and await self.can_extend(status)
         return self.render_status(request, lang, status, can_extend=can_extend)
 
-    async def extend(self, request: web.Request) -> web.Response:
-        """``POST /status/extend``: extend the requester's session once (anti-forgery
-        token required; the commune must allow it)."""
+    async def status_form(
+        self, request: web.Request, action: str
+    ) -> tuple[str, ClientStatus] | web.Response:
+        """The prologue of a form of the status page (``action``: "logout", "extend"): the
+        language and the requester's session, once its anti-forgery token is checked; or
+        the page to answer instead (no session, or a bad or expired token)."""
         form = await request.post()
         lang = self.language(request, field(form, "lang"))
-        _ = self.translations[lang].gettext
-        ap_id = field(form, "ap") or None
-        status = await self.lookup(request, ap_id)
+        status = await self.lookup(request, field(form, "ap") or None)
         if status is None:
             return self.render_status(request, lang, None)
         try:
             check_token(
-                field(form, "csrf"),
-                self.key,
-                "extend",
-                self.status_subject(status),
-                now=self.clock(),
+                field(form, "csrf"), self.key, action, self.status_subject(status), now=self.clock()
             )
         except (StateInvalid, StateExpired) as exc:
             self.counters.bad_csrf += 1
-            logger.warning("refused an extend form: %s", exc)
+            logger.warning("refused the %s form: %s", action, exc)
+            _ = self.translations[lang].gettext
             return self.message(
                 lang,
                 title=_("Please start again"),
@@ -201,6 +199,16 @@ class VisitorPages(PortalBase):
                 status=403,
                 back_url=self.routes.status,
             )
+        return lang, status
+
+    async def extend(self, request: web.Request) -> web.Response:
+        """``POST /status/extend``: extend the requester's session once (anti-forgery
+        token required; the commune must allow it)."""
+        checked = await self.status_form(request, "extend")
+        if isinstance(checked, web.Response):
+            return checked
+        lang, status = checked
+        _ = self.translations[lang].gettext
         if not await self.can_extend(status):
             self.counters.extend_refused += 1
             return self.render_status(
@@ -294,31 +302,11 @@ class VisitorPages(PortalBase):
 
     async def logout(self, request: web.Request) -> web.Response:
         """``POST /logout``: cut the requester off (anti-forgery token required)."""
-        form = await request.post()
-        lang = self.language(request, field(form, "lang"))
+        checked = await self.status_form(request, "logout")
+        if isinstance(checked, web.Response):
+            return checked
+        lang, status = checked
         _ = self.translations[lang].gettext
-        ap_id = field(form, "ap") or None
-        status = await self.lookup(request, ap_id)
-        if status is None:
-            return self.render_status(request, lang, None)
-        try:
-            check_token(
-                field(form, "csrf"),
-                self.key,
-                "logout",
-                self.status_subject(status),
-                now=self.clock(),
-            )
-        except (StateInvalid, StateExpired) as exc:
-            self.counters.bad_csrf += 1
-            logger.warning("refused a logout form: %s", exc)
-            return self.message(
-                lang,
-                title=_("Please start again"),
-                text=_("This page has expired."),
-                status=403,
-                back_url=self.routes.status,
-            )
         try:
             result = await self.backend.deauthorize(status.ap_id, status.client_mac)
         except Exception:
