@@ -211,7 +211,7 @@ class _RecordingWriter(AccountingWriter):
         self.covered: list[int] = []
 
     def _fdatasync_wal(self) -> None:
-        self.covered.append(self.commits)  # every commit so far, in the sync thread
+        self.covered.append(self.commits)  # every commit so far, in a sync thread
         super()._fdatasync_wal()
 
 
@@ -259,7 +259,7 @@ async def test_concurrent_writes_share_wal_syncs(tmp_path: Path) -> None:
         await writer.aclose()
     assert outs == [["opened"]] * 30
     assert writer.commits == 30 and 1 <= writer.syncs <= 30
-    assert writer.covered == sorted(writer.covered) and writer.covered[-1] == 30
+    assert max(writer.covered) == 30  # the last batch waited for a sync after its commit
     r = await rows(db)
     # Call order is commit order: ascending ids follow the calls.
     assert [x.started_at for x in r] == [T0] * 30 and len({x.id for x in r}) == 30
