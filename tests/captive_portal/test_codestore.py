@@ -24,9 +24,7 @@ from tests.captive_portal.test_codepages import (
     policy,
 )
 from tests.captive_portal.test_email import Inbox, smtp_server
-from tests.captive_portal.test_store import db
 
-_db = db
 _smtp_server = smtp_server
 DEVICE = "aa:bb:cc:dd:ee:01"
 T0 = 1_800_000_000.0
@@ -44,12 +42,12 @@ async def _dump(db: Database) -> str:
     return repr([tuple(r) for r in rows])
 
 
-async def test_a_right_code_works_once_on_its_device_only(_db: Database) -> None:
+async def test_a_right_code_works_once_on_its_device_only(db: Database) -> None:
     """The right code on another device does not log in (and uses an attempt); on its
     device it logs in once; nothing stored gives the code, the challenge id or the MAC."""
-    codes = DatabaseCodes(_db, "portal-secret")
+    codes = DatabaseCodes(db, "portal-secret")
     challenge = await _issue(codes)
-    dump = await _dump(_db)
+    dump = await _dump(db)
     for clear in ("123456", challenge, DEVICE, DEVICE.replace(":", "")):
         assert clear not in dump
     assert "marie@example.org" in dump  # until used or expired, for the identity record
@@ -61,13 +59,13 @@ async def test_a_right_code_works_once_on_its_device_only(_db: Database) -> None
     assert (used.channel, used.identity) == ("email", "marie@example.org")
     assert await codes.check(challenge, "123456", DEVICE, T0 + 3) is None
     assert await codes.peek(challenge) is None
-    assert await _dump(_db) == "[]"
+    assert await _dump(db) == "[]"
 
 
-async def test_wrong_codes_use_the_attempts_and_expiry_ends_a_code(_db: Database) -> None:
+async def test_wrong_codes_use_the_attempts_and_expiry_ends_a_code(db: Database) -> None:
     """Three wrong codes forget the challenge (the right one no longer works); a code
     past its expiry is refused and forgotten; the sweep deletes those over."""
-    codes = DatabaseCodes(_db, "portal-secret")
+    codes = DatabaseCodes(db, "portal-secret")
     challenge = await _issue(codes)
     for n in range(3):
         assert await codes.check(challenge, "000000", DEVICE, T0 + n) is None
@@ -79,7 +77,7 @@ async def test_wrong_codes_use_the_attempts_and_expiry_ends_a_code(_db: Database
     assert await codes.peek(late) is None
 
     kept, over = await _issue(codes), await _issue(codes)
-    async with _db.begin() as conn:
+    async with db.begin() as conn:
         await conn.execute(
             portal_pending_codes.update()
             .where(portal_pending_codes.c.expires_at > 0)
@@ -91,16 +89,16 @@ async def test_wrong_codes_use_the_attempts_and_expiry_ends_a_code(_db: Database
             )
         )
     assert await codes.peek(kept) is not None and await codes.peek(over) is not None
-    assert await prune_pending(_db, T0 + 599) == 1  # the extension
+    assert await prune_pending(db, T0 + 599) == 1  # the extension
     assert await codes.sweep(T0 + 600) == 2
-    assert await prune_pending(_db, T0 + 10_000) == 0
+    assert await prune_pending(db, T0 + 10_000) == 0
 
 
-async def test_another_key_cannot_use_the_stored_codes(_db: Database) -> None:
+async def test_another_key_cannot_use_the_stored_codes(db: Database) -> None:
     """The stored hashes are keyed: a store under another key finds nothing."""
-    challenge = await _issue(DatabaseCodes(_db, "portal-secret"))
-    assert await DatabaseCodes(_db, "another-secret").peek(challenge) is None
-    assert await DatabaseCodes(_db, "portal-secret").peek(challenge) is not None
+    challenge = await _issue(DatabaseCodes(db, "portal-secret"))
+    assert await DatabaseCodes(db, "another-secret").peek(challenge) is None
+    assert await DatabaseCodes(db, "portal-secret").peek(challenge) is not None
 
 
 async def test_memory_codes_follow_the_same_rules() -> None:

@@ -7,17 +7,13 @@ import sqlalchemy as sa
 from captive_portal.identities import DAY_S, IdentityStore
 from controller.storage import Database
 from controller.storage.schema import portal_identities
-from tests.captive_portal.test_store import db
-
-_db = db  # SQLite, and PostgreSQL when tests/run.sh provides one
 
 
 async def test_identity_logins_are_kept_as_keyed_hashes_and_purged_after_retention(
-    _db: Database,
+    db: Database,
 ) -> None:
     """A requisition naming an address finds its logins; nothing in the table holds the
     address or the MAC in clear; records go at the end of their retention."""
-    db = _db
     store = IdentityStore(db, "secret", retention_days=1827)
     await store.record(
         method="email",
