@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -24,6 +24,7 @@ from yarl import URL
 from captive_portal._i18n import (
     LANGUAGE_NAMES,
     LANGUAGES,
+    format_duration,
     load_translations,
     negotiate,
 )
@@ -213,6 +214,42 @@ class PortalBase:
             alert=alert,
             retry_state=retry_state,
             back_url=back_url,
+        )
+
+    def already_connected(self, lang: str, switch_to: URL | None) -> web.Response:
+        """The page of a device that is online already: nothing to do but close it."""
+        _ = self.translations[lang].gettext
+        return self.message(
+            lang,
+            title=_("You are connected"),
+            text=_("This device is already connected. You can close this page."),
+            status=200,
+            alert=False,
+            switch_to=switch_to,
+        )
+
+    def success_page(
+        self,
+        lang: str,
+        *,
+        title: str,
+        minutes: int,
+        ap_id: str,
+        continue_url: str | None,
+        switch_to: URL | None = None,
+    ) -> web.Response:
+        """The page of a login or extension that succeeded: for how long, where to go on,
+        and the link to the status page of ``ap_id``."""
+        query = urlencode({"lang": lang, "ap": ap_id})
+        return self.render(
+            "success.html",
+            lang,
+            title=title,
+            duration=format_duration(minutes, self.translations[lang]),
+            continue_url=continue_url,
+            ap_id=ap_id,
+            status_url=f"{self.routes.status}?{query}",
+            switch_to=switch_to,
         )
 
     def absolute(self, path: str) -> str:

@@ -34,7 +34,6 @@ from aiohttp import web
 
 from captive_portal._continuity import ReturningPages, redirect
 from captive_portal._fas import FasRequest, mac_tag, sign_state, uam_request
-from captive_portal._i18n import format_duration
 from captive_portal.errors import FasError, PortalError
 from captive_portal.models import CommunePolicy, LoginRequest, LoginResult
 
@@ -352,22 +351,13 @@ class UamPages(ReturningPages):
         if query.res in ("success", "already"):
             minutes = (query.timeleft or 0) // 60
             if not minutes:
-                return self.message(
-                    lang,
-                    title=_("You are connected"),
-                    text=_("This device is already connected. You can close this page."),
-                    status=200,
-                    alert=False,
-                    switch_to=request.rel_url,
-                )
-            return self.render(
-                "success.html",
+                return self.already_connected(lang, request.rel_url)
+            return self.success_page(
                 lang,
                 title=_("You are connected"),
-                duration=format_duration(minutes, self.translations[lang]),
-                continue_url=query.userurl,
+                minutes=minutes,
                 ap_id=query.nasid,
-                status_url=f"{self.routes.status}?{urlencode({'lang': lang, 'ap': query.nasid})}",
+                continue_url=query.userurl,
                 switch_to=request.rel_url,
             )
         if query.res == "logoff":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from typing import Final
-from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -289,15 +288,12 @@ class VisitorPages(PortalBase):
             logger.warning("extension not completed on ap=%s: %s", fas.gateway_name, result.error)
             return None
         _ = self.translations[lang].gettext
-        query = urlencode({"lang": lang, "ap": fas.gateway_name})
-        return self.render(
-            "success.html",
+        return self.success_page(
             lang,
             title=_("Session extended"),
-            duration=format_duration(result.session_minutes, self.translations[lang]),
-            continue_url=None,
+            minutes=result.session_minutes,
             ap_id=fas.gateway_name,
-            status_url=f"{self.routes.status}?{query}",
+            continue_url=None,
         )
 
     async def logout(self, request: web.Request) -> web.Response:

@@ -44,9 +44,6 @@ from captive_portal._fas import (
     sign_state,
     verify_state,
 )
-from captive_portal._i18n import (
-    format_duration,
-)
 from captive_portal._legal import localize
 from captive_portal._pages import PortalRoutes, field, portal_routes
 from captive_portal._uam import UAM_PATH, UamPages
@@ -381,14 +378,7 @@ class _Portal(UamPages, CodePages):
                 return self.render_status(
                     request, lang, status, can_extend=await self.can_extend(status)
                 )
-            return self.message(
-                lang,
-                title=_("You are connected"),
-                text=_("This device is already connected. You can close this page."),
-                status=200,
-                alert=False,
-                switch_to=request.rel_url,
-            )
+            return self.already_connected(lang, request.rel_url)
         self.counters.bad_fas += 1
         logger.warning("refused a portal request without a FAS query")
         return self.invalid_link(lang, request)
@@ -557,14 +547,12 @@ class _Portal(UamPages, CodePages):
         )
         if logon is not None:
             return redirect(logon)
-        return self.render(
-            "success.html",
+        return self.success_page(
             lang,
             title=_("You are connected"),
-            duration=format_duration(result.session_minutes, self.translations[lang]),
-            continue_url=_continue_url(fas.origin_url),
+            minutes=result.session_minutes,
             ap_id=fas.gateway_name,
-            status_url=f"{self.routes.status}?{urlencode({'lang': lang, 'ap': fas.gateway_name})}",
+            continue_url=_continue_url(fas.origin_url),
         )
 
     async def terms_page(self, request: web.Request) -> web.Response:
