@@ -38,8 +38,8 @@ __all__ = ["AccountingStore", "AccountingWriter", "NasRegistry", "NasRegistryErr
 logger = logging.getLogger(__name__)
 
 # Threads that sync the WAL: a batch committed while one syncs the previous batches is
-# synced by the other rather than wait (measured: +14 % accounting throughput at 64
-# requests outstanding, four paired runs out of four, docs/BENCHMARKS.md).
+# synced by the other rather than wait (measured: ~+12 % accounting throughput at 64
+# requests outstanding, better in seven paired runs out of eight, docs/BENCHMARKS.md).
 _SYNC_THREADS = 2
 # What a session gets when the NAS does not say (RFC 2866 makes both optional).
 _NO_MAC = "00:00:00:00:00:00"
