@@ -51,9 +51,7 @@ class Listener:
     def send_command(self, payload: bytes) -> None:
         self.client.publish(topic(self.ap, "cmd"), payload, qos=1).wait_for_publish(5)
 
-    def collect(self, kind: str, seconds: float) -> list[dict[str, Any]]:
-        """Every ``kind`` message (ack, status...) received within ``seconds``."""
-        out = []
+    def _received(self, kind: str, seconds: float) -> Iterator[dict[str, Any]]:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
@@ -61,19 +59,16 @@ class Listener:
             except queue.Empty:
                 continue
             if k == kind:
-                out.append(msg)
-        return out
+                yield msg
+
+    def collect(self, kind: str, seconds: float) -> list[dict[str, Any]]:
+        """Every ``kind`` message (ack, status...) received within ``seconds``."""
+        return list(self._received(kind, seconds))
 
     def next(self, kind: str, seconds: float = 10.0) -> dict[str, Any]:
         """The next ``kind`` message, within ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                k, msg = self.messages.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if k == kind:
-                return msg
+        for msg in self._received(kind, seconds):
+            return msg
         raise TimeoutError(f"no {kind} message")
 
     def clear_status(self) -> None:
