@@ -8,8 +8,10 @@ controller's SQLite database beside the running controller.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -52,6 +54,15 @@ def http_ok(url: str) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+def consent_form(page: str, portal_port: int) -> list[str]:
+    """What submits the click-through form of the portal's login ``page`` (in French,
+    terms accepted), as curl arguments: the form's URL, then its fields."""
+    state = html.unescape(re.search(r'name="state" value="([^"]+)"', page).group(1))  # type: ignore[union-attr]
+    action = html.unescape(re.search(r'action="([^"]+)"', page).group(1))  # type: ignore[union-attr]
+    url = action if action.startswith("http") else f"http://{ROOT_IP}:{portal_port}{action}"
+    return [url, "--data-urlencode", f"state={state}", "--data", "lang=fr", "--data", "consent=yes"]
 
 
 # --------------------------------------------------------------------------- configuration

@@ -7,9 +7,7 @@ openNDS, the visitor's HTTP client (curl) in the client's namespace.
 
 from __future__ import annotations
 
-import html
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable
@@ -21,6 +19,7 @@ import pytest
 from tests.e2e._stack import (
     add_ap,
     borne,
+    consent_form,
     hotspot_for_portal,
     portal_on_hotspot,
     query,
@@ -73,19 +72,7 @@ def login_through_portal(hs: Hotspot) -> str:
     page = hs.curl_from_client(location)
     assert page.status == 200, page
     assert 'type="checkbox"' in page.body and "checked" not in page.body
-    state = html.unescape(re.search(r'name="state" value="([^"]+)"', page.body).group(1))  # type: ignore[union-attr]
-    action = html.unescape(re.search(r'action="([^"]+)"', page.body).group(1))  # type: ignore[union-attr]
-    url = action if action.startswith("http") else f"http://{ROOT_IP}:{hs.fas_port}{action}"
-    done = hs.curl_from_client(
-        url,
-        "--data-urlencode",
-        f"state={state}",
-        "--data",
-        "lang=fr",
-        "--data",
-        "consent=yes",
-        max_time=30,
-    )
+    done = hs.curl_from_client(*consent_form(page.body, hs.fas_port), max_time=30)
     return done.body if done.status == 200 else f"HTTP {done.status}: {done.body[:300]}"
 
 

@@ -11,7 +11,6 @@ register, two approvals by two different logins, search.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import re
 import sqlite3
 import subprocess
@@ -25,6 +24,7 @@ import pytest
 from agents._nat import CHAIN, PortBlocks
 from tests.e2e._stack import (
     add_ap,
+    consent_form,
     hotspot_for_portal,
     portal_on_hotspot,
     query,
@@ -125,20 +125,7 @@ def login(hs: Hotspot, ns: str, portal_port: int) -> str:
     )
     status, _, page = curl(hs, ns, location)
     assert status == 200, page[:300]
-    state = html.unescape(re.search(r'name="state" value="([^"]+)"', page).group(1))  # type: ignore[union-attr]
-    action = html.unescape(re.search(r'action="([^"]+)"', page).group(1))  # type: ignore[union-attr]
-    url = action if action.startswith("http") else f"http://{ROOT_IP}:{portal_port}{action}"
-    status, _, done = curl(
-        hs,
-        ns,
-        url,
-        "--data-urlencode",
-        f"state={state}",
-        "--data",
-        "lang=fr",
-        "--data",
-        "consent=yes",
-    )
+    status, _, done = curl(hs, ns, *consent_form(page, portal_port))
     return done if status == 200 else f"HTTP {status}: {done[:300]}"
 
 
@@ -292,41 +279,20 @@ def test_a_requisition_by_public_ip_and_port_names_the_device_behind_the_nat(
     )
     borne(conf, "officier-a", "legal", "requisition", "approve", "PV-2026-NAT")
     borne(conf, "officier-b", "legal", "requisition", "approve", "PV-2026-NAT")
+
+    def search(ip: str, port: int, at: float) -> str:
+        """``borne legal requisition search`` by public address, source port and time."""
+        where = ("--public", ip, "--port", str(port), "--at", iso(at))
+        return borne(conf, "officier-a", "legal", "requisition", "search", "PV-2026-NAT", *where)
+
     for mac, (ip, port, at) in conns.items():
-        out = borne(
-            conf,
-            "officier-a",
-            "legal",
-            "requisition",
-            "search",
-            "PV-2026-NAT",
-            "--public",
-            ip,
-            "--port",
-            str(port),
-            "--at",
-            iso(at),
-        )
+        out = search(ip, port, at)
         rows = [line.split("\t") for line in out.splitlines() if line.strip()]
         assert [(r[1], r[2], r[3]) for r in rows] == [(mac, phones[mac], AP_WAN_IP)], out
     # A port of no block in use at that time finds nobody.
     unused = blocks.block_for("10.46.1.50")
     assert unused is not None
-    out = borne(
-        conf,
-        "officier-a",
-        "legal",
-        "requisition",
-        "search",
-        "PV-2026-NAT",
-        "--public",
-        AP_WAN_IP,
-        "--port",
-        str(unused.port_start),
-        "--at",
-        iso(times[0]),
-    )
-    assert out.strip() == ""
+    assert search(AP_WAN_IP, unused.port_start, times[0]).strip() == ""
     journal = (tmp_path / "legal" / "journal.jsonl").read_text()
     assert journal.count('"action": "search"') + journal.count('"action":"search"') == 3
     borne(conf, "root", "legal", "verify")
