@@ -72,6 +72,12 @@ async def make_portal(
     return client, backend
 
 
+async def submit_code(client: Any, state: str, challenge: str, code: str, **fields: str) -> Any:
+    """Post the code form, terms accepted (``fields``: channel, lang...)."""
+    data = {"state": state, "challenge": challenge, "code": code, "consent": "yes", **fields}
+    return await client.post("/fas/code", data=data)
+
+
 async def login_state(client: Any, make_fas: Any, lang: str = "en") -> tuple[str, str]:
     page = await client.get(FAS_PATH, params={"fas": make_fas(), "lang": lang})
     body = await page.text()
@@ -152,41 +158,14 @@ async def test_email_code_login_end_to_end_with_a_real_smtp_server(
     assert code in message["Subject"]
     challenge = challenge_of(body)
     wrong_code = "000000" if code != "000000" else "111111"
-    wrong = await client.post(
-        "/fas/code",
-        data={
-            "state": state,
-            "challenge": challenge,
-            "code": wrong_code,
-            "consent": "yes",
-            "channel": "email",
-        },
-    )
+    wrong = await submit_code(client, state, challenge, wrong_code, channel="email")
     assert wrong.status == 400
     assert "Ce code n'est pas valide" in text_of(await wrong.text())
-    right = await client.post(
-        "/fas/code",
-        data={
-            "state": state,
-            "challenge": challenge,
-            "code": code,
-            "consent": "yes",
-            "channel": "email",
-        },
-    )
+    right = await submit_code(client, state, challenge, code, channel="email")
     assert right.status == 200, text_of(await right.text())
     (call,) = backend.calls
     assert (call.method, call.identity, call.client_mac) == ("email", "Marie@example.org", MAC)
-    again = await client.post(
-        "/fas/code",
-        data={
-            "state": state,
-            "challenge": challenge,
-            "code": code,
-            "consent": "yes",
-            "channel": "email",
-        },
-    )
+    again = await submit_code(client, state, challenge, code, channel="email")
     assert again.status == 400 and len(backend.calls) == 1
     counters = client.server.app[COUNTERS]
     assert (counters.codes_sent, counters.bad_code, counters.bad_address) == (1, 2, 1)
@@ -239,15 +218,7 @@ async def test_sms_code_login_with_prefix_and_per_source_limits(
     assert sent.status == 200 and "+33 ••••••78" in text_of(body)
     ((auth, payload),) = provider.received
     assert auth == "Bearer t" and payload["to"] == "+33612345678"
-    right = await client.post(
-        "/fas/code",
-        data={
-            "state": state,
-            "challenge": challenge_of(body),
-            "code": code_in(payload["text"]),
-            "consent": "yes",
-        },
-    )
+    right = await submit_code(client, state, challenge_of(body), code_in(payload["text"]))
     assert right.status == 200
     assert [(c.method, c.identity) for c in backend.calls] == [("sms", "+33612345678")]
     assert (await client.post("/fas/sms", data=dict(form, identity="0700000001"))).status == 200
@@ -272,54 +243,14 @@ async def test_code_guessing_is_stopped_by_attempts_and_the_wrong_code_pause(
     right_first = code_in(provider.received[-1][1]["text"])
     wrong = "000000" if right_first != "000000" else "111111"
     for _ in range(3):
-        page = await client.post(
-            "/fas/code",
-            data={
-                "state": state,
-                "challenge": first,
-                "code": wrong,
-                "consent": "yes",
-                "channel": "sms",
-                "lang": "en",
-            },
-        )
+        page = await submit_code(client, state, first, wrong, channel="sms", lang="en")
         assert page.status == 400
-    gone = await client.post(
-        "/fas/code",
-        data={
-            "state": state,
-            "challenge": first,
-            "code": right_first,
-            "consent": "yes",
-            "channel": "sms",
-            "lang": "en",
-        },
-    )
+    gone = await submit_code(client, state, first, right_first, channel="sms", lang="en")
     assert gone.status == 400 and backend.calls == []
     second = challenge_of(await (await client.post("/fas/sms", data=form)).text())
     right = code_in(provider.received[-1][1]["text"])
     wrong = "000000" if right != "000000" else "111111"
-    await client.post(
-        "/fas/code",
-        data={
-            "state": state,
-            "challenge": second,
-            "code": wrong,
-            "consent": "yes",
-            "channel": "sms",
-            "lang": "en",
-        },
-    )
-    paused = await client.post(
-        "/fas/code",
-        data={
-            "state": state,
-            "challenge": second,
-            "code": right,
-            "consent": "yes",
-            "channel": "sms",
-            "lang": "en",
-        },
-    )
+    await submit_code(client, state, second, wrong, channel="sms", lang="en")
+    paused = await submit_code(client, state, second, right, channel="sms", lang="en")
     assert "Too many wrong codes" in text_of(await paused.text())
     assert backend.calls == []
