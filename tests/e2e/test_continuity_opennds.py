@@ -24,7 +24,7 @@ from captive_portal.models import LoginRequest, LoginResult
 from controller.config import PortalSettings, Settings
 from controller.storage import Database, open_database
 from radius._devices import KnownDevices
-from tests.captive_portal.test_app import FAS_KEY, state_of, text_of
+from tests.captive_portal.test_app import FAS_KEY, text_of
 from tests.e2e._stack import (
     add_ap,
     hotspot_for_portal,
@@ -34,7 +34,7 @@ from tests.e2e._stack import (
     stop_controller,
     wait_online,
 )
-from tests.e2e.test_portal_opennds import NdsctlBackend
+from tests.e2e.test_portal_opennds import NdsctlBackend, accept_terms
 from tests.testbed import ROOT_IP, UPSTREAM_BODY, UPSTREAM_IP, Hotspot, free_port
 
 UPSTREAM_URL = f"http://{UPSTREAM_IP}/"
@@ -97,12 +97,7 @@ async def test_returning_device_gets_no_page_through_real_opennds(
     assert first.status == 307 and first.location is not None, first
     page = await hotspot.acurl_from_client(first.location)
     assert page.status == 200 and "J'accepte les conditions d'utilisation" in text_of(page.body)
-    accepted = await hotspot.acurl_from_client(
-        f"{hotspot.fas_url}accept",
-        "--data-urlencode", f"state={state_of(page.body)}",
-        "--data", "consent=yes",
-        "--data", "lang=fr",
-    )  # fmt: skip
+    accepted = await accept_terms(hotspot, page.body, "--data", "lang=fr")
     assert accepted.status == 200, accepted
     assert (await hotspot.acurl_from_client(UPSTREAM_URL)).status == 200
 

@@ -31,7 +31,7 @@ from captive_portal.models import (
 )
 from controller.config import PortalSettings, Settings
 from tests.captive_portal.test_app import FAS_KEY, FakeBackend, state_of, text_of
-from tests.testbed import ROOT_IP, UPSTREAM_BODY, UPSTREAM_IP, Hotspot, free_port
+from tests.testbed import ROOT_IP, UPSTREAM_BODY, UPSTREAM_IP, Hotspot, HttpResult, free_port
 
 UPSTREAM_URL = f"http://{UPSTREAM_IP}/"
 
@@ -102,6 +102,17 @@ async def gateway(make_hotspot: Callable[..., Hotspot]) -> tuple[Hotspot, Settin
     return hotspot, Settings(portal=portal)
 
 
+async def accept_terms(hotspot: Hotspot, page: str, *curl_args: str) -> HttpResult:
+    """The client ticks the box of the login ``page`` and submits it (``curl_args``: more
+    fields)."""
+    return await hotspot.acurl_from_client(
+        f"{hotspot.fas_url}accept",
+        "--data-urlencode", f"state={state_of(page)}",
+        "--data", "consent=yes",
+        *curl_args,
+    )  # fmt: skip
+
+
 async def serve_portal(
     aiohttp_server: Any, settings: Settings, backend: PortalBackend, hotspot: Hotspot
 ) -> None:
@@ -133,12 +144,7 @@ async def test_real_opennds_client_logs_in_through_the_portal(
     assert page.status == 200, page
     assert page.headers.get("cache-control") == "no-store"
     assert "J'accepte les conditions d'utilisation" in text_of(page.body)
-    accepted = await hotspot.acurl_from_client(
-        f"{hotspot.fas_url}accept",
-        "--data-urlencode", f"state={state_of(page.body)}",
-        "--data", "consent=yes",
-        "--data", "lang=fr",
-    )  # fmt: skip
+    accepted = await accept_terms(hotspot, page.body, "--data", "lang=fr")
     assert accepted.status == 200, accepted
     assert "Vous êtes connecté·e" in text_of(accepted.body)
     assert [(c.ap_id, c.client_mac, c.client_ip) for c in backend.calls] == [
@@ -229,11 +235,7 @@ async def test_every_os_probe_sees_the_portal_then_the_internet_then_the_portal_
     redirect = await hotspot.acurl_from_client(UPSTREAM_URL)
     assert redirect.location is not None
     page = await hotspot.acurl_from_client(redirect.location)
-    accepted = await hotspot.acurl_from_client(
-        f"{hotspot.fas_url}accept",
-        "--data-urlencode", f"state={state_of(page.body)}",
-        "--data", "consent=yes",
-    )  # fmt: skip
+    accepted = await accept_terms(hotspot, page.body)
     assert accepted.status == 200, accepted
     # The probe server may take a moment to start: the verdicts settle on "online".
     expected_online = {key: Verdict.ONLINE for key in all_portal}
