@@ -25,8 +25,8 @@ from typing import Protocol, runtime_checkable
 from aiohttp import web
 
 from captive_portal._fas import FasRequest, mac_tag
-from captive_portal._pages import PortalBase
-from captive_portal.models import CommunePolicy, LoginRequest, LoginResult
+from captive_portal._pages import PortalBase, login_request
+from captive_portal.models import CommunePolicy, LoginResult
 
 __all__ = ["ContinuityBackend", "ReturningPages", "redirect"]
 
@@ -79,14 +79,7 @@ class ReturningPages(PortalBase):
             if not await backend.returning(fas.gateway_name, fas.client_mac):
                 return None
             result = await self.backend.authorize(
-                LoginRequest(
-                    ap_id=fas.gateway_name,
-                    client_mac=fas.client_mac,
-                    client_ip=fas.client_ip,
-                    method="returning",
-                    terms_version=self.terms_version(policy),
-                    language=lang,
-                )
+                login_request(fas, "returning", self.terms_version(policy), lang)
             )
         except Exception:
             self.counters.authorize_crashed += 1

@@ -21,6 +21,7 @@ from aiohttp import web
 from babel.support import Translations
 from yarl import URL
 
+from captive_portal._fas import FasRequest
 from captive_portal._i18n import (
     LANGUAGE_NAMES,
     LANGUAGES,
@@ -34,6 +35,8 @@ from captive_portal._probes import (
 )
 from captive_portal.models import (
     ClientStatus,
+    LoginMethod,
+    LoginRequest,
     PortalBackend,
     PortalCounters,
 )
@@ -89,6 +92,30 @@ def portal_routes(public_url: str) -> PortalRoutes:
 def field(form: Mapping[str, object], name: str) -> str | None:
     value = form.get(name)
     return value if isinstance(value, str) else None
+
+
+def login_request(
+    fas: FasRequest,
+    method: LoginMethod,
+    terms_version: str,
+    lang: str,
+    *,
+    code: str | None = None,
+    identity: str | None = None,
+    stats_optout: bool = False,
+) -> LoginRequest:
+    """What the backend is asked to let in: the device of ``fas``, by ``method``."""
+    return LoginRequest(
+        ap_id=fas.gateway_name,
+        client_mac=fas.client_mac,
+        client_ip=fas.client_ip,
+        method=method,
+        terms_version=terms_version,
+        language=lang,
+        code=code,
+        identity=identity,
+        stats_optout=stats_optout,
+    )
 
 
 def _build_environments(translations: Mapping[str, Translations]) -> dict[str, jinja2.Environment]:

@@ -34,6 +34,7 @@ from aiohttp import web
 
 from captive_portal._continuity import ReturningPages, redirect
 from captive_portal._fas import FasRequest, mac_tag, sign_state, uam_request
+from captive_portal._pages import login_request
 from captive_portal.errors import FasError, PortalError
 from captive_portal.models import CommunePolicy, LoginRequest, LoginResult
 
@@ -417,14 +418,7 @@ class UamPages(ReturningPages):
         """A device recognised by continuity goes straight to the gateway's /logon."""
         if self.settings.portal.continuity_hours <= 0:
             return None
-        request = LoginRequest(
-            ap_id=fas.gateway_name,
-            client_mac=fas.client_mac,
-            client_ip=fas.client_ip,
-            method="returning",
-            terms_version=self.terms_version(policy),
-            language=lang,
-        )
+        request = login_request(fas, "returning", self.terms_version(policy), lang)
         result, location = await self.uam_authorize(request, fas)
         if result is None or not result.ok or location is None:
             return None

@@ -25,7 +25,7 @@ from captive_portal._i18n import (
     format_duration,
 )
 from captive_portal._methods import options_for
-from captive_portal._pages import PortalBase, field
+from captive_portal._pages import PortalBase, field, login_request
 from captive_portal._probes import (
     answer_foreign,
     answer_probe,
@@ -35,7 +35,6 @@ from captive_portal._probes import (
 from captive_portal.errors import StateExpired, StateInvalid
 from captive_portal.models import (
     ClientStatus,
-    LoginRequest,
 )
 
 __all__ = ["VisitorPages"]
@@ -269,16 +268,7 @@ class VisitorPages(PortalBase):
         ):
             return None
         try:
-            result = await self.backend.authorize(
-                LoginRequest(
-                    ap_id=fas.gateway_name,
-                    client_mac=fas.client_mac,
-                    client_ip=fas.client_ip,
-                    method="extend",
-                    terms_version=terms_version,
-                    language=lang,
-                )
-            )
+            result = await self.backend.authorize(login_request(fas, "extend", terms_version, lang))
         except Exception:
             self.counters.authorize_crashed += 1
             logger.error("backend crashed completing an extension", exc_info=True)

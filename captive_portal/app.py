@@ -45,14 +45,13 @@ from captive_portal._fas import (
     verify_state,
 )
 from captive_portal._legal import localize
-from captive_portal._pages import PortalRoutes, field, portal_routes
+from captive_portal._pages import PortalRoutes, field, login_request, portal_routes
 from captive_portal._uam import UAM_PATH, UamPages
 from captive_portal._wifi4eu import content_security_policy, snippet
 from captive_portal.errors import FasError, StateExpired, StateInvalid
 from captive_portal.models import (
     CommunePolicy,
     LoginMethod,
-    LoginRequest,
     LoginResult,
     PortalBackend,
     PortalCounters,
@@ -475,13 +474,11 @@ class _Portal(UamPages, CodePages):
             if isinstance(checked, web.Response):
                 return checked
             identity = checked.identity
-        login_request = LoginRequest(
-            ap_id=fas.gateway_name,
-            client_mac=fas.client_mac,
-            client_ip=fas.client_ip,
-            method=method,
-            terms_version=login.terms_version,
-            language=lang,
+        let_in = login_request(
+            fas,
+            method,
+            login.terms_version,
+            lang,
             code=code,
             identity=identity,
             stats_optout=field(form, "stats_optout") == "yes",
@@ -491,9 +488,9 @@ class _Portal(UamPages, CodePages):
         try:
             if fas.uam_challenge is not None:
                 # A UAM gateway: a one-time credential for its /logon instead of a command.
-                result, logon = await self.uam_authorize(login_request, fas)
+                result, logon = await self.uam_authorize(let_in, fas)
             else:
-                result = await self.backend.authorize(login_request)
+                result = await self.backend.authorize(let_in)
         except Exception:
             # The backend reports failures in its result; this is a bug, not a refusal.
             self.counters.authorize_crashed += 1
