@@ -3,7 +3,7 @@ device, with the limits of the login; the terms a remembered device accepted; a 
 UAM secret.
 
 Revision ID: 0013
-Revises: 0007
+Revises: 0007, 0003
 Create Date: 2026-11-29
 """
 
@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0007"
+down_revision = ("0007", "0003")
 branch_labels = None
-depends_on = "0003"  # the RADIUS tables it changes
+depends_on = None
 
 Time = sa.Float(precision=53)
 

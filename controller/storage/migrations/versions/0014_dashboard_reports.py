@@ -2,7 +2,7 @@
 store's indexes for reads by place and period.
 
 Revision ID: 0014
-Revises: 0007 (and needs 0005, which creates stats_cells)
+Revises: 0007, 0005 (0005 creates stats_cells)
 Create Date: 2026-11-29
 """
 
@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0007"
+down_revision = ("0007", "0005")
 branch_labels = None
-depends_on = "0005"
+depends_on = None
 
 Time = sa.Float(precision=53)
 
