@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import struct
 
 import pytest
@@ -45,3 +46,13 @@ def test_parse_leaf_rejects_garbage_cleanly(data: bytes) -> None:
     with contextlib.suppress(ValueError, struct.error):
         leaf = fmt.parse_leaf(data)
         assert len(leaf.identity) + len(leaf.traffic) < len(data)
+
+
+@given(st.binary(min_size=16, max_size=64), st.text(max_size=80))
+def test_tags_are_keyed_blake2b_of_kind_and_lowered_value(key: bytes, value: str) -> None:
+    """A tag is BLAKE2b keyed with the day's index key over kind and lowered value (the
+    format documented in LEGAL.md: a change would make earlier days unsearchable)."""
+    want = hashlib.blake2b(f"mac\x00{value.lower()}".encode(), key=key, digest_size=16)
+    assert fmt.tag(key, "mac", value) == want.digest()
+    other = bytes(b ^ 1 for b in key)
+    assert fmt.tag(other, "mac", value) != want.digest()
