@@ -589,9 +589,9 @@ def test_the_agent_acks_applied_then_unchanged_over_a_real_broker(
     mosquitto: MosquittoBroker, tmp_path: Path, device: Device
 ) -> None:
     """Same version twice through a real mosquitto: two acks, one restart of each daemon."""
-    from tests.agents.test_apply import Listener, run_agent
+    from tests.agents.test_apply import ApplyListener, run_agent
 
-    listener = Listener(mosquitto)
+    listener = ApplyListener(mosquitto)
     _, stop, thread = run_agent(mosquitto, tmp_path, device.gateway())
     try:
         settings = SETTINGS

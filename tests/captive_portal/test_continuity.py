@@ -95,6 +95,16 @@ async def test_returning_device_gets_no_page_until_the_texts_change(
         await until(lambda ap=ap: _state(ctl, ap, "online"), what=f"{ap} online")
     run_a.gateway.arrive(MAC, "127.0.0.1")
     run_b.gateway.arrive(MAC, "127.0.0.1")
+    # Both appearances reach the controller, and its look-up of the (still unknown) device
+    # ends, before the login: this test is about the FAS entry, not the agent's report.
+    for ap in (AP_A, AP_B):
+        await until(
+            lambda ap=ap: (ap, MAC) in ctl.returning.appearances._until, what=f"seen at {ap}"
+        )
+    await until(
+        lambda: not any(t.get_name().startswith("returning.") for t in ctl._tasks),
+        what="look-ups done",
+    )
     backend = ControllerPortalBackend(ctl)
     assert isinstance(backend, ContinuityBackend)
     client = await aiohttp_client(create_app(ctl.settings, backend))
