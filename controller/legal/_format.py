@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -30,6 +30,7 @@ __all__ = [
     "TAG_KINDS",
     "DayKeys",
     "Leaf",
+    "Tagger",
     "build_leaf",
     "decrypt_part",
     "iter_frames",
@@ -44,6 +45,7 @@ PORT_BUCKET_BITS = 8
 # A port block wider than 64 buckets (16,384 ports) is indexed by its first 64 only.
 MAX_BUCKETS = 64
 _HEAD = struct.Struct(">2sIQ")
+_U32 = struct.Struct(">I")
 _NO_TAG = bytes(TAG_LEN)
 # A bound on one frame: a record is a few hundred bytes; anything bigger is damage.
 MAX_FRAME = 64 * 1024
@@ -56,6 +58,11 @@ class DayKeys:
     identity: AESGCM | None
     traffic: AESGCM | None
     index: bytes | None
+    tagger: Tagger | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.index is not None:
+            object.__setattr__(self, "tagger", Tagger(self.index))
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,35 @@ def tag(index_key: bytes, kind: str, value: str) -> bytes:
     return hashlib.blake2b(msg, key=index_key, digest_size=TAG_LEN).digest()
 
 
+class Tagger:
+    """``tag`` under one day's index key, for the appends of that day.
+
+    It copies the BLAKE2b state left after the key's block instead of hashing the key
+    again, and remembers the latest tags: the start, updates and stop of one session
+    share their MAC, user, private and public tags. The memory is dropped whole when it
+    reaches ``MEMO`` entries (it only saves work; a miss costs one hash).
+    """
+
+    MEMO = 65_536
+    __slots__ = ("_base", "_memo")
+
+    def __init__(self, index_key: bytes) -> None:
+        self._base = hashlib.blake2b(key=index_key, digest_size=TAG_LEN)
+        self._memo: dict[bytes, bytes] = {}
+
+    def __call__(self, kind: str, value: str) -> bytes:
+        msg = f"{kind}\x00{value.lower()}".encode()
+        t = self._memo.get(msg)
+        if t is None:
+            h = self._base.copy()
+            h.update(msg)
+            t = h.digest()
+            if len(self._memo) >= self.MEMO:
+                self._memo.clear()
+            self._memo[msg] = t
+        return t
+
+
 def public_value(ip: str, port: int | None) -> str:
     """The searchable value of a public IP and a port: the IP and the port's bucket.
 
@@ -86,25 +122,25 @@ def public_value(ip: str, port: int | None) -> str:
     return f"{ip}|-" if port is None else f"{ip}|{port >> PORT_BUCKET_BITS}"
 
 
-def public_tags(index_key: bytes, rec: LegalRecord) -> list[bytes]:
+def public_tags(tag_of: Tagger, rec: LegalRecord) -> list[bytes]:
     """The tags of every port bucket a record's public port block covers."""
     if not rec.public_ip:
         return []
     if rec.port_start is None or rec.port_end is None or rec.port_end < rec.port_start:
-        return [tag(index_key, "public", public_value(rec.public_ip, None))]
+        return [tag_of("public", public_value(rec.public_ip, None))]
     first, last = rec.port_start >> PORT_BUCKET_BITS, rec.port_end >> PORT_BUCKET_BITS
     last = min(last, first + MAX_BUCKETS - 1)
-    return [tag(index_key, "public", f"{rec.public_ip}|{b}") for b in range(first, last + 1)]
+    return [tag_of("public", f"{rec.public_ip}|{b}") for b in range(first, last + 1)]
 
 
-def record_tags(index_key: bytes, rec: LegalRecord) -> tuple[bytes, ...]:
+def record_tags(tag_of: Tagger, rec: LegalRecord) -> tuple[bytes, ...]:
     """The tags of a record: mac, user, private, then each public port bucket (the leaf
     keeps the first four, zeros where a value is unknown; the index gets them all)."""
     return (
-        tag(index_key, "mac", rec.client_mac),
-        tag(index_key, "user", rec.auth_ref) if rec.auth_ref else _NO_TAG,
-        tag(index_key, "private", f"{rec.private_ip}|{rec.gateway}"),
-        *(public_tags(index_key, rec) or [_NO_TAG]),
+        tag_of("mac", rec.client_mac),
+        tag_of("user", rec.auth_ref) if rec.auth_ref else _NO_TAG,
+        tag_of("private", f"{rec.private_ip}|{rec.gateway}"),
+        *(public_tags(tag_of, rec) or [_NO_TAG]),
     )
 
 
@@ -116,9 +152,10 @@ def build_leaf(
     day: str, seq: int, event_id: int, rec: LegalRecord, keys: DayKeys
 ) -> tuple[bytes, tuple[bytes, ...]]:
     """Encrypt and tag one record; return its leaf bytes and its tags."""
-    assert keys.identity is not None and keys.traffic is not None and keys.index is not None
-    n1, n2 = os.urandom(12), os.urandom(12)
-    tags = record_tags(keys.index, rec)
+    assert keys.identity is not None and keys.traffic is not None and keys.tagger is not None
+    nonces = os.urandom(24)
+    n1, n2 = nonces[:12], nonces[12:]
+    tags = record_tags(keys.tagger, rec)
     c1 = keys.identity.encrypt(n1, rec.identity_bytes(), _aad(day, seq, "identity"))
     c2 = keys.traffic.encrypt(n2, rec.traffic_bytes(), _aad(day, seq, "traffic"))
     leaf = b"".join(
@@ -126,7 +163,7 @@ def build_leaf(
             _HEAD.pack(MAGIC, seq, event_id),
             *tags[:4],
             n1,
-            struct.pack(">I", len(c1)),
+            _U32.pack(len(c1)),
             c1,
             n2,
             c2,
@@ -180,4 +217,4 @@ def iter_frames(data: bytes) -> tuple[list[bytes], int]:
 
 def frame(leaf: bytes) -> bytes:
     """The framed bytes of a leaf."""
-    return struct.pack(">I", len(leaf)) + leaf
+    return _U32.pack(len(leaf)) + leaf

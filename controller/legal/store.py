@@ -49,6 +49,8 @@ from controller.legal.records import LegalRecord
 __all__ = ["Found", "LegalStore", "Problem", "day_of", "sign_json", "verify_json"]
 
 _ENTRY = struct.Struct(">16sI")
+_U32 = struct.Struct(">I")
+_NO_TAG = bytes(fmt.TAG_LEN)
 # index.fence holds the tag of every _FENCE_EVERY-th entry of index.sorted: a lookup reads
 # the fence (a few dozen kB), then one block of 256 entries (5 kB) of the index, instead
 # of a binary search's twenty scattered pages. What matters when the year's indexes
@@ -336,27 +338,32 @@ class LegalStore:
         try:
             self.seal_before(day)
             od = self._open_day(day)
-            frames, leaves, entries = [], [], []
+            frames: list[bytes] = []
+            entries: list[bytes] = []
             offsets: list[int] = []
+            new_hashes: list[bytes] = []
             end = od.end
             seq = len(od.hashes)
-            new_hashes = []
+            index, keys = od.index, od.keys
+            build, leaf_hash, pack, u32 = fmt.build_leaf, merkle.leaf_hash, _ENTRY.pack, _U32.pack
             for event_id, rec in items:
-                leaf, tags = fmt.build_leaf(day, seq, event_id, rec, od.keys)
-                h = merkle.leaf_hash(leaf)
-                frames.append(fmt.frame(leaf))
+                leaf, tags = build(day, seq, event_id, rec, keys)
+                new_hashes.append(leaf_hash(leaf))
+                frames.append(u32(len(leaf)))
+                frames.append(leaf)
                 offsets.append(end)
                 end += 4 + len(leaf)
-                new_hashes.append(h)
                 for t in tags:
-                    if t != bytes(16):
-                        entries.append(_ENTRY.pack(t, seq))
-                        od.index.setdefault(t, []).append(seq)
-                leaves.append(h)
+                    if t != _NO_TAG:
+                        entries.append(pack(t, seq))
+                        if (seqs := index.get(t)) is None:
+                            index[t] = [seq]
+                        else:
+                            seqs.append(seq)
                 seq += 1
             for name, chunks in (
                 ("records.log", frames),
-                ("leaves.bin", leaves),
+                ("leaves.bin", new_hashes),
                 ("index.log", entries),
             ):
                 fh = self._files[name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import struct
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.legal import _format as fmt
+from controller.legal.records import IDENTITY_FIELDS, TRAFFIC_FIELDS
 from tests.controller.legal.conftest import record
 
 KEYS = fmt.DayKeys(AESGCM(b"a" * 32), AESGCM(b"b" * 32), b"c" * 32)
@@ -56,3 +58,38 @@ def test_tags_are_keyed_blake2b_of_kind_and_lowered_value(key: bytes, value: str
     assert fmt.tag(key, "mac", value) == want.digest()
     other = bytes(b ^ 1 for b in key)
     assert fmt.tag(other, "mac", value) != want.digest()
+
+
+@given(st.binary(min_size=16, max_size=64), st.lists(st.text(max_size=40), max_size=20))
+def test_the_append_tagger_gives_the_tags_search_computes(key: bytes, values: list[str]) -> None:
+    """Tags computed at append time (copied key state, remembered values, a memory that
+    empties when full) are the ones a search computes from the key."""
+
+    class Small(fmt.Tagger):
+        MEMO = 3  # the memory empties during the run
+
+    tagger = Small(key)
+    for value in values + values:
+        assert tagger("user", value) == fmt.tag(key, "user", value)
+    assert len(tagger._memo) <= 3
+
+
+@given(
+    st.text(max_size=30),
+    st.one_of(st.none(), st.text(max_size=30)),
+    st.integers(min_value=0, max_value=2**63 - 1),
+)
+def test_record_parts_are_the_compact_json_documented(
+    session_id: str, auth_ref: str | None, volume: int
+) -> None:
+    """Each part is the compact UTF-8 JSON array LEGAL.md documents (what the standard
+    library writes with these settings), whatever the text holds."""
+
+    rec = record(1, session_id=session_id, auth_ref=auth_ref, down_bytes=volume)
+    for part, fields in (
+        (rec.identity_bytes(), IDENTITY_FIELDS),
+        (rec.traffic_bytes(), TRAFFIC_FIELDS),
+    ):
+        values = [getattr(rec, f) for f in fields]
+        assert part == json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode()
+        assert json.loads(part) == values
