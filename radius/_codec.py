@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import re
+import socket
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -48,6 +48,7 @@ MAX_PACKET = 4096
 # RFC 2865 §5.2: User-Password is at most 128 octets once hidden.
 MAX_PASSWORD = 128
 _ZERO16 = bytes(16)
+_HEADER = struct.Struct("!BBH")
 
 
 class Code(IntEnum):
@@ -293,6 +294,10 @@ def sign_reply(
     Response Authenticator is MD5(Code+ID+Length+RequestAuth+Attributes+Secret).
     """
     attrs = [*attributes, *((Attr.PROXY_STATE, v) for v in request.all(Attr.PROXY_STATE))]
+    if not attrs and not with_message_authenticator:
+        # A bare reply (an Accounting-Response): header, then its authenticator.
+        head = _HEADER.pack(code, request.identifier, HEADER_LEN)
+        return head + _md5(head, request.authenticator, secret)
     if with_message_authenticator:
         raw = _with_ma(
             code, request.identifier, request.authenticator, attrs, secret, request.authenticator
@@ -375,12 +380,11 @@ def normalize_mac(text: str | None) -> str | None:
     bare = head.replace(":", "").replace("-", "").replace(".", "")
     if not _MAC_HEX.fullmatch(bare):
         return None
-    bare = bare.lower()
-    return ":".join(bare[i : i + 2] for i in range(0, 12, 2))
+    return bytes.fromhex(bare).hex(":")
 
 
 def ip_text(value: bytes | None) -> str | None:
     """An ``ipaddr`` attribute as text, or None when absent or not 4 octets."""
     if value is None or len(value) != 4:
         return None
-    return str(ipaddress.IPv4Address(value))
+    return socket.inet_ntoa(value)

@@ -15,7 +15,7 @@ import collections
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from radius._codec import (
     Attr,
@@ -95,6 +95,16 @@ class AcctStatus(IntEnum):
     ACCOUNTING_OFF = 8
 
 
+_STATUSES = {int(s): s for s in AcctStatus}
+
+
+def _int(first: dict[int, bytes], attr: int) -> int | None:
+    """An ``integer`` attribute of a request's first values, None if absent or not 4
+    octets."""
+    v = first.get(attr)
+    return int.from_bytes(v, "big") if v is not None and len(v) == 4 else None
+
+
 @dataclass(frozen=True)
 class NasClient:
     """A registered NAS: its identity (the sessions' ``ap_id``), secret and source address."""
@@ -106,9 +116,11 @@ class NasClient:
     coa_port: int = 3799
 
 
-@dataclass(frozen=True)
-class AcctRecord:
-    """One Accounting-Request, decoded and normalised (64-bit counters, event time)."""
+class AcctRecord(NamedTuple):
+    """One Accounting-Request, decoded and normalised (64-bit counters, event time).
+
+    A named tuple, not a frozen dataclass: one is built for every request, and a frozen
+    dataclass sets each field through ``object.__setattr__``."""
 
     status: AcctStatus
     session_id: str
@@ -179,8 +191,9 @@ class PacketDropped:
     reason: str
 
 
-@dataclass(frozen=True)
-class _Key:
+class _Key(NamedTuple):
+    """What identifies a request for the duplicate cache (RFC 5080 §2.2.2); hashed in C."""
+
     addr: Address
     port: Port
     code: int
@@ -326,55 +339,42 @@ class ServerCore:
     def _record(self, pkt: Packet, now: float) -> AcctRecord:
         # The first value of each attribute, as Packet.get gives it, in one pass (a dozen
         # attributes are read: one scan each would cost more than the rest of the record).
-        first: dict[int, bytes] = {}
-        for t, v in reversed(pkt.attributes):
-            first[t] = v
-
-        def get_int(attr: int) -> int | None:
-            v = first.get(attr)
-            return int.from_bytes(v, "big") if v is not None and len(v) == 4 else None
-
-        def get_str(attr: int) -> str | None:
-            v = first.get(attr)
-            return None if v is None else v.decode("utf-8", "replace")
-
-        raw_status = get_int(Attr.ACCT_STATUS_TYPE)
-        try:
-            status = AcctStatus(raw_status or 0)
-        except ValueError as exc:
-            raise RemoteProtocolError("unsupported_status", str(raw_status)) from exc
-        session_id = get_str(Attr.ACCT_SESSION_ID) or ""
-        if status in (AcctStatus.START, AcctStatus.STOP, AcctStatus.INTERIM):
+        first = dict(reversed(pkt.attributes))
+        raw_status = _int(first, Attr.ACCT_STATUS_TYPE)
+        status = _STATUSES.get(raw_status)  # type: ignore[arg-type]
+        if status is None:
+            raise RemoteProtocolError("unsupported_status", str(raw_status))
+        sid = first.get(Attr.ACCT_SESSION_ID)
+        session_id = sid.decode("utf-8", "replace") if sid else ""
+        if status <= AcctStatus.INTERIM:  # Start, Stop, Interim-Update
             if not session_id:
                 raise RemoteProtocolError("missing_session_id")
             if len(session_id) > 64:
                 raise RemoteProtocolError("bad_session_id", "longer than 64")
-        stamp = get_int(Attr.EVENT_TIMESTAMP)
-        delay = min(get_int(Attr.ACCT_DELAY_TIME) or 0, _MAX_DELAY_S)
+        stamp = _int(first, Attr.EVENT_TIMESTAMP)
         if stamp is not None and now - _PLAUSIBLE_PAST_S <= stamp <= now + _PLAUSIBLE_FUTURE_S:
             # RFC 2869 §5.3: when the event happened on the NAS; Acct-Delay-Time does
             # not apply on top of it.
             event_time = float(stamp)
         else:
             # RFC 2866 §5.2: the event happened Acct-Delay-Time seconds before sending.
-            event_time = now - delay
-
-        def octets(low: int, high: int) -> int:
-            # RFC 2869 §5.1/5.2: Gigawords count the 2^32 wraps of the 32-bit counter.
-            return ((get_int(high) or 0) << 32) | (get_int(low) or 0)
-
-        cause = get_int(Attr.ACCT_TERMINATE_CAUSE)
-        user = get_str(Attr.USER_NAME)
+            event_time = now - min(_int(first, Attr.ACCT_DELAY_TIME) or 0, _MAX_DELAY_S)
+        cause = _int(first, Attr.ACCT_TERMINATE_CAUSE)
+        user = first.get(Attr.USER_NAME)
+        mac = first.get(Attr.CALLING_STATION_ID)
         return AcctRecord(
             status=status,
             session_id=session_id,
-            mac=normalize_mac(get_str(Attr.CALLING_STATION_ID)),
+            mac=normalize_mac(mac.decode("utf-8", "replace")) if mac is not None else None,
             ip=ip_text(first.get(Attr.FRAMED_IP_ADDRESS)),
-            user_name=user[:64] if user else None,
+            user_name=user.decode("utf-8", "replace")[:64] if user else None,
             event_time=event_time,
-            session_time=get_int(Attr.ACCT_SESSION_TIME),
-            input_octets=octets(Attr.ACCT_INPUT_OCTETS, Attr.ACCT_INPUT_GIGAWORDS),
-            output_octets=octets(Attr.ACCT_OUTPUT_OCTETS, Attr.ACCT_OUTPUT_GIGAWORDS),
+            session_time=_int(first, Attr.ACCT_SESSION_TIME),
+            # RFC 2869 §5.1/5.2: Gigawords count the 2^32 wraps of the 32-bit counter.
+            input_octets=(_int(first, Attr.ACCT_INPUT_GIGAWORDS) or 0) << 32
+            | (_int(first, Attr.ACCT_INPUT_OCTETS) or 0),
+            output_octets=(_int(first, Attr.ACCT_OUTPUT_GIGAWORDS) or 0) << 32
+            | (_int(first, Attr.ACCT_OUTPUT_OCTETS) or 0),
             terminate_cause=TERMINATE_CAUSES.get(cause, f"cause-{cause}") if cause else None,
         )
 

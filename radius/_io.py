@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 import secrets
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,7 +47,13 @@ __all__ = ["DynAuthClient", "DynAuthResult", "RadiusServer"]
 
 logger = logging.getLogger(__name__)
 
-_STORAGE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)
+# The accounting writer thread talks to SQLite directly: its errors are sqlite3's.
+_STORAGE_ERRORS = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sqlite3.OperationalError,
+    OSError,
+)
 
 
 class _Endpoint(asyncio.DatagramProtocol):

@@ -4,6 +4,7 @@ through the accounting writer's own thread) and on PostgreSQL, one by one and ba
 from __future__ import annotations
 
 import asyncio
+import random
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -271,3 +272,67 @@ async def test_concurrent_writes_share_wal_syncs(tmp_path: Path) -> None:
         ).all()
     assert [i[0] for i in ids] == [f"c{i:02}" for i in range(30)]
     await db.aclose()
+
+
+def _random_stream(seed: int, n: int) -> list[list[tuple[NasClient, AcctRecord]]]:
+    """``n`` records in random batches: starts, interims, stops, duplicates, lost starts,
+    a device coming back with a new session, and an Accounting-On, on two NAS."""
+    rnd = random.Random(seed)
+    out: list[tuple[NasClient, AcctRecord]] = []
+    for i in range(n):
+        nas = rnd.choice((NAS, OTHER))
+        r = rnd.random()
+        status = (
+            AcctStatus.ACCOUNTING_ON
+            if r < 0.01
+            else rnd.choice((AcctStatus.START, AcctStatus.INTERIM, AcctStatus.STOP))
+        )
+        up = rnd.randrange(2**34)
+        out.append(
+            (
+                nas,
+                rec(
+                    status,
+                    "" if status == AcctStatus.ACCOUNTING_ON else f"s{rnd.randrange(40)}",
+                    mac=None if rnd.random() < 0.05 else f"02:00:00:00:00:{rnd.randrange(12):02x}",
+                    at=T0 + i,
+                    session_time=rnd.choice((None, 30)),
+                    input_octets=up,
+                    output_octets=up // 3,
+                    terminate_cause=rnd.choice((None, "idle-timeout")),
+                ),
+            )
+        )
+    batches = []
+    while out:
+        k = rnd.randrange(1, 30)
+        batches.append(out[:k])
+        out = out[k:]
+    return batches
+
+
+async def _state(db: Database) -> tuple[list[tuple[Any, ...]], list[tuple[int, str]]]:
+    return [tuple(r) for r in await rows(db)], await events(db)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_writer_thread_and_async_engine_store_the_same(tmp_path: Path, seed: int) -> None:
+    """The writer thread's own SQL (sqlite3, fixed statements) and the SQLAlchemy path used
+    on every other database leave the same sessions, counters and outbox events after the
+    same random stream of batches."""
+    results = []
+    for kind in ("sqlite", "sqlite-thread"):
+        await asyncio.to_thread((tmp_path / kind).mkdir)
+        db = await _sqlite_db(tmp_path / kind)
+        await Registry(db, "master-key-for-tests").add_access_point(OTHER.nas_id, "46201", "b")
+        _THREADED[db] = kind == "sqlite-thread"
+        outcomes = [await apply(db, *batch) for batch in _random_stream(seed, 400)]
+        results.append((outcomes, await _state(db)))
+        await db.aclose()
+    assert results[0] == results[1]
+    outcomes, (sessions_, events_) = results[0]
+    # The stream exercised every rule.
+    seen = {o.split(":")[0] for batch in outcomes for o in batch}
+    assert {"opened", "updated", "stopped", "duplicate", "already-stopped", "closed"} <= seen
+    cause = list(sessions.c.keys()).index("terminate_cause")
+    assert {"new-session", "nas-reboot"} <= {s[cause] for s in sessions_} and events_
