@@ -83,7 +83,7 @@ async def build_server(settings: Settings, db: Database) -> RadiusServer:
     from controller.sessions import SessionLedger
     from radius._core import ServerCore
     from radius._io import DynAuthClient, RadiusServer
-    from radius._policy import AccessPolicy
+    from radius._policy import AccessPolicy, limits_at
     from radius._store import AccountingStore, NasRegistry
 
     registry = NasRegistry(db)
@@ -98,5 +98,5 @@ async def build_server(settings: Settings, db: Database) -> RadiusServer:
         batch_max=r.batch_max,
         clients_loader=registry.clients,
         dynauth=DynAuthClient(db, timeout_s=r.coa_timeout_s, retries=r.coa_retries),
-        quota_octets=r.max_total_mb * 1_000_000,
+        quota_octets=lambda insee: limits_at(settings, insee).radius_quota_mb * 1_000_000,
     )

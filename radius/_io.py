@@ -108,13 +108,15 @@ class RadiusServer:
         clients_loader: Callable[[], Awaitable[Mapping[str, Sequence[NasClient]]]] | None = None,
         reload_s: float = 30.0,
         dynauth: DynAuthClient | None = None,
-        quota_octets: int = 0,
+        quota_octets: int | Callable[[str], int] = 0,
     ) -> None:
         self.core = core
         self.clients_loader = clients_loader
         self.reload_s = reload_s
         self.dynauth = dynauth
-        self.quota_octets = quota_octets
+        # The volume quota of a session at a commune's hotspots (0: none), by INSEE code.
+        self._quota_of = quota_octets if callable(quota_octets) else lambda _insee: quota_octets
+        self._quotas: dict[str, int] = {}
         # Sessions cut off for their quota, so that each Interim does not send another
         # Disconnect-Request; bounded (oldest forgotten first).
         self._cut: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
@@ -189,7 +191,7 @@ class RadiusServer:
                 tg.create_task(self._decide_access(), name="radius.auth")
                 if self.clients_loader is not None:
                     tg.create_task(self._reload_forever(), name="radius.nas-reload")
-                if self.dynauth is not None and self.quota_octets > 0:
+                if self.dynauth is not None:
                     tg.create_task(self._send_disconnects(), name="radius.disconnect")
         finally:
             for t in self._transports:
@@ -268,8 +270,16 @@ class RadiusServer:
             self.outcomes[outcome.split(":")[0]] += 1
             assert isinstance(p.event, AccountingRequestReceived)
             p.transport.sendto(self.core.acknowledge(p.event), p.event.key.addr)
-            if over_quota(p.event.record, self.quota_octets):
+            if over_quota(p.event.record, self.quota_octets(p.event.nas.insee)):
                 self._quota_reached(p.event.nas, p.event.record.session_id)
+
+    def quota_octets(self, insee: str) -> int:
+        """The volume quota of a session at commune ``insee``'s hotspots (0: none): its
+        ``[portal.communes."<insee>"] quota_mb``, else ``[radius] max_total_mb``."""
+        quota = self._quotas.get(insee)
+        if quota is None:
+            quota = self._quotas[insee] = self._quota_of(insee)
+        return quota
 
     def _quota_reached(self, nas: NasClient, session_id: str) -> None:
         if self.dynauth is None or (nas.nas_id, session_id) in self._cut:

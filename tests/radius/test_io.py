@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from pyrad.dictionary import Dictionary
 from pyrad.packet import CoAPacket
 
-from controller.config import Settings
+from controller.config import CommunePortalSettings, Settings
 from controller.outbox import pending
 from controller.storage import Database
 from controller.storage.schema import (
@@ -24,6 +25,8 @@ from controller.storage.schema import (
 from radius import AccessPolicy, DynAuthClient, NasRegistry, build_server
 from radius._store import AccountingWriter
 from tests.radius.conftest import NAS_ID, SECRET, Running, radclient
+
+INSEE = "46201"  # the commune of NAS_ID
 
 # The shipped dictionary, parsed by pyrad (read once, at import).
 DICTIONARY = Dictionary(str(Path(__file__).resolve().parents[2] / "radius" / "dictionary"))
@@ -418,21 +421,33 @@ async def test_no_response_until_the_record_is_stored(
     assert len(await _sessions(radius_db)) == 1
 
 
+@pytest.mark.parametrize("where", ["radius", "commune"])
 async def test_quota_reached_sends_one_disconnect(
-    radius_settings: Settings, radius_db: Database
+    radius_settings: Settings, radius_db: Database, where: str
 ) -> None:
-    """An Interim past the volume quota makes the server send a Disconnect-Request for that
-    session to the NAS's CoA port (a pyrad DAS here), once, and record its ACK."""
+    """An Interim past the volume quota (``[radius] max_total_mb``, or the NAS's commune's
+    own ``quota_mb`` with no global quota) makes the server send a Disconnect-Request for
+    that session to the NAS's CoA port (a pyrad DAS here), once, and record its ACK."""
     loop = asyncio.get_running_loop()
     transport, das = await loop.create_datagram_endpoint(
         lambda: _PyradDas(ignore=0), local_addr=("127.0.0.1", 0)
     )
     das_port = transport.get_extra_info("sockname")[1]
     await NasRegistry(radius_db).add(NAS_ID, "127.0.0.1", SECRET, coa_port=das_port)
-    settings = radius_settings.model_copy(
-        update={"radius": radius_settings.radius.model_copy(update={"max_total_mb": 1})}
-    )
+    if where == "radius":
+        settings = radius_settings.model_copy(
+            update={"radius": radius_settings.radius.model_copy(update={"max_total_mb": 1})}
+        )
+    else:
+        assert radius_settings.radius.max_total_mb == 0
+        portal = radius_settings.portal.model_copy(
+            update={"communes": {INSEE: CommunePortalSettings(quota_mb=1)}}
+        )
+        settings = radius_settings.model_copy(update={"portal": portal})
     server = await build_server(settings, radius_db)
+    assert server.quota_octets(INSEE) == 1_000_000 and server.quota_octets("46999") == (
+        1_000_000 if where == "radius" else 0
+    )
     try:
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(server.run("127.0.0.1", 0, 0), name="radius-quota")
