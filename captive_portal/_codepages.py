@@ -19,6 +19,7 @@ from yarl import URL
 from captive_portal._codes import (
     Challenge,
     Channel,
+    CodeBook,
     SendLimiter,
     mask_email,
     mask_phone,
@@ -27,7 +28,7 @@ from captive_portal._codes import (
     normalize_phone,
     phone_allowed,
 )
-from captive_portal._codestore import CodeKeeper, MemoryCodes, PendingCodes
+from captive_portal._codestore import CodeKeeper, PendingCodes
 from captive_portal._email import EmailError, EmailSender, build_message
 from captive_portal._fas import FasRequest, LoginState, mac_tag
 from captive_portal._methods import CommuneOptions, options_for
@@ -54,7 +55,7 @@ class CodePages(VisitorPages):
         super().__init__(settings, backend, clock)
         # The controller keeps pending codes in its database (a restart loses none).
         self.codebook: PendingCodes = (
-            backend.pending_codes if isinstance(backend, CodeKeeper) else MemoryCodes()
+            backend.pending_codes if isinstance(backend, CodeKeeper) else CodeBook()
         )
         self.send_limiter = SendLimiter()
         self.email_sender = EmailSender(settings.portal.email)

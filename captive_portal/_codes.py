@@ -8,21 +8,25 @@ address or number (a cooldown and a daily cap) and per source address (a daily c
 that the portal cannot be used to flood someone's mailbox or phone, or to run up the
 SMS bill.
 
-``CodeBook`` keeps challenges in memory (a portal without a database); the controller
-keeps them in its database (``captive_portal._codestore``), so that a restart loses no
-visitor's code.
+What a typed code does to its challenge is decided here, once (``judge_code``), for the
+two stores: ``CodeBook`` keeps challenges in memory (a portal without a database); the
+controller keeps them in its database (``captive_portal._codestore``), so that a restart
+loses no visitor's code.
 
-Pure: ``now`` is passed in; randomness comes from ``secrets``.
+Pure: ``now`` is passed in; randomness comes from ``secrets``. ``CodeBook``'s methods are
+``async`` only to share the stores' interface (``captive_portal._codestore.PendingCodes``).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from typing import Final, Literal
 
 __all__ = [
@@ -30,9 +34,11 @@ __all__ = [
     "Challenge",
     "Channel",
     "CodeBook",
+    "CodeVerdict",
     "SendLimiter",
     "SendVerdict",
     "identity_hash",
+    "judge_code",
     "mask_email",
     "mask_phone",
     "new_code",
@@ -43,6 +49,8 @@ __all__ = [
 
 Channel = Literal["email", "sms"]
 SendVerdict = Literal["ok", "cooldown", "capped"]
+# What a typed code does to its challenge (see judge_code).
+CodeVerdict = Literal["right", "wrong", "forget"]
 
 CODE_DIGITS: Final = 6
 # Pending challenges and limiter keys kept at most (oldest dropped first).
@@ -147,8 +155,36 @@ class Challenge:
     code_hash: bytes
 
 
+def judge_code(
+    challenge: Challenge,
+    code: str,
+    device: str,
+    now: float,
+    *,
+    hash_code: Callable[[str], bytes],
+) -> CodeVerdict:
+    """What the ``code`` typed on ``device`` at ``now`` does to ``challenge``.
+
+    ``right``: the code is right, for its device, in time: the store forgets the
+    challenge and returns it (once only). ``wrong``: a wrong code or another device,
+    attempts left: the store takes one attempt off. ``forget``: the code has expired, or
+    the last attempt was wrong: the store forgets the challenge. Spaces in the code do
+    not count.
+
+    ``device`` and ``hash_code`` (from the code's digits) are in the form the store keeps
+    ``challenge.device`` and ``challenge.code_hash`` in.
+    """
+    if now >= challenge.expires_at:
+        return "forget"
+    digits = code.strip().replace(" ", "")
+    right = hmac.compare_digest(challenge.code_hash, hash_code(digits))
+    if right and hmac.compare_digest(challenge.device, device):
+        return "right"
+    return "wrong" if challenge.attempts_left > 1 else "forget"
+
+
 class CodeBook:
-    """Pending challenges, bounded; each is used at most once."""
+    """Pending challenges in memory, bounded; each is used at most once."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self.max_entries = max_entries
@@ -157,7 +193,7 @@ class CodeBook:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def issue(
+    async def issue(
         self,
         channel: Channel,
         identity: str,
@@ -182,33 +218,27 @@ class CodeBook:
             self._pending.popitem(last=False)
         return challenge_id
 
-    def peek(self, challenge_id: str) -> Challenge | None:
+    async def peek(self, challenge_id: str) -> Challenge | None:
         """The challenge, without using it (None if unknown)."""
         return self._pending.get(challenge_id)
 
-    def check(self, challenge_id: str, code: str, device: str, now: float) -> Challenge | None:
-        """The challenge if ``code`` is right for it on ``device``, else None.
-
-        A right code uses the challenge up; a wrong one uses an attempt, and the last
-        attempt, like the expiry, forgets the challenge.
-        """
+    async def check(
+        self, challenge_id: str, code: str, device: str, now: float
+    ) -> Challenge | None:
+        """The challenge if ``code`` is right for it on ``device`` (used up), else None
+        (see ``judge_code``)."""
         challenge = self._pending.get(challenge_id)
         if challenge is None:
             return None
-        if now >= challenge.expires_at:
-            del self._pending[challenge_id]
+        hash_code = functools.partial(_code_hash, challenge_id)
+        verdict = judge_code(challenge, code, device, now, hash_code=hash_code)
+        if verdict == "wrong":
+            challenge.attempts_left -= 1
             return None
-        digits = code.strip().replace(" ", "")
-        right = hmac.compare_digest(challenge.code_hash, _code_hash(challenge_id, digits))
-        if right and hmac.compare_digest(challenge.device, device):
-            del self._pending[challenge_id]
-            return challenge
-        challenge.attempts_left -= 1
-        if challenge.attempts_left <= 0:
-            del self._pending[challenge_id]
-        return None
+        del self._pending[challenge_id]
+        return challenge if verdict == "right" else None
 
-    def sweep(self, now: float) -> int:
+    async def sweep(self, now: float) -> int:
         """Forget expired challenges; return how many."""
         expired = [k for k, c in self._pending.items() if now >= c.expires_at]
         for key in expired:

@@ -1,14 +1,15 @@
 """Where the portal keeps the e-mail/SMS codes waiting to be typed.
 
-``MemoryCodes`` keeps them in the process (``captive_portal._codes.CodeBook``): a portal
-without a database, in tests. ``DatabaseCodes`` keeps them in the state database
+``captive_portal._codes.CodeBook`` keeps them in the process: a portal without a
+database, in tests. ``DatabaseCodes`` keeps them in the state database
 (``portal_pending_codes``), so that a visitor's code still works after a controller
 restart, and with several controllers behind one address: the challenge id, the code
 and the device are stored as keyed hashes (HMAC-SHA256 under ``[portal] secret_key``;
 without the key a stored 6-digit code cannot be tried offline); the address or number
 stays until the code is used, wrongly typed too often, or expires (minutes), for the
-login's identity record. A right code is used exactly once (a conditional ``DELETE``);
-wrong attempts are counted in the database.
+login's identity record. What a typed code does is decided by
+``captive_portal._codes.judge_code``, as for the memory store; here, a right code is used
+exactly once (a conditional ``DELETE``) and wrong attempts are counted in the database.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
-from captive_portal._codes import Challenge, Channel, CodeBook
+from captive_portal._codes import Challenge, Channel, judge_code
 from controller.storage import Database
 from controller.storage.schema import portal_pending_codes, portal_pending_extensions
 
@@ -28,7 +29,6 @@ __all__ = [
     "CodeKeeper",
     "DatabaseCodes",
     "ExtensionKeeper",
-    "MemoryCodes",
     "PendingCodes",
     "prune_pending",
 ]
@@ -82,39 +82,6 @@ class ExtensionKeeper(Protocol):
     async def extension_waiting(self, ap_id: str, client_mac: str) -> bool:
         """Whether an extension of ``client_mac`` at ``ap_id`` waits for the device."""
         ...
-
-
-class MemoryCodes:
-    """Pending codes in this process only."""
-
-    def __init__(self, book: CodeBook | None = None) -> None:
-        self.book = book or CodeBook()
-
-    async def issue(
-        self,
-        channel: Channel,
-        identity: str,
-        device: str,
-        *,
-        code: str,
-        now: float,
-        ttl_s: float,
-        attempts: int,
-    ) -> str:
-        return self.book.issue(
-            channel, identity, device, code=code, now=now, ttl_s=ttl_s, attempts=attempts
-        )
-
-    async def peek(self, challenge_id: str) -> Challenge | None:
-        return self.book.peek(challenge_id)
-
-    async def check(
-        self, challenge_id: str, code: str, device: str, now: float
-    ) -> Challenge | None:
-        return self.book.check(challenge_id, code, device, now)
-
-    async def sweep(self, now: float) -> int:
-        return self.book.sweep(now)
 
 
 class DatabaseCodes:
@@ -182,28 +149,35 @@ class DatabaseCodes:
         if not challenge_id:
             return None
         key = portal_pending_codes.c.id_hash == self._id(challenge_id)
-        digits = code.strip().replace(" ", "")
         async with self.db.begin() as conn:
             row = (await conn.execute(sa.select(portal_pending_codes).where(key))).first()
             if row is None:
                 return None
-            if now >= row.expires_at:
-                await conn.execute(portal_pending_codes.delete().where(key))
+            challenge = _challenge(row)
+            verdict = judge_code(
+                challenge,
+                code,
+                self.device_hash(device),
+                now,
+                hash_code=lambda digits: bytes.fromhex(self._code(challenge_id, digits)),
+            )
+            if verdict == "wrong":
+                await conn.execute(
+                    portal_pending_codes.update()
+                    .where(key)
+                    .values(attempts_left=portal_pending_codes.c.attempts_left - 1)
+                )
+                # Wrong codes typed at the same time may together use the last attempt.
+                await conn.execute(
+                    portal_pending_codes.delete().where(
+                        key, portal_pending_codes.c.attempts_left <= 0
+                    )
+                )
                 return None
-            right = hmac.compare_digest(row.code_hash, self._code(challenge_id, digits))
-            if right and hmac.compare_digest(row.device_hash, self.device_hash(device)):
-                # Exactly once, even for two requests at the same time.
-                used = await conn.execute(portal_pending_codes.delete().where(key))
-                return _challenge(row) if used.rowcount == 1 else None
-            await conn.execute(
-                portal_pending_codes.update()
-                .where(key)
-                .values(attempts_left=portal_pending_codes.c.attempts_left - 1)
-            )
-            await conn.execute(
-                portal_pending_codes.delete().where(key, portal_pending_codes.c.attempts_left <= 0)
-            )
-        return None
+            # Used or forgotten; a right code exactly once, even for two requests at the
+            # same time.
+            used = await conn.execute(portal_pending_codes.delete().where(key))
+        return challenge if verdict == "right" and used.rowcount == 1 else None
 
     async def sweep(self, now: float) -> int:
         async with self.db.begin() as conn:

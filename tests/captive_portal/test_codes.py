@@ -6,9 +6,12 @@ import pytest
 
 from captive_portal._codes import (
     DAY_S,
+    Challenge,
     CodeBook,
+    CodeVerdict,
     SendLimiter,
     identity_hash,
+    judge_code,
     mask_email,
     mask_phone,
     new_code,
@@ -92,45 +95,84 @@ def test_codes_are_six_digits_and_vary() -> None:
     assert len(codes) > 290
 
 
-def test_a_right_code_is_accepted_once_on_its_device() -> None:
+def _stored(code: str) -> bytes:
+    return f"stored:{code}".encode()
+
+
+@pytest.mark.parametrize(
+    ("code", "device", "now", "attempts_left", "verdict"),
+    [
+        ("123456", MAC, 0, 3, "right"),
+        (" 123 456\n", MAC, 599.9, 1, "right"),  # spaces ignored; the last attempt
+        ("123456", MAC, 600, 3, "forget"),  # expired, even the right code
+        ("654321", MAC, 600, 3, "forget"),
+        ("654321", MAC, 1, 2, "wrong"),
+        ("123456", "aa:bb:cc:dd:ee:02", 1, 2, "wrong"),  # another device
+        ("654321", MAC, 1, 1, "forget"),  # the last attempt wrong
+        ("123456", "aa:bb:cc:dd:ee:02", 1, 1, "forget"),
+        ("", MAC, 1, 3, "wrong"),
+    ],
+)
+def test_judge_code_decides_what_a_typed_code_does(
+    code: str, device: str, now: float, attempts_left: int, verdict: CodeVerdict
+) -> None:
+    challenge = Challenge(
+        channel="email",
+        identity="m@example.org",
+        device=MAC,
+        expires_at=600,
+        attempts_left=attempts_left,
+        code_hash=_stored("123456"),
+    )
+    assert judge_code(challenge, code, device, now, hash_code=_stored) == verdict
+    assert challenge.attempts_left == attempts_left  # the store applies the verdict
+
+
+async def test_a_right_code_is_accepted_once_on_its_device() -> None:
     book = CodeBook()
-    cid = book.issue("email", "m@example.org", MAC, code="123456", now=0, ttl_s=600, attempts=3)
-    assert book.check(cid, "123456", "aa:bb:cc:dd:ee:02", 1) is None  # another device
-    used = book.check(cid, " 123 456 ", MAC, 2)
+    cid = await book.issue(
+        "email", "m@example.org", MAC, code="123456", now=0, ttl_s=600, attempts=3
+    )
+    assert await book.check(cid, "123456", "aa:bb:cc:dd:ee:02", 1) is None  # another device
+    used = await book.check(cid, " 123 456 ", MAC, 2)
     assert used is not None and used.identity == "m@example.org" and used.channel == "email"
-    assert book.check(cid, "123456", MAC, 3) is None  # used up
+    assert await book.check(cid, "123456", MAC, 3) is None  # used up
     assert len(book) == 0
 
 
-def test_wrong_codes_use_up_the_attempts_then_the_challenge_is_gone() -> None:
+async def test_wrong_codes_use_up_the_attempts_then_the_challenge_is_gone() -> None:
     book = CodeBook()
-    cid = book.issue("sms", "+33612345678", MAC, code="123456", now=0, ttl_s=600, attempts=3)
-    assert book.check(cid, "000000", MAC, 1) is None
-    assert book.check(cid, "000001", MAC, 2) is None
-    assert book.peek(cid) is not None
-    assert book.check(cid, "000002", MAC, 3) is None
-    assert book.peek(cid) is None
-    assert book.check(cid, "123456", MAC, 4) is None  # too late, even the right one
+    cid = await book.issue("sms", "+33612345678", MAC, code="123456", now=0, ttl_s=600, attempts=3)
+    assert await book.check(cid, "000000", MAC, 1) is None
+    assert await book.check(cid, "000001", MAC, 2) is None
+    assert await book.peek(cid) is not None
+    assert await book.check(cid, "000002", MAC, 3) is None
+    assert await book.peek(cid) is None
+    assert await book.check(cid, "123456", MAC, 4) is None  # too late, even the right one
 
 
-def test_an_expired_code_is_refused_and_swept() -> None:
+async def test_an_expired_code_is_refused_and_swept() -> None:
     book = CodeBook()
-    cid = book.issue("email", "m@example.org", MAC, code="123456", now=0, ttl_s=600, attempts=3)
-    other = book.issue("email", "n@example.org", MAC, code="654321", now=500, ttl_s=600, attempts=3)
-    assert book.sweep(601) == 1
-    assert book.check(cid, "123456", MAC, 601) is None
-    assert book.check(other, "654321", MAC, 1099) is not None
-    assert book.check("not-a-challenge", "123456", MAC, 0) is None
+    cid = await book.issue(
+        "email", "m@example.org", MAC, code="123456", now=0, ttl_s=600, attempts=3
+    )
+    other = await book.issue(
+        "email", "n@example.org", MAC, code="654321", now=500, ttl_s=600, attempts=3
+    )
+    assert await book.sweep(601) == 1
+    assert await book.check(cid, "123456", MAC, 601) is None
+    assert await book.check(other, "654321", MAC, 1099) is not None
+    assert await book.check("not-a-challenge", "123456", MAC, 0) is None
 
 
-def test_the_code_book_is_bounded() -> None:
+async def test_the_code_book_is_bounded() -> None:
     book = CodeBook(max_entries=3)
     ids = [
-        book.issue("email", f"{i}@example.org", MAC, code="1", now=0, ttl_s=60, attempts=1)
+        await book.issue("email", f"{i}@example.org", MAC, code="1", now=0, ttl_s=60, attempts=1)
         for i in range(5)
     ]
     assert len(book) == 3
-    assert book.peek(ids[0]) is None and book.peek(ids[-1]) is not None
+    assert await book.peek(ids[0]) is None and await book.peek(ids[-1]) is not None
 
 
 def test_send_limiter_enforces_cooldown_and_daily_cap_then_a_new_day() -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from captive_portal._codestore import DatabaseCodes, MemoryCodes, prune_pending
+from captive_portal._codes import CodeBook
+from captive_portal._codestore import DatabaseCodes, prune_pending
 from controller.config import CommunePortalSettings, EmailCodeSettings
 from controller.storage import Database, open_database
 from controller.storage.schema import portal_pending_codes, portal_pending_extensions
@@ -30,7 +31,7 @@ DEVICE = "aa:bb:cc:dd:ee:01"
 T0 = 1_800_000_000.0
 
 
-async def _issue(codes: DatabaseCodes | MemoryCodes, code: str = "123456") -> str:
+async def _issue(codes: DatabaseCodes | CodeBook, code: str = "123456") -> str:
     return await codes.issue(
         "email", "marie@example.org", DEVICE, code=code, now=T0, ttl_s=600, attempts=3
     )
@@ -103,7 +104,7 @@ async def test_another_key_cannot_use_the_stored_codes(db: Database) -> None:
 
 async def test_memory_codes_follow_the_same_rules() -> None:
     """The in-process store (a portal without a database) answers the same way."""
-    codes = MemoryCodes()
+    codes = CodeBook()
     challenge = await _issue(codes)
     assert await codes.check(challenge, "123456", "aa:bb:cc:dd:ee:02", T0) is None
     assert await codes.check(challenge, "123456", DEVICE, T0) is not None
