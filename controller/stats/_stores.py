@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import random
 from collections.abc import Collection, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, Required, TypedDict, Unpack
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -38,6 +38,7 @@ __all__ = [
     "BatchWriter",
     "Influx1Store",
     "Influx2Store",
+    "ReadFilter",
     "SqlStatsStore",
     "StatsStore",
     "StoreError",
@@ -53,6 +54,33 @@ class StoreError(Exception):
     """A store refused or could not take a write or a read."""
 
 
+class ReadFilter(TypedDict, total=False):
+    """Which cells of its days :meth:`StatsStore.read_period` keeps (keyword arguments).
+
+    Keys:
+        scopes: the scopes wanted (``territory``, ``commune``, ``hotspot``, ``flow``).
+        places: None or absent for every place; else INSEE codes (``""`` is the
+            territory): presence cells of those places, flows from or to one of them.
+        period: ``day`` or ``hour`` only (None or absent: both).
+    """
+
+    scopes: Required[Collection[str]]
+    places: Collection[str] | None
+    period: str | None
+
+
+def _filter(wanted: ReadFilter) -> tuple[Collection[str], Collection[str] | None, str | None]:
+    """``scopes``, ``places`` and ``period`` of a read, with their defaults; a missing
+    ``scopes`` or an unknown keyword is a TypeError, as for any keyword-only argument
+    (a misspelt ``places`` must not widen a read to every place)."""
+    unknown = sorted(wanted.keys() - ReadFilter.__annotations__.keys())
+    if unknown:
+        raise TypeError(f"read_period() got an unexpected keyword argument {unknown[0]!r}")
+    if "scopes" not in wanted:
+        raise TypeError("read_period() missing required keyword argument: 'scopes'")
+    return wanted["scopes"], wanted.get("places"), wanted.get("period")
+
+
 class StatsStore(Protocol):
     """What every statistics store does."""
 
@@ -63,23 +91,14 @@ class StatsStore(Protocol):
         """Every stored cell of local day ``day``."""
 
     async def read_period(
-        self,
-        first_day: str,
-        last_day: str,
-        *,
-        scopes: Collection[str],
-        places: Collection[str] | None = None,
-        period: str | None = None,
+        self, first_day: str, last_day: str, **wanted: Unpack[ReadFilter]
     ) -> list[Cell]:
         """The cells of a place over a period, in one query per measurement.
 
         Args:
             first_day: the first local day, ``YYYY-MM-DD``.
             last_day: the last local day (included).
-            scopes: the scopes wanted (``territory``, ``commune``, ``hotspot``, ``flow``).
-            places: None for every place; else INSEE codes (``""`` is the territory):
-                presence cells of those places, flows from or to one of them.
-            period: ``day`` or ``hour`` only (None: both).
+            **wanted: ``scopes=``, ``places=``, ``period=`` (:class:`ReadFilter`).
         """
 
     async def aclose(self) -> None:
@@ -143,40 +162,14 @@ class SqlStatsStore:
 
     async def read_day(self, day: str) -> list[Cell]:
         """The stored cells of ``day``."""
-        async with self.db.connect() as conn:
-            rows = (
-                await conn.execute(sa.select(stats_cells).where(stats_cells.c.day == day))
-            ).all()
-        out = []
-        for r in rows:
-            names = FLOW_FIELDS if r.kind == "flow" else PRESENCE_FIELDS
-            out.append(
-                Cell(
-                    r.kind,
-                    r.scope,
-                    r.period,
-                    int(r.start),
-                    r.day,
-                    r.insee,
-                    r.ap_id,
-                    r.destination,
-                    {n: int(getattr(r, n)) for n in names},
-                    bool(r.noised),
-                )
-            )
-        return out
+        return await self._fetch(sa.select(stats_cells).where(stats_cells.c.day == day))
 
     async def read_period(
-        self,
-        first_day: str,
-        last_day: str,
-        *,
-        scopes: Collection[str],
-        places: Collection[str] | None = None,
-        period: str | None = None,
+        self, first_day: str, last_day: str, **wanted: Unpack[ReadFilter]
     ) -> list[Cell]:
         """One query over the place and period indexes (``ix_stats_cells_place``,
         ``ix_stats_cells_destination``)."""
+        scopes, places, period = _filter(wanted)
         t = stats_cells.c
         where = [t.scope.in_(list(scopes)), t.day >= first_day, t.day <= last_day]
         if period is not None:
@@ -196,6 +189,10 @@ class SqlStatsStore:
                     t.insee.not_in(codes),
                 ),
             )
+        return await self._fetch(query)
+
+    async def _fetch(self, query: sa.Executable) -> list[Cell]:
+        """The cells of the ``stats_cells`` rows a SELECT returns."""
         async with self.db.connect() as conn:
             result = await conn.execute(query)
             keys = list(result.keys())
@@ -305,10 +302,20 @@ def _cells_from_influxql(
     return out
 
 
+def _influxql_select(kind: str, where: list[str]) -> str:
+    return f"SELECT * FROM {MEASUREMENTS[kind]} WHERE {' AND '.join(where)}"
+
+
+def _influxql_days(first_day: str, last_day: str, tz: ZoneInfo) -> list[str]:
+    """The conditions on time of the local days ``first_day`` to ``last_day``."""
+    start, _ = day_bounds(first_day, tz)
+    _, end = day_bounds(last_day, tz)
+    return [f"time >= {int(start)}s", f"time < {int(end)}s"]
+
+
 def _influxql_day(day: str, tz: ZoneInfo) -> dict[str, str]:
-    start, end = day_bounds(day, tz)
-    where = f"time >= {int(start)}s AND time < {int(end)}s"
-    return {m: f"SELECT * FROM {MEASUREMENTS[m]} WHERE {where}" for m in MEASUREMENTS}
+    where = _influxql_days(day, day, tz)
+    return {m: _influxql_select(m, where) for m in MEASUREMENTS}
 
 
 def _quote(value: str) -> str:
@@ -321,17 +328,11 @@ def _any_of(tag: str, values: Collection[str]) -> str:
 
 
 def _influxql_period(
-    first_day: str,
-    last_day: str,
-    tz: ZoneInfo,
-    scopes: Collection[str],
-    places: Collection[str] | None,
-    period: str | None,
+    first_day: str, last_day: str, tz: ZoneInfo, wanted: ReadFilter
 ) -> dict[str, str]:
     """One InfluxQL statement per measurement holding a wanted scope."""
-    start, _ = day_bounds(first_day, tz)
-    _, end = day_bounds(last_day, tz)
-    base = [f"time >= {int(start)}s", f"time < {int(end)}s"]
+    scopes, places, period = _filter(wanted)
+    base = _influxql_days(first_day, last_day, tz)
     if period is not None:
         base.append(f"period = {_quote(period)}")
     out: dict[str, str] = {}
@@ -341,13 +342,13 @@ def _influxql_period(
         where = [*base, _any_of("scope", presence)]
         if places is not None:
             where.append(_any_of("insee", places))
-        out["presence"] = f"SELECT * FROM {MEASUREMENTS['presence']} WHERE {' AND '.join(where)}"
+        out["presence"] = _influxql_select("presence", where)
     if "flow" in scopes:
         where = list(base)
         if places is not None:
             codes = [p for p in places if p] or [""]
             where.append(f"({_any_of('origin', codes)} OR {_any_of('destination', codes)})")
-        out["flow"] = f"SELECT * FROM {MEASUREMENTS['flow']} WHERE {' AND '.join(where)}"
+        out["flow"] = _influxql_select("flow", where)
     return out
 
 
@@ -382,25 +383,20 @@ class _InfluxQLReader:
 
     async def read_day(self, day: str) -> list[Cell]:
         """Every cell of ``day``, read back with InfluxQL."""
-        out: list[Cell] = []
-        for kind, q in _influxql_day(day, self.tz).items():
-            out.extend(_cells_from_influxql(await self.query(q), kind, day, self.tz))
-        return out
+        return await self._fetch(_influxql_day(day, self.tz), day)
 
     async def read_period(
-        self,
-        first_day: str,
-        last_day: str,
-        *,
-        scopes: Collection[str],
-        places: Collection[str] | None = None,
-        period: str | None = None,
+        self, first_day: str, last_day: str, **wanted: Unpack[ReadFilter]
     ) -> list[Cell]:
         """The cells of places over a period: one InfluxQL query per measurement."""
+        return await self._fetch(_influxql_period(first_day, last_day, self.tz, wanted), None)
+
+    async def _fetch(self, queries: dict[str, str], day: str | None) -> list[Cell]:
+        """The cells of one InfluxQL statement per measurement, in turn (``day`` None:
+        each cell's local day from its start)."""
         out: list[Cell] = []
-        queries = _influxql_period(first_day, last_day, self.tz, scopes, places, period)
         for kind, q in queries.items():
-            out.extend(_cells_from_influxql(await self.query(q), kind, None, self.tz))
+            out.extend(_cells_from_influxql(await self.query(q), kind, day, self.tz))
         return out
 
 

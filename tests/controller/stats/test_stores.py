@@ -37,6 +37,7 @@ from tests.testbed import free_port
 TZ = ZoneInfo("Europe/Paris")
 DAY = "2026-08-12"
 ALLOWED_TAGS = {"scope", "period", "insee", "ap", "origin", "destination"}
+SCOPES = ("territory", "commune", "hotspot", "flow")
 
 
 class Day:
@@ -88,6 +89,8 @@ async def test_sql_store_round_trip_idempotent_and_clean(sqlite_db: Database, da
     await store.write(day.cells)
     await store.write(day.cells)
     assert as_set(await store.read_day(DAY)) == as_set(day.cells)
+    whole = await store.read_period(DAY, DAY, scopes=SCOPES)
+    assert as_set(whole) == as_set(day.cells) and len(whole) == len(day.cells)
     async with sqlite_db.connect() as conn:
         rows = (await conn.execute(stats_cells.select())).all()
     assert len(rows) == len(day.cells)
@@ -119,6 +122,8 @@ async def test_influxdb1_round_trip_and_series_scan(influxdb1: Server, day: Day)
         await store.write(day.cells)
         await store.write(day.cells)
         assert as_set(await store.read_day(DAY)) == as_set(day.cells)
+        whole = await store.read_period(DAY, DAY, scopes=SCOPES)
+        assert as_set(whole) == as_set(day.cells) and len(whole) == len(day.cells)
         tag_keys = await store.query("SHOW TAG KEYS")
         keys = {v[0] for r in tag_keys["results"] for s in r.get("series", []) for v in s["values"]}
         assert keys <= ALLOWED_TAGS and {"insee", "scope", "origin"} <= keys
@@ -235,6 +240,30 @@ async def test_unreachable_store_raises_store_error() -> None:
             await store.read_day(DAY)
     finally:
         await store.aclose()
+
+
+async def test_read_period_keywords_are_checked(sqlite_db: Database) -> None:
+    """read_period's keywords behave as keyword-only arguments on every store: a misspelt
+    one or a missing ``scopes`` is a TypeError (never a read of every place), and an
+    absent ``places`` or ``period`` is None."""
+    cells = [
+        Cell("presence", "commune", "day", 100, DAY, "46240", values={"visitors": 12}),
+        Cell("presence", "commune", "hour", 100, DAY, "46042", values={"visitors": 11}),
+    ]
+    sql = SqlStatsStore(sqlite_db)
+    await sql.write(cells)
+    influx = Influx1Store(f"http://127.0.0.1:{free_port()}", "x", TZ)
+    try:
+        for store in (sql, influx):
+            with pytest.raises(TypeError, match="'place'"):
+                await store.read_period(DAY, DAY, scopes=("commune",), place=["46240"])  # type: ignore[call-arg]
+            with pytest.raises(TypeError, match="'scopes'"):
+                await store.read_period(DAY, DAY, places=["46240"])  # type: ignore[call-arg]
+    finally:
+        await influx.aclose()
+    absent = await sql.read_period(DAY, DAY, scopes=("commune",))
+    explicit = await sql.read_period(DAY, DAY, scopes=("commune",), places=None, period=None)
+    assert absent == explicit and {c.key for c in absent} == {c.key for c in cells}
 
 
 def test_line_protocol_escapes_tags() -> None:
