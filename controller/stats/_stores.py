@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import random
 from collections.abc import Collection, Sequence
-from typing import Any, Protocol, Required, TypedDict, Unpack
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -38,7 +38,6 @@ __all__ = [
     "BatchWriter",
     "Influx1Store",
     "Influx2Store",
-    "ReadFilter",
     "SqlStatsStore",
     "StatsStore",
     "StoreError",
@@ -54,33 +53,6 @@ class StoreError(Exception):
     """A store refused or could not take a write or a read."""
 
 
-class ReadFilter(TypedDict, total=False):
-    """Which cells of its days :meth:`StatsStore.read_period` keeps (keyword arguments).
-
-    Keys:
-        scopes: the scopes wanted (``territory``, ``commune``, ``hotspot``, ``flow``).
-        places: None or absent for every place; else INSEE codes (``""`` is the
-            territory): presence cells of those places, flows from or to one of them.
-        period: ``day`` or ``hour`` only (None or absent: both).
-    """
-
-    scopes: Required[Collection[str]]
-    places: Collection[str] | None
-    period: str | None
-
-
-def _filter(wanted: ReadFilter) -> tuple[Collection[str], Collection[str] | None, str | None]:
-    """``scopes``, ``places`` and ``period`` of a read, with their defaults; a missing
-    ``scopes`` or an unknown keyword is a TypeError, as for any keyword-only argument
-    (a misspelt ``places`` must not widen a read to every place)."""
-    unknown = sorted(wanted.keys() - ReadFilter.__annotations__.keys())
-    if unknown:
-        raise TypeError(f"read_period() got an unexpected keyword argument {unknown[0]!r}")
-    if "scopes" not in wanted:
-        raise TypeError("read_period() missing required keyword argument: 'scopes'")
-    return wanted["scopes"], wanted.get("places"), wanted.get("period")
-
-
 class StatsStore(Protocol):
     """What every statistics store does."""
 
@@ -91,14 +63,23 @@ class StatsStore(Protocol):
         """Every stored cell of local day ``day``."""
 
     async def read_period(
-        self, first_day: str, last_day: str, **wanted: Unpack[ReadFilter]
+        self,
+        first_day: str,
+        last_day: str,
+        *,
+        scopes: Collection[str],
+        places: Collection[str] | None = None,
+        period: str | None = None,
     ) -> list[Cell]:
         """The cells of a place over a period, in one query per measurement.
 
         Args:
             first_day: the first local day, ``YYYY-MM-DD``.
             last_day: the last local day (included).
-            **wanted: ``scopes=``, ``places=``, ``period=`` (:class:`ReadFilter`).
+            scopes: the scopes wanted (``territory``, ``commune``, ``hotspot``, ``flow``).
+            places: None for every place; else INSEE codes (``""`` is the territory):
+                presence cells of those places, flows from or to one of them.
+            period: ``day`` or ``hour`` only (None: both).
         """
 
     async def aclose(self) -> None:
@@ -165,11 +146,16 @@ class SqlStatsStore:
         return await self._fetch(sa.select(stats_cells).where(stats_cells.c.day == day))
 
     async def read_period(
-        self, first_day: str, last_day: str, **wanted: Unpack[ReadFilter]
+        self,
+        first_day: str,
+        last_day: str,
+        *,
+        scopes: Collection[str],
+        places: Collection[str] | None = None,
+        period: str | None = None,
     ) -> list[Cell]:
         """One query over the place and period indexes (``ix_stats_cells_place``,
         ``ix_stats_cells_destination``)."""
-        scopes, places, period = _filter(wanted)
         t = stats_cells.c
         where = [t.scope.in_(list(scopes)), t.day >= first_day, t.day <= last_day]
         if period is not None:
@@ -328,10 +314,14 @@ def _any_of(tag: str, values: Collection[str]) -> str:
 
 
 def _influxql_period(
-    first_day: str, last_day: str, tz: ZoneInfo, wanted: ReadFilter
+    first_day: str,
+    last_day: str,
+    tz: ZoneInfo,
+    scopes: Collection[str],
+    places: Collection[str] | None,
+    period: str | None,
 ) -> dict[str, str]:
     """One InfluxQL statement per measurement holding a wanted scope."""
-    scopes, places, period = _filter(wanted)
     base = _influxql_days(first_day, last_day, tz)
     if period is not None:
         base.append(f"period = {_quote(period)}")
@@ -386,10 +376,18 @@ class _InfluxQLReader:
         return await self._fetch(_influxql_day(day, self.tz), day)
 
     async def read_period(
-        self, first_day: str, last_day: str, **wanted: Unpack[ReadFilter]
+        self,
+        first_day: str,
+        last_day: str,
+        *,
+        scopes: Collection[str],
+        places: Collection[str] | None = None,
+        period: str | None = None,
     ) -> list[Cell]:
         """The cells of places over a period: one InfluxQL query per measurement."""
-        return await self._fetch(_influxql_period(first_day, last_day, self.tz, wanted), None)
+        return await self._fetch(
+            _influxql_period(first_day, last_day, self.tz, scopes, places, period), None
+        )
 
     async def _fetch(self, queries: dict[str, str], day: str | None) -> list[Cell]:
         """The cells of one InfluxQL statement per measurement, in turn (``day`` None:

@@ -242,30 +242,6 @@ async def test_unreachable_store_raises_store_error() -> None:
         await store.aclose()
 
 
-async def test_read_period_keywords_are_checked(sqlite_db: Database) -> None:
-    """read_period's keywords behave as keyword-only arguments on every store: a misspelt
-    one or a missing ``scopes`` is a TypeError (never a read of every place), and an
-    absent ``places`` or ``period`` is None."""
-    cells = [
-        Cell("presence", "commune", "day", 100, DAY, "46240", values={"visitors": 12}),
-        Cell("presence", "commune", "hour", 100, DAY, "46042", values={"visitors": 11}),
-    ]
-    sql = SqlStatsStore(sqlite_db)
-    await sql.write(cells)
-    influx = Influx1Store(f"http://127.0.0.1:{free_port()}", "x", TZ)
-    try:
-        for store in (sql, influx):
-            with pytest.raises(TypeError, match="'place'"):
-                await store.read_period(DAY, DAY, scopes=("commune",), place=["46240"])  # type: ignore[call-arg]
-            with pytest.raises(TypeError, match="'scopes'"):
-                await store.read_period(DAY, DAY, places=["46240"])  # type: ignore[call-arg]
-    finally:
-        await influx.aclose()
-    absent = await sql.read_period(DAY, DAY, scopes=("commune",))
-    explicit = await sql.read_period(DAY, DAY, scopes=("commune",), places=None, period=None)
-    assert absent == explicit and {c.key for c in absent} == {c.key for c in cells}
-
-
 def test_line_protocol_escapes_tags() -> None:
     """Tag values with spaces, commas or equal signs are escaped; fields are integers."""
     cell = Cell("presence", "hotspot", "day", 100, DAY, "46240", "ap a,b=c", "", {"visitors": 12})
