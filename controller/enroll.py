@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -129,10 +130,25 @@ def acl_file(ap_ids: list[str], controller_username: str | None) -> str:
 
 
 def _write_atomically(path: Path, text: str, mode: int = 0o640) -> None:
+    """Replace ``path`` by a file holding ``text``. A file replaced keeps its owner, group
+    and mode: mosquitto reads its password and ACL files as its own user, through the
+    group the deployment gave them (root:mosquitto 0640), and a rewrite by root must not
+    take them away from it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        old = None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per writing process
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as fh:
+        if old is not None:
+            if os.geteuid() == 0:
+                os.fchown(fh.fileno(), old.st_uid, old.st_gid)
+            elif old.st_gid != os.getegid():
+                # Another user may only give the file a group of its own (else an error).
+                os.fchown(fh.fileno(), -1, old.st_gid)
+            os.fchmod(fh.fileno(), stat.S_IMODE(old.st_mode))
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import os
 import queue
 import re
 import secrets
@@ -23,7 +24,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.enroll import acl_file, mosquitto_hash, password_file
+from controller.enroll import acl_file, mosquitto_hash, password_file, write_broker_files
 from tests.testbed import MosquittoBroker, free_port, require, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,27 @@ def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
     salt = base64.b64decode(theirs.split("$")[3])
     assert mosquitto_hash("s3cret é", salt=salt) == theirs
     assert mosquitto_hash("s3cret é") != mosquitto_hash("s3cret é")  # random salt
+
+
+def test_rewritten_broker_files_keep_their_owner_group_and_mode(tmp_path: Path) -> None:
+    """mosquitto reads its files through their group (root:mosquitto 0640 as deployed): a
+    rewrite by root (``borne ap rotate`` from Ansible, the broker-files timer) keeps the
+    replaced files' owner, group and mode; a new file is 0640."""
+    if os.geteuid() != 0:
+        require("root (to give the files another owner, as a deployment does)")
+    passwd, acl = tmp_path / "borne.passwd", tmp_path / "borne.acl"
+    for path in (passwd, acl):
+        path.write_text("old\n")
+        os.chown(path, 0, 65534)
+        path.chmod(0o640)
+    fresh = tmp_path / "new" / "borne.acl"
+    write_broker_files([("ap-46201-01", mosquitto_hash("pw"))], None, passwd, acl)
+    write_broker_files([], None, tmp_path / "new" / "borne.passwd", fresh)
+    for path in (passwd, acl):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 65534, 0o640)
+    assert "ap-46201-01" in passwd.read_text() and "ap-46201-01" in acl.read_text()
+    assert fresh.stat().st_mode & 0o777 == 0o640
 
 
 def test_acl_lists_each_kind_and_never_lets_an_ap_write_commands() -> None:
