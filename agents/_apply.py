@@ -25,7 +25,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from agents._gwconf import config_problems
 from agents.contract import ApplyConfigArgs, canonical_bytes
@@ -37,11 +37,18 @@ logger = logging.getLogger(__name__)
 
 Result = Literal["applied", "unchanged"]
 
+# Fields added to ApplyConfigArgs after its first release: left out of the digest when
+# 0, so that settings which do not use them keep the digest, hence the version, they had.
+_LATER_FIELDS: Final = ("idle_timeout_minutes",)
+
 
 def settings_digest(args: ApplyConfigArgs) -> str:
     """SHA-256 of the settings without their version number."""
     fields = dataclasses.asdict(args)
     fields.pop("version")
+    for name in _LATER_FIELDS:
+        if not fields[name]:
+            del fields[name]
     return hashlib.sha256(canonical_bytes(fields)).hexdigest()
 
 

@@ -5,10 +5,11 @@ checks it and turns it into text:
 
 * a **managed block** at the end of openNDS's configuration file (the legacy
   ``opennds.conf`` of non-OpenWrt systems): openNDS 9.10 reads its file once at start
-  and ``ndsctl`` has no run-time command for the walled garden, the FAS or the default
-  session length, so the file is rewritten and the daemon restarted. openNDS keeps the
-  last value of an option, so the block, appended after the operator's own lines, wins;
-  the operator's lines outside the markers are never touched;
+  and ``ndsctl`` has no run-time command for the walled garden, the FAS, the default
+  session length or the idle timeout, so the file is rewritten and the daemon
+  restarted. openNDS keeps the last value of an option, so the block, appended after
+  the operator's own lines, wins; the operator's lines outside the markers are never
+  touched;
 * a **dnsmasq fragment** with ``dhcp-option-force=114,"<url>"`` (RFC 8910: the RFC 8908
   captive-portal API URL), read by dnsmasq at start (``conf-file=`` or ``conf-dir=``).
 
@@ -54,6 +55,11 @@ DEFAULT_WALLED_PORTS: Final = (80, 443)
 # RFC 8908 §2: the API URI must fit in the DHCP option (255 bytes).
 MAX_CAPPORT_URL: Final = 255
 MAX_MINUTES: Final = 366 * 24 * 60
+# openNDS 9.10 exits at start unless its checkinterval is less than half the idle
+# timeout ("Setting checkinterval (60s) must be smaller than half of auth_idle_timeout
+# (120s)"). Its default checkinterval is 15 s, but its sample configuration and older
+# versions speak of 60 s: at least 3 minutes keeps it starting with anything under 90 s.
+MIN_IDLE_MINUTES: Final = 3
 MAX_RATE_KBPS: Final = 10_000_000
 MAX_QUOTA_KB: Final = 2**40
 
@@ -85,6 +91,9 @@ def config_problems(args: ApplyConfigArgs) -> list[str]:
         out.append("version must be at least 1")
     if args.session_minutes > MAX_MINUTES:
         out.append("session_minutes out of range")
+    idle = args.idle_timeout_minutes
+    if idle and not MIN_IDLE_MINUTES <= idle <= MAX_MINUTES:
+        out.append(f"idle_timeout_minutes out of range (0, or {MIN_IDLE_MINUTES} and more)")
     for name in ("up_kbps", "down_kbps"):
         if getattr(args, name) > MAX_RATE_KBPS:
             out.append(f"{name} out of range")
@@ -122,10 +131,12 @@ def opennds_options(args: ApplyConfigArgs) -> list[tuple[str, str]]:
     """openNDS's single-valued options for ``args``, in order: ``(name, value)``.
 
     The names are the same in the legacy file and in UCI (``/etc/config/opennds``).
-    openNDS's own DHCP option 114 (``http://status.client``, not RFC 8908) is turned
-    off: the AP's dnsmasq sends the portal's API URL instead. FAS settings left empty
-    are not set (the AP's own stay); when the command gives the FAS's address or port,
-    the FAS level is the portal's.
+    The idle timeout of logged-in clients, ``authidletimeout`` (minutes; openNDS's
+    default: 120), is set only when the command gives one. openNDS's own DHCP option
+    114 (``http://status.client``, not RFC 8908) is turned off: the AP's dnsmasq sends
+    the portal's API URL instead. FAS settings left empty are not set (the AP's own
+    stay); when the command gives the FAS's address or port, the FAS level is the
+    portal's.
     """
     out = [
         ("sessiontimeout", str(args.session_minutes)),
@@ -135,6 +146,8 @@ def opennds_options(args: ApplyConfigArgs) -> list[tuple[str, str]]:
         ("downloadquota", str(args.down_quota_kb)),
         ("dhcp_default_url_enable", "0"),
     ]
+    if args.idle_timeout_minutes:
+        out.append(("authidletimeout", str(args.idle_timeout_minutes)))
     if args.fas_remote_ip:
         out.append(("fasremoteip", args.fas_remote_ip))
     if args.fas_remote_fqdn:

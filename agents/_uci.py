@@ -6,7 +6,9 @@ On OpenWrt openNDS reads ``/etc/config/opennds`` and dnsmasq ``/etc/config/dhcp`
 the same settings-to-options mapping, into a ``uci batch`` script:
 
 * ``opennds.@opennds[0]``: the options of :func:`~agents._gwconf.opennds_options`
-  (session length, rates, quotas, FAS, ``dhcp_default_url_enable '0'``); the walled
+  (session length, rates, quotas, FAS, ``dhcp_default_url_enable '0'``, and the idle
+  timeout ``authidletimeout`` when the command gives one: without it, the value in
+  place stays, the operator's or an earlier push's, like FAS settings); the walled
   garden's host names in ``walledgarden_fqdn_list`` and its ports in
   ``walledgarden_port_list`` (one space-separated entry each, as openNDS's documentation
   writes them; both removed when the walled garden has no host name); its addresses and

@@ -314,7 +314,9 @@ class ApplyConfigArgs:
     addresses or IPv4 networks reachable before login, on ``walled_garden_ports`` (empty:
     every port for addresses, 80 and 443 for host names). ``fas_*``: openNDS's FAS
     settings ("" or 0: keep the AP's own). ``capport_url``: the RFC 8908 API URL sent as
-    DHCP option 114 (RFC 8910; "": none).
+    DHCP option 114 (RFC 8910; "": none). ``idle_timeout_minutes``: openNDS's
+    ``authidletimeout``, the minutes after which a logged-in client that sent nothing is
+    logged out (0, or absent from an older controller: the AP's own setting stays).
     """
 
     __pydantic_config__ = _STRICT
@@ -331,6 +333,8 @@ class ApplyConfigArgs:
     fas_port: int = 0
     fas_path: str = ""
     capport_url: str = ""
+    # Added with the communes' idle timeout (optional: 0 leaves openNDS's own).
+    idle_timeout_minutes: int = 0
 
 
 COMMAND_ARGS: Final[dict[str, type]] = {

@@ -1,11 +1,13 @@
 """Gateway settings of the access points: built, versioned and pushed (``apply_config``).
 
 The settings of an AP come from the controller's configuration: session length and
-rates (``[sessions]``), quotas and walled garden (``[ap_config]``), openNDS's FAS
-settings (``[portal] public_url``) and the RFC 8908 API URL sent as DHCP option 114
-(``<portal>/capport/api/<ap_id>``, RFC 8910). Each AP's row in ``ap_configs`` keeps a
-version that rises when its settings change (a digest of them, version left out), the
-last push and its ack, and the version the agent reports in its ``status``.
+rates (``[sessions]``), quotas and walled garden (``[ap_config]``), the idle timeout of
+its commune (``[portal.communes."<insee>"] idle_timeout_s``, else ``[radius]``'s, as in
+RADIUS replies), openNDS's FAS settings (``[portal] public_url``) and the RFC 8908 API
+URL sent as DHCP option 114 (``<portal>/capport/api/<ap_id>``, RFC 8910). Each AP's
+row in ``ap_configs`` keeps a version that rises when its settings change (a digest of
+them, version left out), the last push and its ack, and the version the agent reports in
+its ``status``.
 
 Pushes: ``borne ap config push AP|--all`` (through the broker, the running controller
 records the acks), or automatically (``[ap_config] auto_push``) when an AP comes online
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from agents._apply import settings_digest
-from agents._gwconf import config_problems
+from agents._gwconf import MIN_IDLE_MINUTES, config_problems
 from agents.contract import AckMsg, ApplyConfigArgs, Command, StatusMsg
 from captive_portal._wifi4eu import walled_garden_hosts
 from controller.storage.schema import access_points, ap_configs, commands
@@ -44,6 +46,7 @@ __all__ = [
     "add_config_parser",
     "after_message",
     "desired_settings",
+    "idle_minutes",
     "plan_version",
     "prepare_push",
 ]
@@ -57,8 +60,11 @@ def desired_settings(settings: Settings, ap_id: str, insee: str | None = None) -
     """The gateway settings of ``ap_id`` (version 0: :func:`plan_version` numbers them).
 
     ``insee``, the access point's commune, adds that commune's own walled-garden hosts
-    (WiFi4EU: the Commission's script and collector, ``captive_portal._wifi4eu``).
+    (WiFi4EU: the Commission's script and collector, ``captive_portal._wifi4eu``) and
+    gives its idle timeout (none: ``[radius] idle_timeout_s``).
     """
+    from radius._policy import limits_at  # only when settings are built: the CLI starts light
+
     url = urllib.parse.urlsplit(settings.portal.public_url)
     host = url.hostname or ""
     port = url.port or (443 if url.scheme == "https" else 80)
@@ -84,7 +90,21 @@ def desired_settings(settings: Settings, ap_id: str, insee: str | None = None) -
         fas_port=port,
         fas_path=url.path or "/",
         capport_url=capport,
+        idle_timeout_minutes=idle_minutes(limits_at(settings, insee).idle_timeout_s),
     )
+
+
+def idle_minutes(seconds: int) -> int:
+    """openNDS's ``authidletimeout`` for an idle timeout of ``seconds``.
+
+    Whole minutes, rounded up (a client is never logged out sooner than configured), and
+    at least :data:`~agents._gwconf.MIN_IDLE_MINUTES` (openNDS does not start unless its
+    check interval is under half the idle timeout). 0 (no idle timeout, as RADIUS
+    replies then carry no Idle-Timeout) stays 0: the AP keeps its own setting.
+    """
+    if seconds <= 0:
+        return 0
+    return max(MIN_IDLE_MINUTES, -(-seconds // 60))
 
 
 async def plan_version(db: Database, args: ApplyConfigArgs, ap_id: str, now: float) -> int:

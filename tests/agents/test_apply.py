@@ -10,6 +10,7 @@ the agent's ``status``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from agents._apply import ConfigApplier, settings_digest
 from agents._gwconf import BEGIN_MARK
 from agents.agent import Agent
 from agents.config import AgentConfig
-from agents.contract import ApplyConfigArgs, Command, encode, sign_command
+from agents.contract import ApplyConfigArgs, Command, canonical_bytes, encode, sign_command
 from agents.gateway import ConfigTargets, GatewayError, NdsctlGateway, SimulatedGateway
 from tests.agents.test_agent import Listener, start_agent
 from tests.testbed import MosquittoBroker, wait_for
@@ -94,6 +95,20 @@ def test_one_change_one_restart_then_unchanged(tmp_path: Path, files: dict[str, 
         again.apply(dataclasses.replace(SETTINGS, version=2))
 
 
+def test_the_idle_timeout_restarts_opennds_only_when_it_changes(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    applier = ConfigApplier(gateway(tmp_path, files), tmp_path / "state.json")
+    assert applier.apply(SETTINGS) == "applied"
+    assert "idletimeout" not in files["conf"].read_text()
+    idle = dataclasses.replace(SETTINGS, version=2, idle_timeout_minutes=15)
+    assert applier.apply(idle) == "applied"
+    assert "authidletimeout 15" in files["conf"].read_text()
+    assert (runs(files["nds_runs"]), runs(files["dns_runs"])) == (2, 1)
+    assert applier.apply(dataclasses.replace(idle, version=3)) == "unchanged"
+    assert runs(files["nds_runs"]) == 2
+
+
 def test_a_failed_restart_is_retried_by_the_next_push(
     tmp_path: Path, files: dict[str, Path]
 ) -> None:
@@ -131,6 +146,17 @@ def test_the_digest_ignores_the_version() -> None:
     assert settings_digest(SETTINGS) == settings_digest(dataclasses.replace(SETTINGS, version=9))
     assert settings_digest(SETTINGS) != settings_digest(
         dataclasses.replace(SETTINGS, session_minutes=1)
+    )
+
+
+def test_settings_without_an_idle_timeout_keep_the_digest_they_had() -> None:
+    """Without the field added later, the digest is the one computed before it existed:
+    an upgrade alone raises no version and restarts nothing."""
+    before = dataclasses.asdict(SETTINGS)
+    del before["version"], before["idle_timeout_minutes"]
+    assert settings_digest(SETTINGS) == hashlib.sha256(canonical_bytes(before)).hexdigest()
+    assert settings_digest(SETTINGS) != settings_digest(
+        dataclasses.replace(SETTINGS, idle_timeout_minutes=15)
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents._core import Envelope, GatewayClient
+from agents._core import CommandGuard, CommandRefused, Envelope, GatewayClient
 from agents.agent import Agent
 from agents.config import AgentConfig
 from agents.contract import (
@@ -205,6 +205,24 @@ def test_a_tampered_message_is_rejected() -> None:
     with pytest.raises(Rejected) as err:
         decode(topic("ap-46201-01", "ack"), json.dumps(payload).encode(), keys)
     assert err.value.reason == "bad_signature"
+
+
+def test_apply_config_without_the_idle_timeout_leaves_openndss_own() -> None:
+    """A controller that predates ``idle_timeout_minutes`` sends no such key: the agent
+    takes it as 0 (openNDS's own setting stays); a newer one sends the minutes."""
+    guard = CommandGuard("ap-46201-01", KEY.encode())
+    older = dataclasses.asdict(ApplyConfigArgs(version=1, session_minutes=60))
+    del older["idle_timeout_minutes"]
+    _cmd, args = guard.check(command(id="c1", cmd="apply_config", args=older), NOW)
+    assert args == ApplyConfigArgs(version=1, session_minutes=60, idle_timeout_minutes=0)
+    newer = dataclasses.asdict(ApplyConfigArgs(version=2, idle_timeout_minutes=15))
+    _cmd, args = guard.check(command(id="c2", cmd="apply_config", args=newer), NOW)
+    assert args.idle_timeout_minutes == 15
+    with pytest.raises(CommandRefused, match="idle_timeout_minutes must be an integer"):
+        guard.check(
+            command(id="c3", cmd="apply_config", args={**newer, "idle_timeout_minutes": "15"}),
+            NOW,
+        )
 
 
 def test_deauthorize_args_shape() -> None:

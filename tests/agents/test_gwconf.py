@@ -9,6 +9,7 @@ import pytest
 from agents._gwconf import (
     BEGIN_MARK,
     END_MARK,
+    MIN_IDLE_MINUTES,
     config_problems,
     dnsmasq_fragment,
     merge_block,
@@ -29,6 +30,7 @@ ARGS = ApplyConfigArgs(
     fas_port=8080,
     fas_path="/fas/",
     capport_url="https://portail.example/capport/api/ap-46201-01",
+    idle_timeout_minutes=15,
 )
 
 
@@ -37,6 +39,7 @@ def test_the_block_sets_defaults_fas_walled_garden_and_turns_openndss_option_114
     assert block[0] == BEGIN_MARK and block[-1] == END_MARK
     for line in (
         "sessiontimeout 90",
+        "authidletimeout 15",
         "uploadrate 2000",
         "downloadrate 8000",
         "uploadquota 100000",
@@ -57,6 +60,15 @@ def test_the_block_sets_defaults_fas_walled_garden_and_turns_openndss_option_114
     assert "fas_secure_enabled" not in opennds_block(ApplyConfigArgs(version=1))
     # No version number in the file: a new version with the same settings changes nothing.
     assert opennds_block(dataclasses.replace(ARGS, version=4)) == opennds_block(ARGS)
+
+
+def test_without_an_idle_timeout_openndss_own_stays() -> None:
+    """0, or a command from a controller that does not send it: no authidletimeout line,
+    so the operator's own (or openNDS's 120 minutes) stays in force."""
+    block = opennds_block(dataclasses.replace(ARGS, idle_timeout_minutes=0))
+    assert "idletimeout" not in block
+    merged = merge_block("GatewayInterface br-lan\nauthidletimeout 45\n", block)
+    assert merged.count("authidletimeout") == 1 and "authidletimeout 45" in merged
 
 
 def test_without_ports_the_walled_garden_opens_http_and_https() -> None:
@@ -97,6 +109,7 @@ def test_the_dnsmasq_fragment_sends_option_114_and_fills_the_walled_garden_ipset
 def test_valid_settings_have_no_problem() -> None:
     assert config_problems(ARGS) == []
     assert config_problems(ApplyConfigArgs(version=1)) == []
+    assert config_problems(dataclasses.replace(ARGS, idle_timeout_minutes=MIN_IDLE_MINUTES)) == []
 
 
 @pytest.mark.parametrize(
@@ -113,6 +126,9 @@ def test_valid_settings_have_no_problem() -> None:
         ({"capport_url": "https://x.example/" + "a" * 260}, "capport_url"),
         ({"capport_url": "ftp://x.example/"}, "capport_url"),
         ({"session_minutes": 10**9}, "session_minutes"),
+        # openNDS would not start: its checkinterval must be under half the idle timeout.
+        ({"idle_timeout_minutes": 2}, "idle_timeout_minutes"),
+        ({"idle_timeout_minutes": 10**9}, "idle_timeout_minutes"),
         ({"fas_port": 70000}, "fas_port"),
     ],
 )

@@ -388,6 +388,18 @@ def test_only_what_differs_is_in_the_batch() -> None:
     assert not any("port 53" in line for line in got)
 
 
+def test_the_idle_timeout_is_set_when_given_and_left_alone_otherwise() -> None:
+    nds = "opennds.@opennds[0]"
+    sections = parse_show(f"{nds}=opennds\n{nds}.authidletimeout='45'\n")
+    idle = ApplyConfigArgs(version=2, idle_timeout_minutes=15)
+    assert f"set {nds}.authidletimeout='15'" in opennds_batch(idle, sections)
+    done = parse_show(f"{nds}=opennds\n{nds}.authidletimeout='15'\n")
+    assert not any("authidletimeout" in line for line in opennds_batch(idle, done))
+    # 0 (or a controller that does not send it): the value in place stays.
+    unset = ApplyConfigArgs(version=3)
+    assert not any("authidletimeout" in line for line in opennds_batch(unset, sections))
+
+
 def test_show_output_is_parsed_with_ucis_quoting() -> None:
     sections = parse_show(
         "dhcp.@dnsmasq[0]=dnsmasq\n"

@@ -24,7 +24,14 @@ from agents.agent import Agent
 from agents.config import AgentConfig
 from agents.contract import seal, topic
 from agents.gateway import SimulatedGateway
-from controller.apconfig import _push_cli, desired_settings, plan_version, prepare_push, push
+from controller.apconfig import (
+    _push_cli,
+    desired_settings,
+    idle_minutes,
+    plan_version,
+    prepare_push,
+    push,
+)
 from controller.config import load_settings
 from controller.main import open_controller
 from controller.registry import Commune
@@ -69,6 +76,33 @@ def test_a_wifi4eu_commune_adds_the_commission_hosts_to_its_walled_garden() -> N
     ]
     assert desired_settings(settings, AP, "46201").walled_garden == ["lot-tourisme.example"]
     assert desired_settings(settings, AP).walled_garden == ["lot-tourisme.example"]
+
+
+def test_the_idle_timeout_is_the_communes_else_radiuss_in_whole_minutes() -> None:
+    """openNDS's authidletimeout: the commune's idle timeout where it sets one, else
+    [radius]'s (as in RADIUS replies), rounded up to whole minutes, at least 3 (openNDS
+    does not start below its check interval's double); 0 (none) leaves the AP's own."""
+    settings = load_settings(
+        None,
+        radius={"idle_timeout_s": 1200},
+        portal={
+            "communes": {
+                "46042": {"idle_timeout_s": 290},
+                "46102": {"idle_timeout_s": 0},
+                "46103": {"idle_timeout_s": 30},
+                "46104": {"session_minutes": 45},
+            }
+        },
+    )
+    idle = {
+        i: desired_settings(settings, AP, i).idle_timeout_minutes
+        for i in ("46042", "46102", "46103", "46104", "46201")
+    }
+    assert idle == {"46042": 5, "46102": 0, "46103": 3, "46104": 20, "46201": 20}
+    assert desired_settings(settings, AP).idle_timeout_minutes == 20
+    # [radius]'s default, 900 s.
+    assert desired_settings(load_settings(None), AP).idle_timeout_minutes == 15
+    assert [idle_minutes(s) for s in (0, 1, 180, 181, 86400)] == [0, 3, 3, 4, 1440]
 
 
 def test_a_portal_host_name_goes_to_fasremotefqdn_with_the_configured_address() -> None:
