@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
-from yarl import URL
 
 from captive_portal._codes import (
     Challenge,
@@ -30,13 +29,13 @@ from captive_portal._codes import (
 )
 from captive_portal._codestore import CodeKeeper, PendingCodes
 from captive_portal._email import EmailError, EmailSender, build_message
-from captive_portal._fas import FasRequest, LoginState, mac_tag
-from captive_portal._methods import CommuneOptions, options_for
+from captive_portal._fas import FasRequest, mac_tag
+from captive_portal._login import LoginPages
 from captive_portal._pages import field
 from captive_portal._sms import HttpSmsProvider, SmsError, SmsProvider
 from captive_portal._visitor import VisitorPages
 from captive_portal.errors import StateExpired, StateInvalid
-from captive_portal.models import CommunePolicy, PortalBackend
+from captive_portal.models import PortalBackend
 from controller.config import Settings
 
 __all__ = ["CodePages"]
@@ -46,7 +45,7 @@ logger = logging.getLogger(__name__)
 MAX_IDENTITY_CHARS: Final = 254
 
 
-class CodePages(VisitorPages):
+class CodePages(VisitorPages, LoginPages):
     """The e-mail and SMS code handlers (mixed into the portal's login flow)."""
 
     def __init__(
@@ -61,41 +60,7 @@ class CodePages(VisitorPages):
         self.email_sender = EmailSender(settings.portal.email)
         self.sms_provider: SmsProvider = HttpSmsProvider(settings.portal.sms)
 
-    # -- provided by the login flow (captive_portal.app) -------------------------------
-
-    def login_form(
-        self,
-        lang: str,
-        state: str,
-        fas: FasRequest,
-        *,
-        policy: CommunePolicy | None,
-        terms_version: str,
-        error: str | None = None,
-        code_error: str | None = None,
-        **extra: Any,
-    ) -> web.Response:
-        raise NotImplementedError
-
-    async def commune_policy(self, ap_id: str, mac: str | None) -> CommunePolicy | None:
-        raise NotImplementedError
-
-    def terms_version(self, policy: CommunePolicy | None) -> str:
-        raise NotImplementedError
-
-    def check_state(self, token: str) -> LoginState:
-        raise NotImplementedError
-
-    def bad_state(
-        self, lang: str, exc: StateInvalid | StateExpired, *, switch_to: URL | None
-    ) -> web.Response:
-        raise NotImplementedError
-
     # -- helpers ------------------------------------------------------------------------
-
-    def options(self, policy: CommunePolicy | None) -> CommuneOptions:
-        """The methods, WiFi4EU mode and extension rule of the policy's commune."""
-        return options_for(self.settings.portal, policy.insee if policy is not None else None)
 
     def code_page(
         self,

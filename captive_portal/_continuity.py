@@ -19,13 +19,13 @@ with method ``returning``, which checks again); this module only adapts HTTP.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 
 from captive_portal._fas import FasRequest, mac_tag
-from captive_portal._pages import PortalBase, login_request
+from captive_portal._login import LoginPages
+from captive_portal._pages import login_request
 from captive_portal.models import CommunePolicy, LoginResult
 
 __all__ = ["ContinuityBackend", "ReturningPages", "redirect"]
@@ -56,11 +56,8 @@ def _attr(text: str) -> str:
     )
 
 
-class ReturningPages(PortalBase):
+class ReturningPages(LoginPages):
     """The returning-device shortcut of the login page (FAS and UAM entries)."""
-
-    # Provided by the login flow (captive_portal.app).
-    terms_version: Callable[[CommunePolicy | None], str]
 
     async def returning_login(
         self, fas: FasRequest, policy: CommunePolicy | None, lang: str

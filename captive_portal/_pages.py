@@ -2,8 +2,8 @@
 finding the visitor in the session store.
 
 ``PortalBase`` holds what every handler needs; ``captive_portal._visitor`` adds the pages
-of a visitor who is (or is not yet) online, ``captive_portal.app`` the login flow. Only
-HTTP adaptation lives here: no business rule.
+of a visitor who is (or is not yet) online, ``captive_portal._login`` the login page,
+``captive_portal.app`` the login flow. Only HTTP adaptation lives here: no business rule.
 """
 
 from __future__ import annotations
@@ -42,11 +42,23 @@ from captive_portal.models import (
 )
 from controller.config import Settings
 
-__all__ = ["TEMPLATE_DIR", "PortalBase", "PortalRoutes", "field", "portal_routes"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "TEMPLATE_DIR",
+    "PortalBase",
+    "PortalRoutes",
+    "field",
+    "portal_routes",
+]
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE_DIR: Final = Path(__file__).parent / "templates"
+# No script may run; styles are inline; forms post to the portal only.
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

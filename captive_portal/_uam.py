@@ -25,9 +25,9 @@ import hmac
 import ipaddress
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from itertools import cycle
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 from urllib.parse import quote, urlencode, urlsplit
 
 from aiohttp import web
@@ -319,11 +319,6 @@ def logon_url(query: UamQuery | FasRequest, username: str, encoded_password: str
 class UamPages(ReturningPages):
     """``GET /uam`` and the UAM end of the login flow."""
 
-    # Provided by the login flow (captive_portal.app).
-    login_form: Callable[..., web.Response]
-    invalid_link: Callable[[str, web.Request], web.Response]
-    commune_policy: Callable[..., Any]
-
     def uam_backend(self) -> UamBackend:
         """The backend, if it serves UAM gateways (else 404)."""
         if not isinstance(self.backend, UamBackend):
@@ -384,7 +379,7 @@ class UamPages(ReturningPages):
             self.counters.bad_uam += 1
             logger.warning("refused a UAM redirect: %s", exc)
             return self.invalid_link(lang, request)
-        policy: CommunePolicy | None = await self.commune_policy(fas.gateway_name, fas.client_mac)
+        policy = await self.commune_policy(fas.gateway_name, fas.client_mac)
         version = self.terms_version(policy)
         if query.res != "failed":
             shortcut = await self.uam_returning(fas, policy, lang)

@@ -19,7 +19,8 @@ addresses (a routed or VPN link to the access points, as in the testbed), otherw
 only ever say "log in" (docs/PORTAL.md).
 
 This module only adapts HTTP: decoding and signing live in ``captive_portal._fas``,
-languages in ``captive_portal._i18n``, probe answers in ``captive_portal._probes``.
+languages in ``captive_portal._i18n``, probe answers in ``captive_portal._probes``, the
+login page and its refusals in ``captive_portal._login``.
 """
 
 from __future__ import annotations
@@ -27,30 +28,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final
-from urllib.parse import urlencode, urlsplit
+from typing import Final
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from yarl import URL
 
 from captive_portal._codepages import CodePages
 from captive_portal._continuity import redirect
 from captive_portal._fas import (
-    FasRequest,
-    LoginState,
     decode_fas,
     mac_tag,
     sign_state,
-    verify_state,
 )
 from captive_portal._legal import localize
-from captive_portal._pages import PortalRoutes, field, login_request, portal_routes
+from captive_portal._pages import (
+    CONTENT_SECURITY_POLICY,
+    PortalRoutes,
+    field,
+    login_request,
+    portal_routes,
+)
 from captive_portal._uam import UAM_PATH, UamPages
-from captive_portal._wifi4eu import content_security_policy, snippet
 from captive_portal.errors import FasError, StateExpired, StateInvalid
 from captive_portal.models import (
-    CommunePolicy,
     LoginMethod,
     LoginResult,
     PortalBackend,
@@ -64,11 +65,6 @@ logger = logging.getLogger(__name__)
 
 # The only form is a few hidden fields and a checkbox (< 10 KiB); refuse big bodies early.
 MAX_BODY_BYTES: Final = 64 * 1024
-# No script may run; styles are inline; forms post to the portal only.
-CONTENT_SECURITY_POLICY: Final = (
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
 # Hosts that OS connectivity checks use (protocols.md §2.1): the page a phone "asked
 # for" is often one of them, and sending the visitor back there shows a blank page.
 _PROBE_HOSTS: Final = frozenset(
@@ -211,105 +207,6 @@ class _Portal(UamPages, CodePages):
         if close is not None:
             await close()
 
-    def login_form(
-        self,
-        lang: str,
-        state: str,
-        fas: FasRequest,
-        *,
-        policy: CommunePolicy | None,
-        terms_version: str,
-        error: str | None = None,
-        code_error: str | None = None,
-        **extra: Any,
-    ) -> web.Response:
-        _ = self.translations[lang].gettext
-        options = self.options(policy)
-        wifi4eu = (
-            snippet(options.wifi4eu_network_id, lang, self_test=options.wifi4eu_self_test)
-            if options.wifi4eu_network_id is not None
-            else None
-        )
-        query = urlencode({"lang": lang, "state": state})
-        accepted = policy.accepted_version if policy is not None else None
-        prior_date = None
-        if policy is not None and accepted == terms_version and policy.accepted_at:
-            prior_date = time.strftime("%d/%m/%Y", time.gmtime(policy.accepted_at))
-        fields: dict[str, Any] = {
-            "email_error": None,
-            "sms_error": None,
-            "email_value": "",
-            "sms_value": "",
-            **extra,
-        }
-        response = self.render(
-            "login.html",
-            lang,
-            title=_("Connect"),
-            status=400
-            if (error or code_error or fields["email_error"] or fields["sms_error"])
-            else 200,
-            switch_to=self.form_url(state),
-            state=state,
-            error=error,
-            code_error=code_error,
-            ap_id=fas.gateway_name,
-            commune=policy.commune if policy is not None else None,
-            terms_url=f"{self.routes.terms}?{query}",
-            privacy_url=f"{self.routes.privacy}?{query}",
-            methods=options.methods,
-            collects_identity=options.collects_identity,
-            voucher_url=self.routes.voucher,
-            email_url=self.routes.fas.rstrip("/") + "/email",
-            sms_url=self.routes.fas.rstrip("/") + "/sms",
-            wifi4eu=wifi4eu,
-            prior_date=prior_date,
-            terms_version=terms_version,
-            changed=accepted is not None and accepted != terms_version,
-            **fields,
-        )
-        if wifi4eu is not None:
-            # Only this page, only this commune: the snippet's script and nothing else.
-            response.headers["Content-Security-Policy"] = content_security_policy(
-                CONTENT_SECURITY_POLICY, wifi4eu
-            )
-        return response
-
-    async def commune_policy(self, ap_id: str, mac: str | None) -> CommunePolicy | None:
-        """The commune's legal texts and the device's last acceptance (None: built-in)."""
-        try:
-            return await self.backend.policy(ap_id, mac)
-        except Exception:
-            logger.error("backend crashed reading the policy of %s", ap_id, exc_info=True)
-            return None
-
-    def terms_version(self, policy: CommunePolicy | None) -> str:
-        return policy.terms_version if policy is not None else self.settings.portal.terms_version
-
-    def bad_state(
-        self, lang: str, exc: StateInvalid | StateExpired, *, switch_to: URL | None
-    ) -> web.Response:
-        _ = self.translations[lang].gettext
-        if isinstance(exc, StateExpired):
-            self.counters.expired_state += 1
-            logger.info("refused an expired login state")
-            text = _("This login page has expired.")
-        else:
-            self.counters.tampered_state += 1
-            logger.warning("refused a login state: %s", exc)
-            text = _("This login page is not valid.")
-        return self.message(
-            lang,
-            title=_("Please start again"),
-            text=text,
-            hint=_("Open any web page: the login page will appear again."),
-            status=400,
-            switch_to=switch_to,
-        )
-
-    def check_state(self, token: str) -> LoginState:
-        return verify_state(token, self.key, now=self.clock())
-
     def error_page(self, request: web.Request, status: int) -> web.Response:
         lang = self.language(request)
         _ = self.translations[lang].gettext
@@ -381,18 +278,6 @@ class _Portal(UamPages, CodePages):
         self.counters.bad_fas += 1
         logger.warning("refused a portal request without a FAS query")
         return self.invalid_link(lang, request)
-
-    def invalid_link(self, lang: str, request: web.Request) -> web.Response:
-        """The 400 page for a missing or unusable FAS query."""
-        _ = self.translations[lang].gettext
-        return self.message(
-            lang,
-            title=_("Invalid request"),
-            text=_("This address is not a valid login link."),
-            hint=_("Open any web page: the login page will appear again."),
-            status=400,
-            switch_to=request.rel_url,
-        )
 
     async def accept(self, request: web.Request) -> web.Response:
         """``POST {faspath}accept``: check the consent and let the client in."""
