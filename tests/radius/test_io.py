@@ -37,7 +37,37 @@ async def _sessions(db: Database) -> list[sa.Row]:  # type: ignore[type-arg]
         return list((await conn.execute(sa.select(sessions).order_by(sessions.c.id))).all())
 
 
-def _acct(status: str, sid: str, mac: str = "02-00-00-00-00-01", **more: object) -> str:
+def _sqlite_path(settings: Settings) -> str:
+    """The file of the test's SQLite database, to reach it beside the server."""
+    return settings.database.url.get_secret_value().removeprefix("sqlite+aiosqlite:///")
+
+
+def _sql(settings: Settings, statement: str) -> None:
+    conn = sqlite3.connect(_sqlite_path(settings), timeout=10)
+    try:
+        conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def _hide_sessions_table(settings: Settings) -> None:
+    """A real storage failure: the table the accounting write needs goes missing."""
+    await asyncio.to_thread(
+        _sql, settings, "ALTER TABLE radius_sessions RENAME TO radius_sessions_away"
+    )
+
+
+async def _restore_sessions_table(settings: Settings, *, after: float) -> None:
+    """Undo ``_hide_sessions_table`` ``after`` seconds from now."""
+    await asyncio.sleep(after)
+    await asyncio.to_thread(
+        _sql, settings, "ALTER TABLE radius_sessions_away RENAME TO radius_sessions"
+    )
+
+
+def _acct(status: str, sid: str, mac: str = "02-00-00-00-00-01", /, **more: object) -> str:
+    """An Accounting-Request for radclient; ``more`` adds attributes (``Acct_Session_Time=60``)."""
     lines = [
         f"Acct-Status-Type = {status}",
         f'Acct-Session-Id = "{sid}"',
@@ -55,7 +85,7 @@ async def test_start_interim_stop_with_gigawords(
 ) -> None:
     """Start, Interim and Stop build one session with 64-bit counters and outbox events."""
     now = int(time.time())
-    for status, extra in [
+    steps: list[tuple[str, dict[str, object]]] = [
         ("Start", {"Event_Timestamp": now - 120}),
         (
             "Interim-Update",
@@ -80,7 +110,8 @@ async def test_start_interim_stop_with_gigawords(
                 "Event_Timestamp": now,
             },
         ),
-    ]:
+    ]
+    for status, extra in steps:
         res = await radclient(
             radius_server.acct_port, "acct", _acct(status, "4f2a00000001", **extra)
         )
@@ -120,7 +151,7 @@ async def test_accounting_on_closes_the_nas_sessions(
 ) -> None:
     """Accounting-On closes every open session of that NAS with cause nas-reboot."""
     for i in range(3):
-        pkt = _acct("Start", f"s{i}", mac=f"02-00-00-00-00-0{i}")
+        pkt = _acct("Start", f"s{i}", f"02-00-00-00-00-0{i}")
         assert "Accounting-Response" in (await radclient(radius_server.acct_port, "acct", pkt)).out
     on = f'Acct-Status-Type = Accounting-On\nNAS-Identifier = "{NAS_ID}"\n'
     assert "Accounting-Response" in (await radclient(radius_server.acct_port, "acct", on)).out
@@ -134,7 +165,7 @@ async def test_retransmission_is_stored_once(
 ) -> None:
     """While the first copy waits for the database, radclient's retransmissions of the
     same packet are not processed again; one record, one reply."""
-    path = radius_settings.database.url.get_secret_value().removeprefix("sqlite+aiosqlite:///")
+    path = _sqlite_path(radius_settings)
 
     def hold_lock(seconds: float) -> None:
         conn = sqlite3.connect(path, timeout=10)
@@ -393,25 +424,11 @@ async def test_no_response_until_the_record_is_stored(
 ) -> None:
     """While the database refuses the write, no Accounting-Response goes out; radclient's
     retransmission after the repair is stored once and answered."""
-    path = radius_settings.database.url.get_secret_value().removeprefix("sqlite+aiosqlite:///")
-
-    def sql(statement: str) -> None:
-        conn = sqlite3.connect(path, timeout=10)
-        try:
-            conn.execute(statement)
-            conn.commit()
-        finally:
-            conn.close()
-
     # A real storage failure: the table the write needs is missing for a while.
-    await asyncio.to_thread(sql, "ALTER TABLE radius_sessions RENAME TO radius_sessions_away")
-
-    async def repair() -> None:
-        await asyncio.sleep(1.5)
-        await asyncio.to_thread(sql, "ALTER TABLE radius_sessions_away RENAME TO radius_sessions")
+    await _hide_sessions_table(radius_settings)
 
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(repair())
+        tg.create_task(_restore_sessions_table(radius_settings, after=1.5))
         res = await radclient(
             radius_server.acct_port, "acct", _acct("Start", "f1"), retries=6, wait_s=0.7
         )
@@ -482,7 +499,7 @@ async def test_records_past_the_writer_backlog_are_dropped_then_stored_once(
     writer thread; past ``queue_size`` waiting records, the others are dropped unanswered
     and counted. After the lock is released, radclient's retransmissions are stored once
     each and every request is answered."""
-    path = radius_settings.database.url.get_secret_value().removeprefix("sqlite+aiosqlite:///")
+    path = _sqlite_path(radius_settings)
 
     def lock() -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
@@ -540,19 +557,6 @@ async def test_async_engine_writer_stores_and_answers_only_after_commit(
     once."""
     server = await build_server(radius_settings, radius_db)
     server.writer = AccountingWriter(radius_db, server.store, threaded=False)
-    path = radius_settings.database.url.get_secret_value().removeprefix("sqlite+aiosqlite:///")
-
-    def sql(statement: str) -> None:
-        conn = sqlite3.connect(path, timeout=10)
-        try:
-            conn.execute(statement)
-            conn.commit()
-        finally:
-            conn.close()
-
-    async def repair() -> None:
-        await asyncio.sleep(1.5)
-        await asyncio.to_thread(sql, "ALTER TABLE radius_sessions_away RENAME TO radius_sessions")
 
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(server.run("127.0.0.1", 0, 0), name="radius-async-writer")
@@ -561,8 +565,8 @@ async def test_async_engine_writer_stores_and_answers_only_after_commit(
         for status in ("Start", "Stop"):
             res = await radclient(port, "acct", _acct(status, "a1"))
             assert "Received Accounting-Response" in res.out, res.out
-        await asyncio.to_thread(sql, "ALTER TABLE radius_sessions RENAME TO radius_sessions_away")
-        tg.create_task(repair())
+        await _hide_sessions_table(radius_settings)
+        tg.create_task(_restore_sessions_table(radius_settings, after=1.5))
         res = await radclient(
             port, "acct", _acct("Start", "a2", "02-00-00-00-00-02"), retries=6, wait_s=0.7
         )
