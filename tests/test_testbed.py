@@ -17,9 +17,13 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.testbed import (
     AP_LAN_IP,
@@ -47,15 +51,17 @@ def _mqtt_round_trip(host: str, port: int, topic: str, payload: bytes) -> mqtt.M
     got = threading.Event()
     subscribed = threading.Event()
 
-    def on_subscribe(client, userdata, mid, reason_codes, properties):  # type: ignore[no-untyped-def]
+    def on_subscribe(
+        _c: mqtt.Client, _u: Any, _mid: int, _codes: list[ReasonCode], _p: Properties | None
+    ) -> None:
         subscribed.set()
 
-    def on_message(client, userdata, msg):  # type: ignore[no-untyped-def]
+    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         received.append(msg)
         got.set()
 
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="testbed-sub")
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="testbed-pub")
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="testbed-sub")
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="testbed-pub")
     sub.on_subscribe = on_subscribe
     sub.on_message = on_message
     sub.connect(host, port)
@@ -130,7 +136,7 @@ def test_client_gets_dhcp_lease_from_gateway(hotspot: Hotspot) -> None:
     assert hotspot.client_ip is not None
     assert hotspot.client_ip.startswith("10.46.1.")
     assert 100 <= int(hotspot.client_ip.rsplit(".", 1)[1]) <= 200
-    assert MAC_RE.match(hotspot.client_mac or "")
+    assert MAC_RE.match(hotspot.mac)
     leases = Path(LEASE_FILE).read_text()
     assert f"{hotspot.client_mac} {hotspot.client_ip}" in leases
     route = hotspot.run_in("cl", "ip", "route", "show", "default", check=True).stdout
@@ -194,7 +200,7 @@ def test_ndsctl_json_lists_client_with_string_fields(hotspot: Hotspot) -> None:
     assert all(isinstance(v, str) for v in entry.values())
     assert Path(hotspot.ndsctl_socket).is_socket()
 
-    hotspot.ndsctl("auth", hotspot.client_mac or "", "10", "100", "200", "1000", "2000", "sess-1")
+    hotspot.ndsctl("auth", hotspot.mac, "10", "100", "200", "1000", "2000", "sess-1")
     entry = hotspot.ndsctl_json(hotspot.client_mac)
     assert entry["state"] == "Authenticated"
     assert int(entry["session_end"]) - int(entry["session_start"]) == 600
@@ -225,8 +231,13 @@ def test_broker_on_root_link_reachable_from_ap(hotspot: Hotspot) -> None:
     broker = hotspot.start_broker()
     received: list[bytes] = []
     got = threading.Event()
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="root-sub")
-    sub.on_message = lambda c, u, m: (received.append(m.payload), got.set())
+
+    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        received.append(bytes(msg.payload))
+        got.set()
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="root-sub")
+    sub.on_message = on_message
     sub.connect(broker.host, broker.port)
     sub.loop_start()
     try:

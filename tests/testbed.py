@@ -37,6 +37,7 @@ import asyncio
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
 import itertools
 import json
@@ -142,13 +143,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_for(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float = 10.0,
     interval: float = 0.1,
     message: str = "condition",
 ) -> T:
     """Call ``condition`` until it returns a truthy value, and return that value.
+
+    The value returned is truthy, so never ``None``: a condition typed ``X | None``
+    gives an ``X``.
 
     Exceptions raised by ``condition`` count as "not yet"; the last one is chained to
     the ``TimeoutError`` raised when ``timeout`` seconds have passed.
@@ -509,6 +513,26 @@ class Hotspot:
         return self.ns.ap
 
     @property
+    def mac(self) -> str:
+        """The client's MAC address (lower case), known once built.
+
+        Raises:
+            RuntimeError: the client has no address yet (``build()`` not run).
+        """
+        if self.client_mac is None:
+            raise RuntimeError("hotspot not built: no client MAC yet")
+        return self.client_mac
+
+    @property
+    def files(self) -> Path:
+        """The working directory (configs, logs, ``udhcpc.sh``), known once built.
+
+        Raises:
+            RuntimeError: ``build()`` has not run.
+        """
+        return self._workdir
+
+    @property
     def logs(self) -> dict[str, Path]:
         """Log file of each process started so far, by name."""
         return {name: self._workdir / f"{name}.log" for name, _ in self._procs}
@@ -566,12 +590,12 @@ class Hotspot:
         for broker in reversed(self._brokers):
             step(f"stop {broker!r}", broker.stop)
         for name, proc in reversed(self._procs):
-            step(f"stop {name} (pid {proc.pid})", lambda p=proc: _stop_process(p))
+            step(f"stop {name} (pid {proc.pid})", functools.partial(_stop_process, proc))
         for ns in (self.ns.cl, self.ns.ap, self.ns.inet):
-            step(f"kill leftovers in {ns}", lambda n=ns: self._kill_ns_pids(n))
+            step(f"kill leftovers in {ns}", functools.partial(self._kill_ns_pids, ns))
         step("delete root link", lambda: self._delete_root_link(self.ns.root_link))
         for ns in (self.ns.cl, self.ns.ap, self.ns.inet):
-            step(f"delete {ns}", lambda n=ns: self._delete_ns(n))
+            step(f"delete {ns}", functools.partial(self._delete_ns, ns))
         step("remove /tmp files", self._remove_tmp_files)
         if self._own_workdir and not self.keep_workdir and self.workdir is not None:
             step("remove workdir", lambda: shutil.rmtree(self._workdir, ignore_errors=True))
@@ -763,7 +787,7 @@ class Hotspot:
 
     def wait_for(
         self,
-        condition: Callable[[], T],
+        condition: Callable[[], T | None],
         *,
         timeout: float = 10.0,
         interval: float = 0.2,

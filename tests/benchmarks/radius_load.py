@@ -13,6 +13,7 @@ answered, lost, retransmissions, elapsed seconds, requests per second, p50/p99 l
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -81,7 +82,7 @@ async def run(
     transports = []
     for i in range(n_sockets):
         t, _ = await loop.create_datagram_endpoint(
-            lambda i=i: _Proto(waiting[i]), remote_addr=(host, port)
+            functools.partial(_Proto, waiting[i]), remote_addr=(host, port)
         )
         transports.append(t)
     latencies: list[float] = []

@@ -6,6 +6,7 @@ version of the texts asks again."""
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import re
@@ -58,6 +59,11 @@ def state_of(body: str) -> str:
     return html.unescape(match.group(1))
 
 
+def _seen(ctl: Controller, ap_id: str) -> bool:
+    """The controller has seen the device ``MAC`` at ``ap_id`` (its look-up is under way)."""
+    return (ap_id, MAC) in ctl.returning.appearances._until
+
+
 @pytest.fixture
 async def ctl(mosquitto: Any, tmp_path: Path) -> AsyncIterator[Controller]:
     """A controller with two access points in two communes."""
@@ -92,15 +98,13 @@ async def test_returning_device_gets_no_page_until_the_texts_change(
     run_a = agents(ctl, AP_A, mosquitto)
     run_b = agents(ctl, AP_B, mosquitto)
     for ap in (AP_A, AP_B):
-        await until(lambda ap=ap: _state(ctl, ap, "online"), what=f"{ap} online")
+        await until(functools.partial(_state, ctl, ap, "online"), what=f"{ap} online")
     run_a.gateway.arrive(MAC, "127.0.0.1")
     run_b.gateway.arrive(MAC, "127.0.0.1")
     # Both appearances reach the controller, and its look-up of the (still unknown) device
     # ends, before the login: this test is about the FAS entry, not the agent's report.
     for ap in (AP_A, AP_B):
-        await until(
-            lambda ap=ap: (ap, MAC) in ctl.returning.appearances._until, what=f"seen at {ap}"
-        )
+        await until(functools.partial(_seen, ctl, ap), what=f"seen at {ap}")
     await until(
         lambda: not any(t.get_name().startswith("returning.") for t in ctl._tasks),
         what="look-ups done",

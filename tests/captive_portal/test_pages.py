@@ -45,7 +45,7 @@ async def test_a_crashing_backend_makes_the_visitor_captive_not_an_error(
     async def crash(client_ip: str, ap_id: str | None) -> None:
         raise RuntimeError("database down")
 
-    backend.client_status = crash  # type: ignore[method-assign,assignment]
+    backend.client_status = crash  # type: ignore[method-assign]
     client = await portal_client(aiohttp_client, backend)
     response = await client.get("/status", params={"lang": "en"})
     assert response.status == 200

@@ -66,8 +66,9 @@ async def _run_until(check: Callable[[DemoInfo], Awaitable[None]], **kwargs: Any
     async with asyncio.timeout(READY_S + SESSION_S + 60), asyncio.TaskGroup() as tg:
         demo = tg.create_task(run_demo(stop=stop, on_ready=on_ready, **kwargs), name="demo")
         try:
+            started: set[asyncio.Future[Any]] = {ready, demo}
             done, _ = await asyncio.wait(
-                {ready, demo}, timeout=READY_S, return_when=asyncio.FIRST_COMPLETED
+                started, timeout=READY_S, return_when=asyncio.FIRST_COMPLETED
             )
             assert ready in done, "the demo did not become ready"
             await check(ready.result())

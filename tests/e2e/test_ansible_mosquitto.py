@@ -163,7 +163,7 @@ class Client:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         c.username_pw_set(username, password)
         c.on_connect = self._on_connect
-        c.on_message = lambda _c, _u, m: self.messages.append((m.topic, m.payload))
+        c.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
         c.on_publish = self._on_publish
         c.on_subscribe = lambda _c, _u, mid, _r, _p: self.subacks.add(mid)
         self.c = c

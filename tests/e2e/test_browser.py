@@ -174,7 +174,7 @@ async def test_chromium_through_opennds_in_every_language_then_logs_in(
     (upstream,) = await browse(hotspot, [{"go": UPSTREAM_URL}])
     assert upstream["text"].strip() == UPSTREAM_BODY, upstream
 
-    await hotspot.arun_in("ap", "ndsctl", "deauth", hotspot.client_mac)
+    await hotspot.arun_in("ap", "ndsctl", "deauth", hotspot.mac)
     out = await browse(
         hotspot,
         [

@@ -102,7 +102,7 @@ async def test_returning_device_gets_no_page_through_real_opennds(
     assert (await hotspot.acurl_from_client(UPSTREAM_URL)).status == 200
 
     # The visitor leaves (session over, Wi-Fi off...) and comes back.
-    res = await hotspot.arun_in("ap", "ndsctl", "deauth", hotspot.client_mac)
+    res = await hotspot.arun_in("ap", "ndsctl", "deauth", hotspot.mac)
     assert res.returncode == 0, res.stdout
     back = await hotspot.acurl_from_client(UPSTREAM_URL)
     assert back.status == 307 and back.location is not None, back

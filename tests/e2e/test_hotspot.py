@@ -108,7 +108,7 @@ def test_a_visitor_logs_in_browses_and_is_cut_off(
     )
 
     # Traffic makes the counters grow (openNDS counts in kB).
-    (Path(hs.workdir) / "www" / "big.bin").write_bytes(os.urandom(3_000_000))
+    (hs.files / "www" / "big.bin").write_bytes(os.urandom(3_000_000))
     first = query(db, open_q)[0]["down_bytes"]
     assert hs.curl_from_client(UPSTREAM + "big.bin", max_time=30).status == 200
     wait_for(
@@ -138,7 +138,7 @@ def test_a_visitor_logs_in_browses_and_is_cut_off(
     wait_for(lambda: len(query(db, open_q)) == 1, timeout=10, message="session reopened")
 
     # An admin cuts the client off: the agent runs ndsctl deauth, the session closes.
-    borne(conf, "client", "disconnect", "--ap", AP, "--mac", hs.client_mac or "", timeout=60)
+    borne(conf, "client", "disconnect", "--ap", AP, "--mac", hs.mac, timeout=60)
     assert hs.curl_from_client(UPSTREAM).status == 307
     wait_for(lambda: query(db, open_q) == [], timeout=15, message="session closed")
 
@@ -269,7 +269,7 @@ def test_apply_config_reaches_opennds_and_dnsmasq(
     length applies to the next login; a second push of the same version restarts nothing.
     """
     hs, portal_port = hotspot_for_portal(make_hotspot, tmp_path, AP, FAS_KEY)
-    wd = Path(hs.workdir or "")
+    wd = hs.files
     # A walled-garden site (HTTP on port 443, standing for an HTTPS one), and a port of
     # the same host outside the walled garden.
     for port in ("443", "8443"):
@@ -337,7 +337,7 @@ def test_apply_config_reaches_opennds_and_dnsmasq(
 
     # The default session length applies to a login that sets none.
     # (ndsctl answers one caller at a time: the agent polls it too, so retry.)
-    wait_for(lambda: hs.ndsctl("auth", hs.client_mac or "", check=False).returncode == 0)
+    wait_for(lambda: hs.ndsctl("auth", hs.mac, check=False).returncode == 0)
     entry = wait_for(hs.client_entry, message="client listed by openNDS")
     assert entry["state"] == "Authenticated"
     assert int(entry["session_end"]) - int(entry["session_start"]) == 17 * 60

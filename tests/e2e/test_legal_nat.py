@@ -142,7 +142,7 @@ def second_phone(hs: Hotspot) -> Iterator[tuple[str, str, str]]:
         hs.run_in(ns, "ip", "link", "set", "lo", "up", check=True)
         hs.run_in(ns, "ip", "link", "set", "cl1", "up", check=True)
         udhcpc = "busybox udhcpc -i cl1 -f -n -q -t 10 -T 1 -A 1 -s"
-        script = str(Path(hs.workdir or ".") / "udhcpc.sh")
+        script = str(hs.files / "udhcpc.sh")
         res = hs.run_in(ns, *udhcpc.split(), script, timeout=40)
         assert res.returncode == 0, res.stdout + res.stderr
         addr = hs.run_in(ns, "ip", "-4", "-o", "addr", "show", "dev", "cl1", check=True).stdout

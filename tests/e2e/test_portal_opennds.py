@@ -62,7 +62,7 @@ class NdsctlBackend:
         end = float(entry["session_end"]) if entry["session_end"] != "null" else None
         return ClientStatus(
             ap_id=ap_id or "lot-cahors-01",
-            client_mac=self.hotspot.client_mac,
+            client_mac=self.hotspot.mac,
             client_ip=client_ip,
             method="click-through",
             started_at=float(entry["session_start"]),

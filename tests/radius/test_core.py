@@ -61,7 +61,10 @@ def acct(attrs: list[tuple[int, bytes]], ident: int = 1) -> bytes:
 
 
 def start(sid: bytes = b"s1", **ints: int) -> list[tuple[int, bytes]]:
-    out = [(Attr.ACCT_STATUS_TYPE, encode_int(1)), (Attr.ACCT_SESSION_ID, sid)]
+    out: list[tuple[int, bytes]] = [
+        (Attr.ACCT_STATUS_TYPE, encode_int(1)),
+        (Attr.ACCT_SESSION_ID, sid),
+    ]
     out += [(Attr[k.upper()], encode_int(v)) for k, v in ints.items()]
     return out
 
@@ -93,7 +96,7 @@ def test_wrong_port_codes_and_bad_authenticators_are_dropped() -> None:
 def test_accounting_record_has_64_bit_counters_and_event_time() -> None:
     """Gigawords make 64-bit counters; Event-Timestamp wins over Acct-Delay-Time."""
     c = core()
-    attrs = [
+    attrs: list[tuple[int, bytes]] = [
         (Attr.ACCT_STATUS_TYPE, encode_int(3)),
         (Attr.ACCT_SESSION_ID, b"abc"),
         (Attr.CALLING_STATION_ID, b"02-00-00-00-00-01"),
@@ -252,7 +255,7 @@ def _valid_packets() -> list[bytes]:
 
 def _drive(c: ServerCore, data: bytes, now: float) -> None:
     for port in ("auth", "acct"):
-        ev = c.receive(data, ADDR, port, now)  # type: ignore[arg-type]
+        ev = c.receive(data, ADDR, port, now)
         if isinstance(ev, AccessRequestReceived):
             c.reject(ev)
         elif isinstance(ev, AccountingRequestReceived):
