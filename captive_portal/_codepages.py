@@ -29,12 +29,11 @@ from captive_portal._codes import (
 )
 from captive_portal._codestore import CodeKeeper, PendingCodes
 from captive_portal._email import EmailError, EmailSender, build_message
-from captive_portal._fas import FasRequest, mac_tag
-from captive_portal._login import LoginPages
+from captive_portal._fas import mac_tag
+from captive_portal._login import LoginPages, LoginPost
 from captive_portal._pages import field
 from captive_portal._sms import HttpSmsProvider, SmsError, SmsProvider
 from captive_portal._visitor import VisitorPages
-from captive_portal.errors import StateExpired, StateInvalid
 from captive_portal.models import PortalBackend
 from controller.config import Settings
 
@@ -162,46 +161,20 @@ class CodePages(VisitorPages, LoginPages):
 
     async def send_code(self, request: web.Request, channel: Channel) -> web.Response:
         """Check the form and the limits, send the code, show the code form."""
-        form = await request.post()
-        lang = self.language(request, field(form, "lang"))
+        post = await self.login_post(request)
+        if isinstance(post, web.Response):
+            return post
+        lang, token, fas = post.lang, post.token, post.fas
         _ = self.translations[lang].gettext
-        token = field(form, "state") or ""
-        try:
-            login = self.check_state(token)
-        except (StateInvalid, StateExpired) as exc:
-            return self.bad_state(lang, exc, switch_to=None)
-        fas = login.fas
-        policy = await self.commune_policy(fas.gateway_name, fas.client_mac)
-        if not self.options(policy).offers(channel):
-            self.counters.method_off += 1
-            raise web.HTTPNotFound()
-        version = self.terms_version(policy)
-        raw = (field(form, "identity") or "")[:MAX_IDENTITY_CHARS]
+        self.require_method(post.policy, channel)
+        raw = (field(post.form, "identity") or "")[:MAX_IDENTITY_CHARS]
 
         def again(**errors: str) -> web.Response:
-            return self.login_form(
-                lang,
-                token,
-                fas,
-                policy=policy,
-                terms_version=version,
-                **{f"{channel}_value": raw},
-                **errors,
-            )
+            return self.form_again(post, **{f"{channel}_value": raw}, **errors)
 
-        if version != login.terms_version:
-            self.counters.terms_changed += 1
-            return self.login_form(
-                lang,
-                token,
-                fas,
-                policy=policy,
-                terms_version=version,
-                error=_("The terms of use have changed. Please read them and accept them again."),
-            )
-        consent = field(form, "consent")
-        prior = consent == "prior" and policy is not None and policy.accepted_version == version
-        if consent != "yes" and not prior:
+        if post.terms_changed:
+            return self.new_terms(post, token)
+        if not post.consented:
             self.counters.missing_consent += 1
             return again(error=_("Please tick the box to accept the terms of use."))
         identity = self.identity_of(channel, raw)
@@ -285,39 +258,24 @@ class CodePages(VisitorPages, LoginPages):
         challenge = await self.codebook.peek(field(form, "challenge") or "")
         return challenge.channel if challenge is not None else None
 
-    async def check_code(
-        self,
-        request: web.Request,
-        form: Mapping[str, object],
-        lang: str,
-        token: str,
-        fas: FasRequest,
-    ) -> Challenge | web.Response:
+    async def check_code(self, request: web.Request, post: LoginPost) -> Challenge | web.Response:
         """The used challenge if the code typed is right, else the code form again
         (one answer for a wrong, expired, used or foreign code)."""
-        _ = self.translations[lang].gettext
-        challenge_id = field(form, "challenge") or ""
+        challenge_id = field(post.form, "challenge") or ""
         pending = await self.codebook.peek(challenge_id)
         now = self.clock()
-        keys = (f"mac:{mac_tag(fas.client_mac, self.key)}", f"ip:{request.remote}")
-        limited = any(self.code_limiter.blocked(k, now) for k in keys)
+        keys = self.code_keys(request, post.fas)
+        limited = self.code_blocked(keys, now)
         used = (
             None
             if limited
             else await self.codebook.check(
-                challenge_id, field(form, "code") or "", fas.client_mac, now
+                challenge_id, field(post.form, "code") or "", post.fas.client_mac, now
             )
         )
         if used is not None:
             return used
-        if limited:
-            self.counters.code_rate_limited += 1
-            error = _("Too many wrong codes. Please wait ten minutes.")
-        else:
-            self.counters.bad_code += 1
-            for key in keys:
-                self.code_limiter.fail(key, now)
-            error = _("This code is not valid or can no longer be used.")
+        error = self.code_refused(post.lang, keys, now, limited=limited)
         channel: Channel = pending.channel if pending is not None else "email"
         settings = self.settings.portal.email if channel == "email" else self.settings.portal.sms
         alive = pending is not None and await self.codebook.peek(challenge_id) is not None
@@ -327,8 +285,8 @@ class CodePages(VisitorPages, LoginPages):
                 mask_email(pending.identity) if channel == "email" else mask_phone(pending.identity)
             )
         return self.code_page(
-            lang,
-            state=token,
+            post.lang,
+            state=post.token,
             challenge=challenge_id if alive else "",
             channel=channel,
             to=to,

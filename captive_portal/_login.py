@@ -9,24 +9,67 @@ adaptation only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 from yarl import URL
 
-from captive_portal._fas import FasRequest, LoginState, verify_state
+from captive_portal._fas import FasRequest, LoginState, mac_tag, verify_state
 from captive_portal._methods import CommuneOptions, options_for
-from captive_portal._pages import CONTENT_SECURITY_POLICY, PortalBase
+from captive_portal._pages import CONTENT_SECURITY_POLICY, PortalBase, field
 from captive_portal._wifi4eu import content_security_policy, snippet
 from captive_portal.errors import StateExpired, StateInvalid
 from captive_portal.models import CommunePolicy
 
-__all__ = ["LoginPages"]
+__all__ = ["LoginPages", "LoginPost"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoginPost:
+    """A login form posted with a valid signed state (see ``LoginPages.login_post``).
+
+    Attributes:
+        form: the posted fields.
+        lang: the visitor's language.
+        token: the signed state, as posted.
+        login: what the state carries (the FAS request, the terms version shown).
+        policy: the commune's policy now (None: the built-in texts).
+        version: the terms version in force now.
+    """
+
+    form: Mapping[str, object]
+    lang: str
+    token: str
+    login: LoginState
+    policy: CommunePolicy | None
+    version: str
+
+    @property
+    def fas(self) -> FasRequest:
+        return self.login.fas
+
+    @property
+    def terms_changed(self) -> bool:
+        """The commune published new texts while the page was open."""
+        return self.version != self.login.terms_version
+
+    @property
+    def consented(self) -> bool:
+        """The box is ticked, or the device already accepted these texts ("prior")."""
+        consent = field(self.form, "consent")
+        prior = (
+            consent == "prior"
+            and self.policy is not None
+            and self.policy.accepted_version == self.version
+        )
+        return consent == "yes" or prior
 
 
 class LoginPages(PortalBase):
@@ -146,3 +189,67 @@ class LoginPages(PortalBase):
                 CONTENT_SECURITY_POLICY, wifi4eu
             )
         return response
+
+    # -- the login forms' posts ---------------------------------------------------------
+
+    async def login_post(self, request: web.Request) -> LoginPost | web.Response:
+        """The posted form, its language, signed state and commune policy; or the page
+        that refuses its state."""
+        form = await request.post()
+        lang = self.language(request, field(form, "lang"))
+        token = field(form, "state") or ""
+        try:
+            login = self.check_state(token)
+        except (StateInvalid, StateExpired) as exc:
+            return self.bad_state(lang, exc, switch_to=None)
+        policy = await self.commune_policy(login.fas.gateway_name, login.fas.client_mac)
+        return LoginPost(form, lang, token, login, policy, self.terms_version(policy))
+
+    def require_method(self, policy: CommunePolicy | None, method: str) -> None:
+        """Raise 404 (counted) if the commune does not offer ``method``."""
+        if not self.options(policy).offers(method):
+            self.counters.method_off += 1
+            raise web.HTTPNotFound()
+
+    def form_again(self, post: LoginPost, **fields: Any) -> web.Response:
+        """The login page of ``post`` again, with its error (``error``, ``code_error``,
+        ``email_error``...) and the values typed."""
+        return self.login_form(
+            post.lang,
+            post.token,
+            post.fas,
+            policy=post.policy,
+            terms_version=post.version,
+            **fields,
+        )
+
+    def new_terms(self, post: LoginPost, state: str) -> web.Response:
+        """The login page with the texts in force now (counted), under ``state``."""
+        _ = self.translations[post.lang].gettext
+        self.counters.terms_changed += 1
+        return self.form_again(
+            dataclasses.replace(post, token=state),
+            error=_("The terms of use have changed. Please read them and accept them again."),
+        )
+
+    # -- wrong codes (vouchers, e-mail and SMS codes) ------------------------------------
+
+    def code_keys(self, request: web.Request, fas: FasRequest) -> tuple[str, str]:
+        """The wrong-code limiter's keys: the device and the source address."""
+        return (f"mac:{mac_tag(fas.client_mac, self.key)}", f"ip:{request.remote}")
+
+    def code_blocked(self, keys: tuple[str, str], now: float) -> bool:
+        """Too many wrong codes from this device or this address lately."""
+        return any(self.code_limiter.blocked(k, now) for k in keys)
+
+    def code_refused(self, lang: str, keys: tuple[str, str], now: float, *, limited: bool) -> str:
+        """Count a refused code (``limited``: blocked; else a wrong one, a failure for each
+        key) and say why, without saying which part was wrong (unknown, used, expired...)."""
+        _ = self.translations[lang].gettext
+        if limited:
+            self.counters.code_rate_limited += 1
+            return _("Too many wrong codes. Please wait ten minutes.")
+        self.counters.bad_code += 1
+        for key in keys:
+            self.code_limiter.fail(key, now)
+        return _("This code is not valid or can no longer be used.")

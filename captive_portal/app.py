@@ -298,75 +298,44 @@ class _Portal(UamPages, CodePages):
 
     async def login(self, request: web.Request, method: LoginMethod) -> web.Response:
         """Both login forms: state, terms version, consent, code limits, then authorise."""
-        form = await request.post()
-        lang = self.language(request, field(form, "lang"))
+        post = await self.login_post(request)
+        if isinstance(post, web.Response):
+            return post
+        lang, token, fas = post.lang, post.token, post.fas
         _ = self.translations[lang].gettext
-        token = field(form, "state") or ""
-        try:
-            login = self.check_state(token)
-        except (StateInvalid, StateExpired) as exc:
-            return self.bad_state(lang, exc, switch_to=None)
-        fas = login.fas
         client = mac_tag(fas.client_mac, self.key)
-        policy = await self.commune_policy(fas.gateway_name, fas.client_mac)
-        version = self.terms_version(policy)
-        if version != login.terms_version:
+        if post.terms_changed:
             # The commune published new texts while the page was open: ask again.
-            self.counters.terms_changed += 1
-            state = sign_state(fas, self.key, now=self.clock(), terms_version=version)
-            return self.login_form(
-                lang,
-                state,
-                fas,
-                policy=policy,
-                terms_version=version,
-                error=_("The terms of use have changed. Please read them and accept them again."),
-            )
-        consent = field(form, "consent")
-        prior = consent == "prior" and policy is not None and policy.accepted_version == version
-        if consent != "yes" and not prior:
+            state = sign_state(fas, self.key, now=self.clock(), terms_version=post.version)
+            return self.new_terms(post, state)
+        if not post.consented:
             self.counters.missing_consent += 1
             logger.info("consent missing for ap=%s client=%s", fas.gateway_name, client)
-            return self.login_form(
-                lang,
-                token,
-                fas,
-                policy=policy,
-                terms_version=version,
-                error=_("Please tick the box to accept the terms of use."),
-            )
+            return self.form_again(post, error=_("Please tick the box to accept the terms of use."))
         code = None
         identity = None
-        if not self.options(policy).offers(method):
-            self.counters.method_off += 1
-            raise web.HTTPNotFound()
+        self.require_method(post.policy, method)
         if method == "voucher":
+            keys = self.code_keys(request, fas)
             now = self.clock()
-            keys = (f"mac:{client}", f"ip:{request.remote}")
-            if any(self.code_limiter.blocked(k, now) for k in keys):
-                self.counters.code_rate_limited += 1
-                return self.login_form(
-                    lang,
-                    token,
-                    fas,
-                    policy=policy,
-                    terms_version=version,
-                    code_error=_("Too many wrong codes. Please wait ten minutes."),
+            if self.code_blocked(keys, now):
+                return self.form_again(
+                    post, code_error=self.code_refused(lang, keys, now, limited=True)
                 )
-            code = field(form, "code") or ""
+            code = field(post.form, "code") or ""
         elif method in ("email", "sms"):
-            checked = await self.check_code(request, form, lang, token, fas)
+            checked = await self.check_code(request, post)
             if isinstance(checked, web.Response):
                 return checked
             identity = checked.identity
         let_in = login_request(
             fas,
             method,
-            login.terms_version,
+            post.login.terms_version,
             lang,
             code=code,
             identity=identity,
-            stats_optout=field(form, "stats_optout") == "yes",
+            stats_optout=field(post.form, "stats_optout") == "yes",
         )
         result: LoginResult | None
         logon: str | None = None
@@ -387,19 +356,11 @@ class _Portal(UamPages, CodePages):
             )
             result = None
         if result is not None and result.bad_code:
-            self.counters.bad_code += 1
-            for key in (f"mac:{client}", f"ip:{request.remote}"):
-                self.code_limiter.fail(key, self.clock())
-            logger.info("wrong voucher code on ap=%s client=%s", fas.gateway_name, client)
-            return self.login_form(
-                lang,
-                token,
-                fas,
-                policy=policy,
-                terms_version=version,
-                # Never say which part was wrong (unknown, used, expired...).
-                code_error=_("This code is not valid or can no longer be used."),
+            refusal = self.code_refused(
+                lang, self.code_keys(request, fas), self.clock(), limited=False
             )
+            logger.info("wrong voucher code on ap=%s client=%s", fas.gateway_name, client)
+            return self.form_again(post, code_error=refusal)
         if result is None or not result.ok:
             if result is not None:
                 self.counters.authorize_refused += 1
