@@ -42,6 +42,7 @@ __all__ = [
     "SyncArgs",
     "agent_subscription",
     "canonical_bytes",
+    "command_args",
     "controller_subscription",
     "encode",
     "open_credentials",
@@ -63,6 +64,8 @@ MAX_PAYLOAD_BYTES: Final = 64 * 1024
 # memory an agent needs to remember the command ids it has already executed.
 MAX_COMMAND_TTL_S: Final = 3600
 MAX_BATCH: Final = 512
+# Metadata of a command argument added after agents were deployed (see ``command_args``).
+OPTIONAL: Final = {"optional": True}
 
 AP_ID_RE: Final = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
 MAC_RE: Final = re.compile(r"\A[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
@@ -333,8 +336,10 @@ class ApplyConfigArgs:
     fas_port: int = 0
     fas_path: str = ""
     capport_url: str = ""
-    # Added with the communes' idle timeout (optional: 0 leaves openNDS's own).
-    idle_timeout_minutes: int = 0
+    # Added with the communes' idle timeout (optional: 0 leaves openNDS's own). Fields
+    # marked OPTIONAL are left out of a command when at their default, so that an agent
+    # older than the field, which refuses unknown keys, still takes the command.
+    idle_timeout_minutes: int = dataclasses.field(default=0, metadata=OPTIONAL)
 
 
 COMMAND_ARGS: Final[dict[str, type]] = {
@@ -397,6 +402,19 @@ def seal(msg: Any, key: bytes) -> bytes:
     fields.pop("sig", None)
     fields["sig"] = hmac.new(key, canonical_bytes(fields), hashlib.sha256).hexdigest()
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def command_args(args: Any) -> dict[str, Any]:
+    """A command's arguments as sent: every field, except the ``OPTIONAL`` ones at their
+    default (an agent older than such a field refuses unknown keys, and its default
+    means "as before" for a newer one)."""
+    out = {}
+    for f in dataclasses.fields(args):
+        value = getattr(args, f.name)
+        if f.metadata.get("optional") and value == f.default:
+            continue
+        out[f.name] = list(value) if isinstance(value, list) else value
+    return out
 
 
 def sign_command(cmd: Command, key: bytes) -> Command:

@@ -61,9 +61,12 @@ def desired_settings(settings: Settings, ap_id: str, insee: str | None = None) -
 
     ``insee``, the access point's commune, adds that commune's own walled-garden hosts
     (WiFi4EU: the Commission's script and collector, ``captive_portal._wifi4eu``) and
-    gives its idle timeout (none: ``[radius] idle_timeout_s``).
+    gives its session length, rates and idle timeout (``[portal.communes."<insee>"]``
+    where set, else ``[sessions]`` and ``[radius] idle_timeout_s``).
     """
     from radius._policy import limits_at  # only when settings are built: the CLI starts light
+
+    limits = limits_at(settings, insee)
 
     url = urllib.parse.urlsplit(settings.portal.public_url)
     host = url.hostname or ""
@@ -77,9 +80,9 @@ def desired_settings(settings: Settings, ap_id: str, insee: str | None = None) -
     capport = f"{url.scheme}://{url.netloc}{CAPPORT_PATH}/{ap_id}" if conf.capport else ""
     return ApplyConfigArgs(
         version=0,
-        session_minutes=settings.sessions.session_minutes,
-        up_kbps=settings.sessions.up_kbps,
-        down_kbps=settings.sessions.down_kbps,
+        session_minutes=limits.minutes,
+        up_kbps=limits.up_kbps,
+        down_kbps=limits.down_kbps,
         up_quota_kb=conf.up_quota_kb,
         down_quota_kb=conf.down_quota_kb,
         walled_garden=list(conf.walled_garden)
@@ -90,7 +93,7 @@ def desired_settings(settings: Settings, ap_id: str, insee: str | None = None) -
         fas_port=port,
         fas_path=url.path or "/",
         capport_url=capport,
-        idle_timeout_minutes=idle_minutes(limits_at(settings, insee).idle_timeout_s),
+        idle_timeout_minutes=idle_minutes(limits.idle_timeout_s),
     )
 
 

@@ -18,7 +18,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +32,7 @@ from agents.contract import (
     DeauthorizeArgs,
     RotateCredentialsArgs,
     SyncArgs,
+    command_args,
     encode,
     sign_command,
     signature_ok,
@@ -246,7 +246,7 @@ class Controller:
                 ap=ap_id,
                 id=secrets.token_hex(12),
                 cmd=name,  # type: ignore[arg-type]
-                args=asdict(args),
+                args=command_args(args),
                 iat=now,
                 exp=now + ttl,
             ),

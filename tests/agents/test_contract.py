@@ -24,6 +24,7 @@ from agents.contract import (
     ClientEvent,
     Command,
     DeauthorizeArgs,
+    command_args,
     encode,
     parse_topic,
     seal,
@@ -223,6 +224,21 @@ def test_apply_config_without_the_idle_timeout_leaves_openndss_own() -> None:
             command(id="c3", cmd="apply_config", args={**newer, "idle_timeout_minutes": "15"}),
             NOW,
         )
+
+
+def test_optional_arguments_at_their_default_are_not_sent() -> None:
+    """``command_args`` leaves out an OPTIONAL field at its default, so that an agent that
+    predates it (which refuses unknown keys) still takes the command; other fields,
+    defaults included, are always sent."""
+
+    fields = {f.name for f in dataclasses.fields(ApplyConfigArgs)}
+    none = command_args(ApplyConfigArgs(version=3))
+    assert set(none) == fields - {"idle_timeout_minutes"} and none["walled_garden"] == []
+    some = command_args(ApplyConfigArgs(version=3, idle_timeout_minutes=15))
+    assert set(some) == fields and some["idle_timeout_minutes"] == 15
+    guard = CommandGuard("ap-46201-01", KEY.encode())
+    _cmd, args = guard.check(command(id="c9", cmd="apply_config", args=none), NOW)
+    assert args == ApplyConfigArgs(version=3)
 
 
 def test_deauthorize_args_shape() -> None:

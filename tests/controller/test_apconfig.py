@@ -100,6 +100,11 @@ def test_the_idle_timeout_is_the_communes_else_radiuss_in_whole_minutes() -> Non
     }
     assert idle == {"46042": 5, "46102": 0, "46103": 3, "46104": 20, "46201": 20}
     assert desired_settings(settings, AP).idle_timeout_minutes == 20
+    # The commune's session length (and rates) too, else [sessions]'.
+    assert desired_settings(settings, AP, "46104").session_minutes == 45
+    assert desired_settings(settings, AP, "46042").session_minutes == (
+        settings.sessions.session_minutes
+    )
     # [radius]'s default, 900 s.
     assert desired_settings(load_settings(None), AP).idle_timeout_minutes == 15
     assert [idle_minutes(s) for s in (0, 1, 180, 181, 86400)] == [0, 3, 3, 4, 1440]
