@@ -259,6 +259,9 @@ class DashboardSettings(_Section):
     # Where `borne dashboard assets install` puts the charting library (npm); without
     # it the pages keep their server-drawn charts and tables.
     assets_dir: Path = Path("dashboard-assets")
+    # E-mail each commune's monthly report to the accounts that asked for it, through
+    # [portal.email]'s relay and sender; off: subscriptions are kept, nothing is sent.
+    report_email: bool = False
 
 
 class RadiusSettings(_Section):

@@ -32,6 +32,7 @@ __all__ = [
     "Credentials",
     "Login",
     "check_contact",
+    "check_email",
 ]
 
 # Lower-case letters, digits, dots, dashes and underscores: safe in URLs, logs and forms.
@@ -116,9 +117,21 @@ def check_contact(fields: dict[str, str]) -> dict[str, str]:
             raise AccountError(f"{key} : {limit} caractères au plus / at most {limit} characters")
     if out["phone"] and not _PHONE.match(out["phone"]):
         raise AccountError("numéro de téléphone invalide / bad phone number")
-    if out["email"] and not _EMAIL.match(out["email"]):
-        raise AccountError("adresse électronique invalide / bad e-mail address")
+    if out["email"]:
+        check_email(out["email"])
     return out
+
+
+def check_email(address: str) -> str:
+    """A trimmed e-mail address (200 characters at most).
+
+    Raises:
+        AccountError: not an e-mail address.
+    """
+    address = address.strip()
+    if len(address) > _CONTACT_LIMITS["email"] or not _EMAIL.match(address):
+        raise AccountError("adresse électronique invalide / bad e-mail address")
+    return address
 
 
 def check_new_account(username: str, role: Role, communes: Iterable[str]) -> frozenset[str]:

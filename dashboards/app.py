@@ -89,12 +89,13 @@ from dashboards._usage import (
     to_csv,
     usage_view,
 )
-from dashboards.accounts import AccountError, AccountStore, CommuneContact, Login
+from dashboards.accounts import AccountError, AccountStore, CommuneContact, Login, check_email
 from dashboards.assets import URL as CHARTS_URL
 from dashboards.assets import Bundle, load_bundle
 from dashboards.models import FleetResponse, SessionsResponse
 from dashboards.reports import (
     ReportError,
+    ReportMailer,
     ReportScheduler,
     ReportStore,
     month_days,
@@ -140,6 +141,8 @@ COOKIE: Final = "borne_login"
 _PUBLIC: Final = frozenset({"/healthz", "/login", CHARTS_URL})
 # Reachable between the password and the TOTP code.
 _SECOND_STEP: Final = frozenset({"/login/totp", "/logout"})
+# The accounts that may receive their communes' monthly reports by e-mail.
+_SUBSCRIBERS: Final = frozenset({Role.COMMUNE_VIEWER, Role.COMMUNE_MANAGER})
 _LOGIN: Final = web.RequestKey("dashboards.login", Login)
 _TOKEN: Final = web.RequestKey("dashboards.token", str)
 
@@ -220,6 +223,7 @@ def create_app(
     app.router.add_get("/report", dashboard.report, name="report")
     app.router.add_get("/reports", dashboard.reports_page, name="reports")
     app.router.add_get("/reports/{insee}/{month}", dashboard.stored_report, name="stored-report")
+    app.router.add_post("/reports/subscriptions", dashboard.report_subscriptions)
     app.router.add_get("/api/events", dashboard.events, name="api-events")
     app.router.add_get("/api/fleet", dashboard.fleet, name="api-fleet")
     app.router.add_get("/api/sessions", dashboard.sessions, name="api-sessions")
@@ -342,8 +346,21 @@ class _Dashboard:
         self.accounts = AccountStore(controller.db)
         self.watcher = FleetWatcher(controller.db, clock)
         self.report_store = ReportStore(controller.db)
+        s = controller.settings
+        self.mailer = ReportMailer(
+            self.report_store,
+            s.portal.email if s.dashboard.report_email else None,
+            self._name,
+            s.name,
+            clock,
+        )
         self.scheduler = ReportScheduler(
-            self.report_store, self.generate_report, self.equipped_communes, self.tz, clock
+            self.report_store,
+            self.generate_report,
+            self.equipped_communes,
+            self.tz,
+            clock,
+            self.mailer,
         )
         self.closing = asyncio.Event()
         d = controller.settings.dashboard
@@ -932,6 +949,11 @@ class _Dashboard:
 
     async def reports_page(self, request: web.Request) -> web.Response:
         """``GET /reports[?commune=]``: the stored monthly reports the account may open."""
+        return await self._reports_render(request)
+
+    async def _reports_render(
+        self, request: web.Request, status: int = 200, **values: Any
+    ) -> web.Response:
         insee = self._commune_param(request, request.query.get("commune"))
         account = self._account(request)
         if account is not None and not account.sees_fleet:
@@ -943,13 +965,56 @@ class _Dashboard:
         else:
             scope = set(account.communes)
         rows = await self.report_store.listing(scope)
+        # A commune account's own report e-mails: its communes, ticked when subscribed.
+        subscribed: dict[str, str] = {}
+        mail_communes: list[tuple[str, str]] = []
+        if account is not None and account.role in _SUBSCRIBERS:
+            subscribed = await self.report_store.subscriptions(account.username)
+            mail_communes = sorted((self._name(i), i) for i in account.communes)
+        values.setdefault("error", None)
+        values.setdefault("notice", None)
         return self._render(
             "reports.html",
             request,
+            status=status,
             rows=rows,
             commune_name_of=self._name,
             local_date=lambda t: datetime.fromtimestamp(t, self.tz).strftime("%d/%m/%Y"),
+            mail_communes=mail_communes,
+            subscribed=subscribed,
+            mail_address=next(iter(subscribed.values()), ""),
+            mail_enabled=self.mailer.enabled,
+            **values,
         )
+
+    async def report_subscriptions(self, request: web.Request) -> web.Response:
+        """``POST /reports/subscriptions``: a commune account receives (or stops) its
+        communes' monthly reports by e-mail, at its own address."""
+        account = self._account(request)
+        if account is None or account.role not in _SUBSCRIBERS:
+            raise web.HTTPForbidden(text="réservé aux comptes de commune / commune accounts only")
+        form = await request.post()
+        wanted = {str(v).strip().upper() for v in form.getall("communes", []) if str(v).strip()}
+        if not wanted <= account.communes:
+            raise web.HTTPForbidden(text="commune hors de votre compte / not one of your communes")
+        address = ""
+        if wanted:
+            try:
+                address = check_email(str(form.get("email", "")))
+            except AccountError as exc:
+                return await self._reports_render(request, 400, error=str(exc))
+        await self.report_store.subscribe(account.username, address, wanted, self.clock())
+        logger.info(
+            "monthly report e-mails of an account: %d communes",
+            len(wanted),
+            extra={"user": account.username},
+        )
+        if not wanted:
+            notice = "Vous ne recevrez plus de rapport par courriel."
+        else:
+            names = ", ".join(sorted(self._name(i) for i in wanted))
+            notice = f"Abonnement enregistré : rapports de {names}, à {address}."
+        return await self._reports_render(request, notice=notice)
 
     async def stored_report(self, request: web.Request) -> web.Response:
         """``GET /reports/{insee}/{month}``: a stored report (403 outside the scope)."""

@@ -10,6 +10,16 @@ them at ``/reports``; ``borne dashboard report --month YYYY-MM --all`` makes the
 The scheduler checks every hour and makes only what is missing, so that a controller
 stopped over the first of the month catches up when it starts, and several controllers
 sharing one database at worst make a report twice (the second replaces the first).
+
+By e-mail: a commune account subscribes itself, at its own address, to its communes'
+reports (``dashboard_report_subscriptions``, the ``/reports`` page). After each check
+the :class:`ReportMailer` sends every stored report of the month just ended to each
+subscriber not served yet, the report's HTML as the message's HTML part with a short
+plain-text part, through ``[portal.email]``'s relay (``captive_portal._email``) when
+``[dashboard] report_email`` is on. Each mail is claimed in ``dashboard_report_mails``
+before it is sent (account, commune, month): a restart, a second controller or a report
+made again never sends it twice; a failed send gives the claim back, so the next check
+tries again. Logs name the account, never the address.
 """
 
 from __future__ import annotations
@@ -21,20 +31,32 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime, timedelta, tzinfo
+from email.message import EmailMessage
 from typing import Any, Final
 
+import aiosmtplib
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from captive_portal._email import EmailError, EmailSender, build_message
+from controller.config import EmailCodeSettings
 from controller.stats import StoreError
 from controller.storage import Database
-from controller.storage.schema import dashboard_reports
+from controller.storage.schema import (
+    dashboard_account_communes,
+    dashboard_accounts,
+    dashboard_report_mails,
+    dashboard_report_subscriptions,
+    dashboard_reports,
+)
 
 __all__ = [
     "ReportError",
+    "ReportMailer",
     "ReportScheduler",
     "ReportStore",
     "StoredReport",
+    "Subscriber",
     "month_days",
     "parse_month",
     "previous_month",
@@ -87,17 +109,31 @@ class StoredReport:
     size: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Subscriber:
+    """An account that receives a commune's reports, at its own address."""
+
+    username: str
+    insee: str
+    email: str
+
+
 class ReportStore:
-    """Monthly reports in the state database (SQLite or PostgreSQL)."""
+    """Monthly reports in the state database (SQLite or PostgreSQL), their subscribers
+    and the mails sent."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def _insert(self, table: sa.Table) -> Any:
+        """An INSERT that can say ON CONFLICT, in the database's dialect."""
+        mod: Any = postgresql if self.db.dialect == "postgresql" else sqlite
+        return mod.insert(table)
+
     async def save(self, insee: str, month: str, html: str, now: float) -> None:
         """Store (or replace) a commune's report of ``month``."""
         content = gzip.compress(html.encode("utf-8"), 6)
-        mod: Any = postgresql if self.db.dialect == "postgresql" else sqlite
-        stmt = mod.insert(dashboard_reports).values(
+        stmt = self._insert(dashboard_reports).values(
             insee=insee, month=month, generated_at=now, content=content
         )
         stmt = stmt.on_conflict_do_update(
@@ -137,6 +173,210 @@ class ReportStore:
             )
             return {r.insee for r in rows}
 
+    # -- e-mail subscriptions and the mails sent -----------------------------------------
+
+    async def subscriptions(self, username: str) -> dict[str, str]:
+        """The communes whose reports ``username`` receives, each with its address."""
+        t = dashboard_report_subscriptions.c
+        async with self.db.connect() as conn:
+            rows = await conn.execute(sa.select(t.insee, t.email).where(t.username == username))
+            return {r.insee: r.email for r in rows}
+
+    async def subscribe(self, username: str, email: str, insees: Iterable[str], now: float) -> None:
+        """Replace the account's subscriptions with ``insees`` at ``email`` (none: it
+        receives nothing). The caller checks the address and the account's communes."""
+        t = dashboard_report_subscriptions
+        rows = [
+            {"username": username, "insee": i, "email": email, "created_at": now}
+            for i in sorted(set(insees))
+        ]
+        async with self.db.begin() as conn:
+            await conn.execute(t.delete().where(t.c.username == username))
+            if rows:
+                await conn.execute(t.insert(), rows)
+
+    async def pending_mails(self, month: str) -> list[Subscriber]:
+        """The subscribers of the communes whose report of ``month`` is stored, not sent
+        yet: active accounts that still see the commune."""
+        s, r = dashboard_report_subscriptions.c, dashboard_reports.c
+        a, c, m = dashboard_accounts.c, dashboard_account_communes.c, dashboard_report_mails.c
+        joined = (
+            dashboard_report_subscriptions.join(
+                dashboard_reports, sa.and_(r.insee == s.insee, r.month == month)
+            )
+            .join(dashboard_accounts, a.username == s.username)
+            .join(
+                dashboard_account_communes,
+                sa.and_(c.username == s.username, c.insee == s.insee),
+            )
+            .outerjoin(
+                dashboard_report_mails,
+                sa.and_(m.username == s.username, m.insee == s.insee, m.month == month),
+            )
+        )
+        query = (
+            sa.select(s.username, s.insee, s.email)
+            .select_from(joined)
+            .where(a.active.is_(True), m.username.is_(None))
+            .order_by(s.insee, s.username)
+        )
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Subscriber(row.username, row.insee, row.email) for row in rows]
+
+    async def claim_mail(self, sub: Subscriber, month: str, now: float) -> bool:
+        """Record the mail of ``month`` to ``sub`` as sent, before sending it; False if
+        it already was (or another controller has just claimed it)."""
+        stmt = (
+            self._insert(dashboard_report_mails)
+            .values(username=sub.username, insee=sub.insee, month=month, sent_at=now)
+            .on_conflict_do_nothing()
+        )
+        async with self.db.begin() as conn:
+            return bool((await conn.execute(stmt)).rowcount == 1)
+
+    async def release_mail(self, sub: Subscriber, month: str) -> None:
+        """Give a claim back (the send failed): the next check sends it again."""
+        m = dashboard_report_mails
+        async with self.db.begin() as conn:
+            await conn.execute(
+                m.delete().where(
+                    m.c.username == sub.username, m.c.insee == sub.insee, m.c.month == month
+                )
+            )
+
+    async def mail_sent(self, sub: Subscriber, month: str, now: float) -> None:
+        """The relay took the mail at ``now``."""
+        m = dashboard_report_mails
+        async with self.db.begin() as conn:
+            await conn.execute(
+                m.update()
+                .where(m.c.username == sub.username, m.c.insee == sub.insee, m.c.month == month)
+                .values(sent_at=now)
+            )
+
+
+# The relay answered about this message only (a refused address, a refused message): the
+# next subscriber is still tried. Anything else (relay unreachable, login refused, time
+# out) ends the round: the others wait for the next check.
+_MESSAGE_ONLY: Final = (
+    aiosmtplib.SMTPRecipientRefused,
+    aiosmtplib.SMTPRecipientsRefused,
+    aiosmtplib.SMTPDataError,
+)
+
+
+def masked_address(address: str) -> str:
+    """An address as logs may show it: its first character and its domain."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}…@{domain}"
+
+
+def report_message(
+    settings: EmailCodeSettings,
+    sub: Subscriber,
+    commune: str,
+    month: str,
+    html: str,
+    network: str,
+    now: float,
+) -> EmailMessage:
+    """A report's e-mail: a plain-text part (French, then English) and the report's
+    self-contained HTML as the HTML part."""
+    shown = f"{month[5:]}/{month[:4]}"
+    subject = f"Rapport mensuel du Wi-Fi — {commune} — {shown} / Monthly Wi-Fi report"
+    body = (
+        f"Rapport mensuel du réseau {network} pour {commune}, {shown}.\n\n"
+        "Le rapport (statistiques anonymisées) est la partie HTML de ce message ; il se\n"
+        "consulte et s'imprime aussi sur les tableaux de bord, page « Rapports mensuels ».\n"
+        f"Vous le recevez parce que le compte « {sub.username} » s'y est abonné. Pour ne\n"
+        "plus le recevoir : page « Rapports mensuels », décochez la commune.\n\n"
+        f"Monthly report of the {network} network for {commune}, {shown}.\n\n"
+        "The report (anonymised statistics) is this message's HTML part; it can also be\n"
+        'read and printed on the dashboards, "Rapports mensuels" page.\n'
+        f'You receive it because the account "{sub.username}" subscribed to it. To stop\n'
+        'it: "Rapports mensuels" page, untick the commune.\n'
+    )
+    message = build_message(settings, sub.email, subject, body, now)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+class ReportMailer:
+    """Sends each stored report of a month, once, to the subscribers of its commune.
+
+    Args:
+        store: the reports, subscriptions and mails sent.
+        settings: the SMTP relay and sender (``[portal.email]``); None: e-mail is off,
+            subscriptions are kept and nothing is sent.
+        name_of: a commune's name from its INSEE code.
+        network: the network's name, in the message.
+        clock: Unix time.
+    """
+
+    def __init__(
+        self,
+        store: ReportStore,
+        settings: EmailCodeSettings | None,
+        name_of: Callable[[str], str],
+        network: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        # Built here, not in the loop (a CA file is read for TLS).
+        self.sender = EmailSender(settings) if settings is not None else None
+        self.name_of = name_of
+        self.network = network
+        self.clock = clock
+        self.sent = 0
+        self.failures = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether reports are e-mailed at all."""
+        return self.sender is not None
+
+    async def deliver(self, month: str) -> int:
+        """Send the stored reports of ``month`` not sent yet; the number sent."""
+        if self.settings is None or self.sender is None:
+            return 0
+        pages: dict[str, str | None] = {}
+        sent = 0
+        for sub in await self.store.pending_mails(month):
+            if sub.insee not in pages:
+                pages[sub.insee] = await self.store.get(sub.insee, month)
+            html = pages[sub.insee]
+            if html is None or not await self.store.claim_mail(sub, month, self.clock()):
+                continue
+            message = report_message(
+                self.settings, sub, self.name_of(sub.insee), month, html, self.network, self.clock()
+            )
+            try:
+                await self.sender.send(message)
+            except EmailError as exc:
+                await self.store.release_mail(sub, month)
+                self.failures += 1
+                reason = str(exc).replace(sub.email, masked_address(sub.email))
+                logger.warning(
+                    "monthly report %s %s not e-mailed to account %s, tried again at the "
+                    "next check: %s",
+                    sub.insee,
+                    month,
+                    sub.username,
+                    reason,
+                )
+                if isinstance(exc.__cause__, _MESSAGE_ONLY):
+                    continue
+                break
+            await self.store.mail_sent(sub, month, self.clock())
+            sent += 1
+            self.sent += 1
+            logger.info(
+                "monthly report %s %s e-mailed to account %s", sub.insee, month, sub.username
+            )
+        return sent
+
 
 # (commune, month) → the report's HTML
 Generate = Callable[[str, str], Awaitable[str]]
@@ -151,6 +391,7 @@ class ReportScheduler:
         communes: the communes to report on (those with a hotspot).
         tz: the territory's time zone (a month ends at local midnight).
         clock: Unix time.
+        mailer: e-mails the month's reports to their subscribers after each check.
     """
 
     def __init__(
@@ -160,12 +401,14 @@ class ReportScheduler:
         communes: Callable[[], Awaitable[list[str]]],
         tz: tzinfo,
         clock: Callable[[], float] = time.time,
+        mailer: ReportMailer | None = None,
     ) -> None:
         self.store = store
         self.generate = generate
         self.communes = communes
         self.tz = tz
         self.clock = clock
+        self.mailer = mailer
         self.made = 0
         self.failures = 0
 
@@ -193,12 +436,14 @@ class ReportScheduler:
         return made
 
     async def run_once(self) -> list[str]:
-        """Make the missing reports of the month just ended."""
+        """Make the missing reports of the month just ended, then e-mail those not sent."""
         today = datetime.fromtimestamp(self.clock(), self.tz).date()
         month = previous_month(today)
         made = await self.make(month, await self.communes())
         if made:
             logger.info("monthly reports of %s made for %d communes", month, len(made))
+        if self.mailer is not None:
+            await self.mailer.deliver(month)
         return made
 
     async def run(self, check_s: float = CHECK_S, start_delay_s: float = START_DELAY_S) -> None:

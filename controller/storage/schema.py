@@ -493,3 +493,34 @@ portal_pending_extensions = sa.Table(
     sa.Column("minutes", sa.Integer, nullable=False),
     sa.Column("deadline", Time, nullable=False, index=True),
 )
+
+
+def _account_key() -> sa.Column[str]:
+    """The dashboard account a row belongs to, in its primary key (gone with it)."""
+    return sa.Column(
+        "username",
+        sa.String(64),
+        sa.ForeignKey("dashboard_accounts.username", ondelete="CASCADE"),
+        primary_key=True,
+    )
+
+
+# Migration 0018: monthly reports by e-mail (dashboards.reports). A commune account that
+# asked for its communes' report, at its own address; and each report sent to an account
+# (claimed before the send, so that a restart or a report made again never sends twice).
+dashboard_report_subscriptions = sa.Table(
+    "dashboard_report_subscriptions",
+    metadata,
+    _account_key(),
+    sa.Column("insee", sa.String(5), primary_key=True),
+    sa.Column("email", sa.String(200), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+dashboard_report_mails = sa.Table(
+    "dashboard_report_mails",
+    metadata,
+    _account_key(),
+    sa.Column("insee", sa.String(5), primary_key=True),
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("sent_at", Time, nullable=False),
+)
