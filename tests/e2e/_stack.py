@@ -3,7 +3,8 @@
 What every such test does the same way: write ``borne.toml`` and ``agent.toml``, run the
 ``borne`` command line (``borne ap add``...), start ``borne controller`` and the agent
 (in the hotspot's namespaces, or as plain processes), stop them, and read the
-controller's SQLite database beside the running controller.
+controller's SQLite database beside the running controller. The controller's own
+process tests (tests/controller: kill -9, restart) use the same helpers.
 """
 
 from __future__ import annotations
@@ -16,11 +17,18 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agents._core import Envelope
+from agents.contract import ClientEvent, seal, topic
 from tests.testbed import ROOT_IP, Hotspot, MosquittoBroker, free_port, wait_for
 
 BORNE = [sys.executable, "-m", "controller.cli"]
@@ -45,6 +53,18 @@ def query(db: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
         return list(conn.execute(sql, args))
     finally:
         conn.close()
+
+
+def count(db: Path, sql: str, *args: Any) -> int:
+    """The number ``sql`` selects (``count(*)``, ``max(id)``...), NULL as 0; 0 too while the
+    controller has not created the database or the table yet."""
+    if not db.exists():
+        return 0
+    try:
+        rows = query(db, sql, *args)
+    except sqlite3.OperationalError:
+        return 0
+    return int(rows[0][0] or 0)
 
 
 def http_ok(url: str) -> bool:
@@ -98,23 +118,30 @@ def write_controller_config(
     tmp: Path,
     broker: MosquittoBroker,
     *,
-    master_key: str,
+    master_key: str | None = None,
+    client_id: str | None = None,
     keepalive_s: int = 10,
     portal: Mapping[str, Any] | None = None,
     **sections: Mapping[str, Any],
 ) -> tuple[Path, Path]:
     """Write ``tmp/borne.toml`` for a controller on ``broker`` and SQLite ``tmp/state.db``.
 
-    ``portal`` is the ``[portal]`` section (default: a free port on localhost); the
-    dashboard gets a free port; ``sections`` adds or replaces sections. Returns
-    (configuration file, database file).
+    ``master_key`` is the command master key (none by default); ``client_id`` the MQTT
+    client id (the controller's default otherwise: give one of its own to a controller
+    on the shared broker whose session must not meet another test's). ``portal`` is the
+    ``[portal]`` section (default: a free port on localhost); the dashboard gets a free
+    port; ``sections`` adds or replaces sections. Returns (configuration file, database
+    file).
     """
     db = tmp / "state.db"
+    mqtt: dict[str, Any] = {"host": broker.host, "port": broker.port, "keepalive_s": keepalive_s}
+    if client_id is not None:
+        mqtt["client_id"] = client_id
     conf = write_toml(
         tmp / "borne.toml",
         {
-            "": {"command_master_key": master_key},
-            "mqtt": {"host": broker.host, "port": broker.port, "keepalive_s": keepalive_s},
+            "": {"command_master_key": master_key} if master_key is not None else {},
+            "mqtt": mqtt,
             "database": {"url": f"sqlite+aiosqlite:///{db}"},
             "portal": portal if portal is not None else {"listen_port": free_port()},
             "dashboard": {"listen_port": free_port()},
@@ -197,11 +224,14 @@ def wait_online(db: Path, ap_id: str, timeout: float = 30) -> None:
     )
 
 
-def stop_controller(proc: subprocess.Popen[bytes]) -> None:
-    """The controller must still be running; SIGTERM stops it cleanly (exit status 0)."""
+def stop_controller(proc: subprocess.Popen[bytes], log: Path | None = None) -> None:
+    """The controller must still be running; SIGTERM stops it cleanly (exit status 0).
+
+    ``log``, the controller's output, ends the failure message.
+    """
     assert proc.poll() is None, "the controller must still be running"
     os.killpg(proc.pid, signal.SIGTERM)
-    assert proc.wait(20) == 0
+    assert proc.wait(20) == 0, log.read_text()[-2000:] if log is not None else ""
 
 
 def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -218,6 +248,19 @@ def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def spawn_controller(conf: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``borne controller -c conf`` outside any namespace (see ``spawn``); its output
+    is appended to ``log``, so a restarted controller logs after the first one."""
+    return spawn([*BORNE, "controller", "-c", str(conf)], log)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started in a session of its own, with its group, if it still runs."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     """Send ``sig`` to a process started with ``spawn``; SIGKILL it after 15 s."""
     if proc.poll() is None:
@@ -227,6 +270,63 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+@dataclass
+class AgentPublisher:
+    """Publishes as the agent of an access point would: sealed with its key, at QoS 1."""
+
+    client: mqtt.Client
+    envelope: Envelope
+    key: bytes
+
+    def send(self, kind: str, msg: Any) -> mqtt.MQTTMessageInfo:
+        """Publish ``msg`` on the access point's ``kind`` topic."""
+        return self.client.publish(topic(self.envelope.ap, kind), seal(msg, self.key), qos=1)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def online_agent(broker: MosquittoBroker, ap_id: str, key: str) -> AgentPublisher:
+    """An MQTT client (an id of its own) for the agent of ``ap_id`` with command key ``key``:
+    connected, its network loop running, its "online" status acknowledged by the broker."""
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"agent-{ap_id}-{time.time_ns()}",
+    )
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    agent = AgentPublisher(client, Envelope(ap_id), key.encode())
+    status = agent.envelope.status(
+        time.time(), "online", agent_version="t", gateway="t", keepalive_s=30
+    )
+    agent.send("status", status).wait_for_publish(5)
+    return agent
+
+
+def authorize_then_kill(
+    agent: AgentPublisher,
+    controller: subprocess.Popen[bytes],
+    clients: Sequence[tuple[str, str]],
+    *,
+    busy: Callable[[], bool],
+    what: str,
+) -> None:
+    """Publish an "authorized" event for each (MAC, IP) of ``clients``, one message each;
+    a third of the way through, once ``busy()`` holds (``what``: the controller at work),
+    SIGKILL the controller. Returns once the broker has acknowledged every message."""
+    infos = []
+    for i, (mac, ip) in enumerate(clients):
+        now = time.time()
+        event = ClientEvent("authorized", mac, ip, now)
+        infos.append(agent.send("clients", agent.envelope.clients(now, [event])))
+        if i == len(clients) // 3:
+            wait_for(busy, timeout=30, message=what)
+            kill_group(controller)
+    for info in infos:
+        info.wait_for_publish(10)
 
 
 def hotspot_for_portal(

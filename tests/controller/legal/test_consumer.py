@@ -5,19 +5,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agents._core import Envelope
 from agents.contract import AcctEntry, ClientEvent, seal, topic
@@ -28,7 +22,18 @@ from controller.legal.errors import LegalError
 from controller.legal.keys import MasterKey
 from controller.legal.store import LegalStore, day_of
 from controller.service import Controller
-from tests.testbed import free_port, wait_for
+from tests.e2e._stack import (
+    add_ap,
+    authorize_then_kill,
+    borne,
+    count,
+    kill_group,
+    online_agent,
+    spawn_controller,
+    stop_controller,
+    write_controller_config,
+)
+from tests.testbed import MosquittoBroker, wait_for
 
 T0 = 1_790_000_000.0
 AP = "ap-46201-01"
@@ -179,107 +184,55 @@ async def test_the_controller_runs_the_legal_consumer_when_enabled(
     ]
 
 
-def _count(db: Path, sql: str) -> int:
-    if not db.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return int(conn.execute(sql).fetchone()[0] or 0)
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
-
-
-def _controller(conf: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "controller", "-c", str(conf)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-
 @pytest.mark.slow
-def test_kill_9_loses_no_legal_record_and_writes_none_twice(mosquitto: Any, tmp_path: Path) -> None:
+def test_kill_9_loses_no_legal_record_and_writes_none_twice(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
     """A controller killed with SIGKILL while writing the legal log ends, after a restart,
     with exactly one start record per session and a log that verifies."""
     n = 150
-    db = tmp_path / "state.db"
-    conf = tmp_path / "borne.toml"
-    conf.write_text(f"""
-command_master_key = "legal-kill9-master-key-0123456789"
-[mqtt]
-host = "{mosquitto.host}"
-port = {mosquitto.port}
-client_id = "ctl-legal-kill9-{time.time_ns()}"
-[database]
-url = "sqlite+aiosqlite:///{db}"
-[portal]
-listen_port = {free_port()}
-[dashboard]
-listen_port = {free_port()}
-[legal]
-enabled = true
-directory = "{tmp_path / "legal"}"
-master_key_file = "{tmp_path / "master.key"}"
-signing_key_file = "{tmp_path / "signing.pem"}"
-poll_s = 0.02
-batch = 5
-""")
-    cli = [sys.executable, "-m", "controller.cli"]
-    run = {"capture_output": True, "text": True, "check": True, "timeout": 60}
-    subprocess.run([*cli, "legal", "init", "-c", str(conf)], **run)  # type: ignore[call-overload]
-    key = subprocess.run(  # type: ignore[call-overload]
-        [*cli, "ap", "add", AP, "--insee", "46201", "-c", str(conf)], **run
-    ).stdout.strip()
+    legal = {
+        "enabled": True,
+        "directory": tmp_path / "legal",
+        "master_key_file": tmp_path / "master.key",
+        "signing_key_file": tmp_path / "signing.pem",
+        "poll_s": 0.02,
+        "batch": 5,
+    }
+    conf, db = write_controller_config(
+        tmp_path,
+        mosquitto,
+        master_key="legal-kill9-master-key-0123456789",
+        client_id=f"ctl-legal-kill9-{time.time_ns()}",
+        legal=legal,
+    )
+    borne(conf, "legal", "init")
+    key = add_ap(conf, AP, "46201")
     log = tmp_path / "controller.log"
-    proc = _controller(conf, log)
+    proc = spawn_controller(conf, log)
     offset = "SELECT last_id FROM consumer_offsets WHERE name = 'legal'"
     try:
         wait_for(lambda: "connected to" in log.read_text(), timeout=30, message="controller up")
-        pub = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"agent-legal-kill9-{time.time_ns()}",
+        agent = online_agent(mosquitto, AP, key)
+        clients = [(f"02:00:00:00:01:{i:02x}", f"10.46.1.{i + 2}") for i in range(n)]
+        authorize_then_kill(
+            agent, proc, clients, busy=lambda: count(db, offset) > 10, what="legal running"
         )
-        pub.connect(mosquitto.host, mosquitto.port)
-        pub.loop_start()
-        env = Envelope(AP)
-        status = env.status(time.time(), "online", agent_version="t", gateway="t", keepalive_s=30)
-        pub.publish(topic(AP, "status"), seal(status, key.encode()), qos=1).wait_for_publish(5)
-        infos = []
-        for i in range(n):
-            now = time.time()
-            ev = ClientEvent("authorized", f"02:00:00:00:01:{i:02x}", f"10.46.1.{i + 2}", now)
-            msg = seal(env.clients(now, [ev]), key.encode())
-            infos.append(pub.publish(topic(AP, "clients"), msg, qos=1))
-            if i == n // 3:
-                wait_for(lambda: _count(db, offset) > 10, timeout=30, message="legal running")
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        for info in infos:
-            info.wait_for_publish(10)
-        assert _count(db, offset) < n
-        proc = _controller(conf, log)
+        assert count(db, offset) < n
+        proc = spawn_controller(conf, log)
         last = "SELECT max(id) FROM session_events"
         wait_for(
             lambda: (
-                _count(db, "SELECT count(*) FROM sessions") >= n
-                and _count(db, offset) >= _count(db, last)
+                count(db, "SELECT count(*) FROM sessions") >= n
+                and count(db, offset) >= count(db, last)
             ),
             timeout=60,
             message="every event in the legal log",
         )
-        pub.loop_stop()
-        pub.disconnect()
-        os.killpg(proc.pid, signal.SIGTERM)
-        assert proc.wait(20) == 0, log.read_text()[-2000:]
+        agent.close()
+        stop_controller(proc, log)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        kill_group(proc)
     from controller.config import load_settings
     from controller.legal.consumer import open_store
 
@@ -290,8 +243,7 @@ batch = 5
     assert sorted({r.client_mac for r in records}) == sorted(
         f"02:00:00:00:01:{i:02x}" for i in range(n)
     )
-    out = subprocess.run([*cli, "legal", "verify", "-c", str(conf)], **run)  # type: ignore[call-overload]
-    assert "intact" in out.stdout
+    assert "intact" in borne(conf, "legal", "verify")
 
 
 @pytest.mark.parametrize("failing_call", range(1, 13))
