@@ -255,6 +255,29 @@ class PortalBase:
             back_url=back_url,
         )
 
+    def unavailable(
+        self,
+        lang: str,
+        *,
+        title: str,
+        text: str,
+        switch_to: URL | None = None,
+        retry_state: str | None = None,
+        back_url: str | None = None,
+    ) -> web.Response:
+        """The 503 page of an action the hotspot could not carry out (usually briefly)."""
+        _ = self.translations[lang].gettext
+        return self.message(
+            lang,
+            title=title,
+            text=text,
+            hint=_("This is usually temporary. Please try again in a few seconds."),
+            status=503,
+            switch_to=switch_to,
+            retry_state=retry_state,
+            back_url=back_url,
+        )
+
     def already_connected(self, lang: str, switch_to: URL | None) -> web.Response:
         """The page of a device that is online already: nothing to do but close it."""
         _ = self.translations[lang].gettext

@@ -222,12 +222,10 @@ class VisitorPages(PortalBase):
             logger.warning(
                 "extension refused on ap=%s: %s", status.ap_id, result.error if result else "crash"
             )
-            return self.message(
+            return self.unavailable(
                 lang,
                 title=_("Extension failed"),
                 text=_("The session could not be extended."),
-                hint=_("This is usually temporary. Please try again in a few seconds."),
-                status=503,
                 back_url=self.routes.status,
             )
         self.counters.extends += 1
@@ -300,12 +298,10 @@ class VisitorPages(PortalBase):
             result = None
         if result is None or not result.ok:
             self.counters.logout_refused += 1
-            return self.message(
+            return self.unavailable(
                 lang,
                 title=_("Log-out failed"),
                 text=_("The hotspot could not log your device out."),
-                hint=_("This is usually temporary. Please try again in a few seconds."),
-                status=503,
                 back_url=self.routes.status,
             )
         self.counters.logouts += 1

@@ -370,12 +370,10 @@ class _Portal(UamPages, CodePages):
                     client,
                     result.error,
                 )
-            return self.message(
+            return self.unavailable(
                 lang,
                 title=_("Connection failed"),
                 text=_("The hotspot could not connect your device."),
-                hint=_("This is usually temporary. Please try again in a few seconds."),
-                status=503,
                 retry_state=token if method == "click-through" else None,
                 back_url=str(self.form_url(token)) if method != "click-through" else None,
                 switch_to=self.form_url(token),
