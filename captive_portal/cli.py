@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from captive_portal.store import PortalStore
 
 __all__ = ["register", "render_sheet"]
 
@@ -75,6 +80,19 @@ def _settings(path: str | None) -> Any:
     return settings_or_exit(path)
 
 
+@contextlib.asynccontextmanager
+async def _portal_store(settings: Any) -> AsyncIterator[PortalStore]:
+    """The portal's store on the controller's database, closed on the way out."""
+    from captive_portal.store import PortalStore
+    from controller.storage import open_database
+
+    db = await open_database(settings.database.url.get_secret_value())
+    try:
+        yield PortalStore(db, settings.portal.secret_key.get_secret_value())
+    finally:
+        await db.aclose()
+
+
 def _duration(minutes: int, lang: str) -> str:
     from captive_portal._i18n import format_duration, load_translations
 
@@ -121,8 +139,6 @@ def _last_second(day: str) -> float:
 
 def _cmd_create(args: argparse.Namespace) -> int:
     from captive_portal._vouchers import VoucherPolicy
-    from captive_portal.store import PortalStore
-    from controller.storage import open_database
 
     settings = _settings(args.config)
     try:
@@ -141,9 +157,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
     )
 
     async def go() -> int:
-        db = await open_database(settings.database.url.get_secret_value())
-        try:
-            store = PortalStore(db, settings.portal.secret_key.get_secret_value())
+        async with _portal_store(settings) as store:
             try:
                 batch, codes = await store.issue_batch(
                     policy, args.count, now=time.time(), note=args.note
@@ -151,8 +165,6 @@ def _cmd_create(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"lot refusé / batch refused: {exc}", file=sys.stderr)
                 return 2
-        finally:
-            await db.aclose()
         html = render_sheet(
             network_name=settings.portal.network_name,
             batch_id=batch.id,
@@ -174,17 +186,11 @@ def _cmd_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from captive_portal.store import PortalStore
-    from controller.storage import open_database
-
     settings = _settings(args.config)
 
     async def go() -> int:
-        db = await open_database(settings.database.url.get_secret_value())
-        try:
-            rows = await PortalStore(db, settings.portal.secret_key.get_secret_value()).batches()
-        finally:
-            await db.aclose()
+        async with _portal_store(settings) as store:
+            rows = await store.batches()
         print("lot/batch  codes  utilisés/used  retirés/revoked  minutes  fin/expires  note")
         for batch, used, revoked in rows:
             day = time.strftime("%Y-%m-%d", time.gmtime(batch.policy.expires_at))
@@ -198,18 +204,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    from captive_portal.store import PortalStore
-    from controller.storage import open_database
-
     settings = _settings(args.config)
 
     async def go() -> int:
-        db = await open_database(settings.database.url.get_secret_value())
-        try:
-            store = PortalStore(db, settings.portal.secret_key.get_secret_value())
+        async with _portal_store(settings) as store:
             count = await store.revoke_batch(args.batch, now=time.time())
-        finally:
-            await db.aclose()
         print(f"{count} codes retirés / {count} vouchers revoked")
         return 0 if count else 1
 
@@ -220,8 +219,6 @@ def _cmd_legal_publish(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from captive_portal._legal import validate_legal
-    from captive_portal.store import PortalStore
-    from controller.storage import open_database
 
     settings = _settings(args.config)
     try:
@@ -231,16 +228,12 @@ def _cmd_legal_publish(args: argparse.Namespace) -> int:
         return 2
 
     async def go() -> int:
-        db = await open_database(settings.database.url.get_secret_value())
-        try:
-            store = PortalStore(db, settings.portal.secret_key.get_secret_value())
+        async with _portal_store(settings) as store:
             try:
                 await store.publish_legal(args.insee, args.version, content, now=time.time())
             except sa.exc.IntegrityError:
                 print("cette version existe déjà / this version exists already", file=sys.stderr)
                 return 2
-        finally:
-            await db.aclose()
         print(f"version {args.version} publiée / published ({args.insee})")
         return 0
 
