@@ -3,14 +3,38 @@ database of ``tests/conftest.py`` (``db_url``, ``db``: SQLite and PostgreSQL).""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from agents._core import Envelope
+from agents.contract import seal, topic
 from controller.config import Settings, load_settings
 from controller.registry import Commune, Registry
 from controller.service import Controller
 from controller.storage import Database
 
 MASTER = "test-master-key-0123456789"
+
+
+async def send(c: Controller, env: Envelope, kind: str, msg: Any, now: float) -> str:
+    """Hand ``msg`` to ``c`` as the agent of ``env.ap`` publishes it on its ``kind`` topic,
+    sealed with the access point's key; returns what the controller made of it."""
+    key = c.registry.key_for(env.ap)
+    assert key is not None, f"{env.ap} is not registered"
+    return await c.handle(topic(env.ap, kind), seal(msg, key), now=now)
+
+
+async def send_applied(c: Controller, env: Envelope, kind: str, msg: Any, now: float) -> None:
+    """``send``, which the controller must apply."""
+    assert await send(c, env, kind, msg, now) == "applied"
+
+
+async def online(c: Controller, env: Envelope, now: float) -> str:
+    """The agent of ``env.ap`` reports itself online at ``now`` (its status message);
+    returns what the controller made of it."""
+    msg = env.status(now, "online", agent_version="0.1.0", gateway="opennds", keepalive_s=30)
+    return await send(c, env, "status", msg, now)
 
 
 @pytest.fixture

@@ -2,44 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from agents._core import Envelope
-from agents.contract import AcctEntry, ClientEvent, seal, topic
+from agents.contract import AcctEntry, ClientEvent
 from controller import outbox
 from controller.service import Controller
+from tests.controller.conftest import online, send_applied
 
 T0 = 1_790_000_000.0
 AP = "ap-46201-01"
 MAC = "02:00:00:00:00:01"
 
 
-async def send(c: Controller, env: Envelope, kind: str, msg: Any, now: float) -> None:
-    key = c.registry.key_for(env.ap)
-    assert key is not None
-    assert await c.handle(topic(env.ap, kind), seal(msg, key), now=now) == "applied"
-
-
 async def test_start_update_stop_reach_a_consumer_once(controller: Controller) -> None:
     """A consumer sees start, update, stop in order, then nothing after advancing."""
     env = Envelope(AP)
-    status = env.status(T0, "online", agent_version="x", gateway="g", keepalive_s=30)
-    await send(controller, env, "status", status, T0)
-    await send(
+    assert await online(controller, env, T0) == "applied"
+    await send_applied(
         controller,
         env,
         "clients",
         env.clients(T0, [ClientEvent("authorized", MAC, "10.0.0.2", T0)]),
         T0,
     )
-    await send(
+    await send_applied(
         controller,
         env,
         "acct",
         env.acct(T0 + 60, 60, [AcctEntry(MAC, "10.0.0.2", T0, 10, 20)]),
         T0 + 60,
     )
-    await send(
+    await send_applied(
         controller,
         env,
         "clients",
@@ -66,23 +58,11 @@ async def test_start_update_stop_reach_a_consumer_once(controller: Controller) -
 async def test_a_reboot_emits_a_stop_for_each_closed_session(controller: Controller) -> None:
     """Sessions closed in bulk (new boot) each get their stop event."""
     env = Envelope(AP)
-    await send(
-        controller,
-        env,
-        "status",
-        env.status(T0, "online", agent_version="x", gateway="g", keepalive_s=30),
-        T0,
-    )
+    assert await online(controller, env, T0) == "applied"
     evs = [ClientEvent("authorized", f"02:00:00:00:00:0{i}", "10.0.0.2", T0) for i in range(3)]
-    await send(controller, env, "clients", env.clients(T0, evs), T0)
+    await send_applied(controller, env, "clients", env.clients(T0, evs), T0)
     again = Envelope(AP)
-    await send(
-        controller,
-        again,
-        "status",
-        again.status(T0 + 5, "online", agent_version="x", gateway="g", keepalive_s=30),
-        T0 + 5,
-    )
+    assert await online(controller, again, T0 + 5) == "applied"
     async with controller.db.begin() as conn:
         events = await outbox.pending(conn, "legal")
         assert [e.kind for e in events] == ["start"] * 3 + ["stop"] * 3
@@ -97,14 +77,8 @@ async def test_the_sweep_prunes_what_every_enabled_consumer_has_read(
 ) -> None:
     """Events stay until each enabled consumer has passed them, then the sweep drops them."""
     env = Envelope(AP)
-    await send(
-        controller,
-        env,
-        "status",
-        env.status(T0, "online", agent_version="x", gateway="g", keepalive_s=30),
-        T0,
-    )
-    await send(
+    assert await online(controller, env, T0) == "applied"
+    await send_applied(
         controller,
         env,
         "clients",

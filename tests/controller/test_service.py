@@ -12,6 +12,7 @@ from agents._core import Envelope
 from agents.contract import AcctEntry, ClientEvent, seal, topic
 from controller.service import Controller
 from controller.storage.schema import access_points, sessions
+from tests.controller.conftest import online, send
 
 T0 = 1_790_000_000.0
 AP = "ap-46201-01"
@@ -22,15 +23,6 @@ def key(c: Controller, ap: str = AP) -> bytes:
     k = c.registry.key_for(ap)
     assert k is not None
     return k
-
-
-async def send(c: Controller, env: Envelope, kind: str, msg: Any, now: float) -> str:
-    return await c.handle(topic(env.ap, kind), seal(msg, key(c, env.ap)), now=now)
-
-
-async def online(c: Controller, env: Envelope, now: float = T0) -> str:
-    msg = env.status(now, "online", agent_version="0.1.0", gateway="opennds", keepalive_s=30)
-    return await send(c, env, "status", msg, now)
 
 
 async def rows(c: Controller, q: Any) -> list[Any]:
@@ -45,7 +37,7 @@ async def open_sessions(c: Controller) -> list[Any]:
 async def test_a_session_lives_from_authorized_through_acct_to_left(controller: Controller) -> None:
     """authorized opens, acct updates the 64-bit counters, left closes, all on one row."""
     env = Envelope(AP)
-    assert await online(controller, env) == "applied"
+    assert await online(controller, env, T0) == "applied"
     ev = ClientEvent(event="authorized", mac=MAC, ip="10.46.1.100", at=T0 + 1)
     await send(controller, env, "clients", env.clients(T0 + 1, [ev]), T0 + 1)
     entry = AcctEntry(
@@ -70,7 +62,7 @@ async def test_a_session_lives_from_authorized_through_acct_to_left(controller: 
 async def test_duplicates_are_processed_once(controller: Controller) -> None:
     """A redelivered (ap, boot, seq) changes nothing and is counted as a duplicate."""
     env = Envelope(AP)
-    await online(controller, env)
+    await online(controller, env, T0)
     ev = ClientEvent(event="authorized", mac=MAC, ip="10.46.1.100", at=T0)
     payload = seal(env.clients(T0, [ev]), key(controller))
     assert await controller.handle(topic(AP, "clients"), payload, now=T0) == "applied"
@@ -87,7 +79,7 @@ async def test_duplicates_are_processed_once(controller: Controller) -> None:
 async def test_a_new_boot_closes_the_previous_runs_sessions(controller: Controller) -> None:
     """An agent that restarts (new boot) closes the sessions its previous run had open."""
     first = Envelope(AP)
-    await online(controller, first)
+    await online(controller, first, T0)
     ev = ClientEvent(event="authorized", mac=MAC, ip="10.46.1.100", at=T0)
     await send(controller, first, "clients", first.clients(T0, [ev]), T0)
     second = Envelope(AP)
@@ -106,7 +98,7 @@ async def test_a_new_boot_closes_the_previous_runs_sessions(controller: Controll
 async def test_the_will_marks_the_ap_offline(controller: Controller) -> None:
     """The Last Will of the current run sets the AP offline."""
     env = Envelope(AP)
-    await online(controller, env)
+    await online(controller, env, T0)
     will = env.status(T0, "offline", agent_version="x", gateway="g", keepalive_s=30, last_will=True)
     await send(controller, env, "status", will, T0 + 40)
     (ap,) = await rows(controller, sa.select(access_points).where(access_points.c.ap_id == AP))
@@ -116,7 +108,7 @@ async def test_the_will_marks_the_ap_offline(controller: Controller) -> None:
 async def test_acct_for_an_unknown_client_opens_a_session(controller: Controller) -> None:
     """Counters for a client the controller missed open its session (like a RADIUS Interim)."""
     env = Envelope(AP)
-    await online(controller, env)
+    await online(controller, env, T0)
     entry = AcctEntry(mac=MAC, ip="10.46.1.9", session_start=T0 - 30, up_bytes=1, down_bytes=2)
     await send(controller, env, "acct", env.acct(T0, 60, [entry]), T0)
     (s,) = await open_sessions(controller)
@@ -126,7 +118,7 @@ async def test_acct_for_an_unknown_client_opens_a_session(controller: Controller
 async def test_a_new_gateway_session_closes_the_old_one(controller: Controller) -> None:
     """Same MAC, same AP, another gateway session start: the old session is closed."""
     env = Envelope(AP)
-    await online(controller, env)
+    await online(controller, env, T0)
     a = AcctEntry(mac=MAC, ip="10.46.1.9", session_start=T0, up_bytes=10, down_bytes=10)
     await send(controller, env, "acct", env.acct(T0 + 60, 60, [a]), T0 + 60)
     b = AcctEntry(mac=MAC, ip="10.46.1.9", session_start=T0 + 600, up_bytes=1, down_bytes=1)
@@ -138,7 +130,7 @@ async def test_a_new_gateway_session_closes_the_old_one(controller: Controller) 
 async def test_stale_sessions_are_closed(controller: Controller) -> None:
     """A session with no update for 3 x the interval is closed as stale by the sweep."""
     env = Envelope(AP)
-    await online(controller, env)
+    await online(controller, env, T0)
     ev = ClientEvent(event="authorized", mac=MAC, ip="10.46.1.100", at=T0)
     await send(controller, env, "clients", env.clients(T0, [ev]), T0)
     controller.clock = lambda: T0 + 179
@@ -151,7 +143,7 @@ async def test_stale_sessions_are_closed(controller: Controller) -> None:
 async def test_a_full_client_list_closes_sessions_no_longer_there(controller: Controller) -> None:
     """After a sync, sessions of clients missing from the full list are closed."""
     env = Envelope(AP)
-    await online(controller, env)
+    await online(controller, env, T0)
     evs = [
         ClientEvent("authorized", MAC, "10.46.1.1", T0),
         ClientEvent("authorized", "02:00:00:00:00:02", "10.46.1.2", T0),
@@ -165,7 +157,7 @@ async def test_a_full_client_list_closes_sessions_no_longer_there(controller: Co
 async def test_a_late_message_of_a_previous_boot_changes_no_session(controller: Controller) -> None:
     """Counters from an agent run that has since restarted do not reopen sessions."""
     first = Envelope(AP)
-    await online(controller, first)
+    await online(controller, first, T0)
     late = first.acct(T0, 60, [AcctEntry(MAC, "10.46.1.1", T0, 1, 1)])
     await online(controller, Envelope(AP), T0 + 10)
     await send(controller, first, "acct", late, T0 + 11)
@@ -207,7 +199,7 @@ async def test_bad_messages_are_rejected_counted_and_harmless(controller: Contro
     assert controller.counters["rejected"] == len(cases)
     assert controller.counters["rejected_bad_signature"] == 2
     assert controller.counters["rejected_bad_json"] == 2
-    assert await online(controller, Envelope(AP)) == "applied"
+    assert await online(controller, Envelope(AP), T0) == "applied"
 
 
 async def test_a_wrongly_typed_but_signed_message_is_rejected(controller: Controller) -> None:

@@ -7,10 +7,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from agents._core import Envelope
-from agents.contract import AcctEntry, seal, topic
+from agents.contract import AcctEntry
 from controller.service import Controller
 from controller.sessions import SkewEstimator
 from controller.storage.schema import access_points, sessions
+from tests.controller.conftest import send
 
 AP = "ap-46201-01"
 T0 = 1_790_000_000.0
@@ -28,12 +29,6 @@ def test_the_estimate_is_the_least_delayed_reading_of_the_window() -> None:
     assert est.observe(AP, 42.0, T0 + 700) == 42.0
     est.reset(AP)
     assert est.observe(AP, -5.0, T0 + 701) == -5.0
-
-
-async def send(c: Controller, env: Envelope, kind: str, msg: Any, now: float) -> str:
-    key = c.registry.key_for(AP)
-    assert key is not None
-    return await c.handle(topic(AP, kind), seal(msg, key), now=now)
 
 
 async def skew(c: Controller) -> float:

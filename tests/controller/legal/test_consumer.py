@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agents._core import Envelope
-from agents.contract import AcctEntry, ClientEvent, seal, topic
+from agents.contract import AcctEntry, ClientEvent
 from controller import outbox
 from controller.config import LegalSettings
 from controller.legal.consumer import CONSUMER, LegalConsumer
@@ -22,6 +22,7 @@ from controller.legal.errors import LegalError
 from controller.legal.keys import MasterKey
 from controller.legal.store import LegalStore, day_of
 from controller.service import Controller
+from tests.controller.conftest import online, send_applied
 from tests.e2e._stack import (
     add_ap,
     authorize_then_kill,
@@ -40,34 +41,22 @@ AP = "ap-46201-01"
 MAC = "02:00:00:00:00:01"
 
 
-async def send(c: Controller, env: Envelope, kind: str, msg: Any, now: float) -> None:
-    key = c.registry.key_for(env.ap)
-    assert key is not None
-    assert await c.handle(topic(env.ap, kind), seal(msg, key), now=now) == "applied"
-
-
 async def visit(c: Controller) -> None:
     """A visitor logs in, sends traffic twice, then leaves."""
     env = Envelope(AP)
-    await send(
-        c,
-        env,
-        "status",
-        env.status(T0, "online", agent_version="x", gateway="g", keepalive_s=30),
-        T0,
-    )
-    await send(
+    assert await online(c, env, T0) == "applied"
+    await send_applied(
         c, env, "clients", env.clients(T0, [ClientEvent("authorized", MAC, "10.46.1.100", T0)]), T0
     )
     for k in (1, 2):
-        await send(
+        await send_applied(
             c,
             env,
             "acct",
             env.acct(T0 + 60 * k, 60, [AcctEntry(MAC, "10.46.1.100", T0, 10 * k, 20 * k)]),
             T0 + 60 * k,
         )
-    await send(
+    await send_applied(
         c,
         env,
         "clients",
@@ -311,11 +300,10 @@ async def test_the_nat_port_block_reaches_the_record_and_the_search(
 
     consumer, store = make(controller, tmp_path)
     env = Envelope(AP)
-    online = env.status(T0, "online", agent_version="x", gateway="g", keepalive_s=30)
-    await send(controller, env, "status", online, T0)
+    assert await online(controller, env, T0) == "applied"
     nat = ("192.0.2.1", 26324, 26576)
     auth = ClientEvent("authorized", MAC, "10.46.1.100", T0, None, *nat)
-    await send(controller, env, "clients", env.clients(T0, [auth]), T0)
+    await send_applied(controller, env, "clients", env.clients(T0, [auth]), T0)
     async with controller.db.connect() as conn:
         (ev,) = await outbox.pending(conn, CONSUMER)
     assert (ev.session.public_ip, ev.session.port_start, ev.session.port_end) == nat
@@ -324,7 +312,7 @@ async def test_the_nat_port_block_reaches_the_record_and_the_search(
     for k, entry in ((1, same), (2, moved)):
         while await consumer.step():
             pass
-        await send(controller, env, "acct", env.acct(T0 + 60 * k, 60, [entry]), T0 + 60 * k)
+        await send_applied(controller, env, "acct", env.acct(T0 + 60 * k, 60, [entry]), T0 + 60 * k)
     while await consumer.step():
         pass
     found = await asyncio.to_thread(store.read, day_of(T0 + 200), range(10))
