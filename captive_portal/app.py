@@ -198,8 +198,9 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 class _Portal(UamPages, CodePages):
-    """The login flow's handlers (the visitor's other pages come from VisitorPages,
-    the e-mail and SMS code forms from CodePages)."""
+    """The login flow's handlers (the login page and the forms' common checks come
+    from LoginPages, the visitor's other pages from VisitorPages, the e-mail and SMS
+    code forms from CodePages)."""
 
     async def close(self, app: web.Application) -> None:
         """Close the SMS provider's connections at shutdown."""
