@@ -173,7 +173,7 @@ class CodePages(VisitorPages, LoginPages):
             return self.form_again(post, **{f"{channel}_value": raw}, **errors)
 
         if post.terms_changed:
-            return self.new_terms(post, token)
+            return self.new_terms(post)
         if not post.consented:
             self.counters.missing_consent += 1
             return again(error=_("Please tick the box to accept the terms of use."))

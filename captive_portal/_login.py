@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from yarl import URL
 
-from captive_portal._fas import FasRequest, LoginState, mac_tag, verify_state
+from captive_portal._fas import FasRequest, LoginState, mac_tag, sign_state, verify_state
 from captive_portal._methods import CommuneOptions, options_for
 from captive_portal._pages import CONTENT_SECURITY_POLICY, PortalBase, field
 from captive_portal._wifi4eu import content_security_policy, snippet
@@ -223,10 +223,12 @@ class LoginPages(PortalBase):
             **fields,
         )
 
-    def new_terms(self, post: LoginPost, state: str) -> web.Response:
-        """The login page with the texts in force now (counted), under ``state``."""
+    def new_terms(self, post: LoginPost) -> web.Response:
+        """The login page with the texts in force now (counted), under a new state that
+        names their version (the next submission is checked against them)."""
         _ = self.translations[post.lang].gettext
         self.counters.terms_changed += 1
+        state = sign_state(post.fas, self.key, now=self.clock(), terms_version=post.version)
         return self.form_again(
             dataclasses.replace(post, token=state),
             error=_("The terms of use have changed. Please read them and accept them again."),

@@ -307,8 +307,7 @@ class _Portal(UamPages, CodePages):
         client = mac_tag(fas.client_mac, self.key)
         if post.terms_changed:
             # The commune published new texts while the page was open: ask again.
-            state = sign_state(fas, self.key, now=self.clock(), terms_version=post.version)
-            return self.new_terms(post, state)
+            return self.new_terms(post)
         if not post.consented:
             self.counters.missing_consent += 1
             logger.info("consent missing for ap=%s client=%s", fas.gateway_name, client)

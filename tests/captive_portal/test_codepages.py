@@ -254,3 +254,28 @@ async def test_code_guessing_is_stopped_by_attempts_and_the_wrong_code_pause(
     paused = await submit_code(client, state, second, right, channel="sms", lang="en")
     assert "Too many wrong codes" in text_of(await paused.text())
     assert backend.calls == []
+
+
+async def test_terms_published_while_the_email_form_was_open_are_asked_again_once(
+    aiohttp_client: Any, make_fas: Any, _smtp_server: tuple[Inbox, int]
+) -> None:
+    """New texts published while the e-mail form was open: the form comes back under a
+    new state naming them, and the next submission sends the code (it is not refused
+    again and again with the old state)."""
+    inbox, port = _smtp_server
+    mail = EmailCodeSettings(smtp_port=port, sender="wifi@lot.example")
+    client, backend = await make_portal(aiohttp_client, methods=("email",), email=mail)
+    state, _ = await login_state(client, make_fas)
+    backend.commune_policy = CommunePolicy(
+        insee=CAHORS, commune="Cahors", terms_version=TERMS_VERSION + "-new"
+    )
+    data = {"consent": "yes", "identity": "marie@example.org", "lang": "en"}
+    changed = await client.post("/fas/email", data={"state": state, **data})
+    assert changed.status == 400 and inbox.messages == []
+    page = await changed.text()
+    assert "The terms of use have changed." in text_of(page)
+    assert state_of(page) != state
+    sent = await client.post("/fas/email", data={"state": state_of(page), **data})
+    assert sent.status == 200, text_of(await sent.text())
+    assert len(inbox.messages) == 1
+    assert client.server.app[COUNTERS].terms_changed == 1
