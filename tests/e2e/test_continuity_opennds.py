@@ -35,7 +35,7 @@ from tests.e2e._stack import (
     wait_online,
 )
 from tests.e2e.test_portal_opennds import NdsctlBackend, accept_terms
-from tests.testbed import ROOT_IP, UPSTREAM_BODY, UPSTREAM_IP, Hotspot, free_port
+from tests.testbed import ROOT_IP, UPSTREAM_BODY, UPSTREAM_IP, Hotspot
 
 UPSTREAM_URL = f"http://{UPSTREAM_IP}/"
 INSEE = "46042"
@@ -73,16 +73,12 @@ async def store(tmp_path: Path) -> AsyncIterator[Database]:
 
 @pytest.mark.slow
 async def test_returning_device_gets_no_page_through_real_opennds(
-    make_hotspot: Callable[..., Hotspot], aiohttp_server: Any, store: Database
+    make_hotspot: Callable[..., Hotspot], aiohttp_server: Any, store: Database, tmp_path: Path
 ) -> None:
     """Login with the page; ``ndsctl deauth``; the next visit through openNDS gets a 302
     to the page asked for and is online without seeing the portal."""
-    hotspot = await asyncio.to_thread(
-        make_hotspot,
-        fas_port=free_port(),
-        gateway_name="lot-cahors-01",
-        faspath="/fas/",
-        faskey=FAS_KEY,
+    hotspot, _port = await asyncio.to_thread(
+        hotspot_for_portal, make_hotspot, tmp_path, "lot-cahors-01", FAS_KEY
     )
     settings = Settings(
         portal=PortalSettings(

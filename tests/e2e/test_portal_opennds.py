@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +32,8 @@ from captive_portal.models import (
 )
 from controller.config import PortalSettings, Settings
 from tests.captive_portal.test_app import FAS_KEY, FakeBackend, state_of, text_of
-from tests.testbed import ROOT_IP, UPSTREAM_BODY, UPSTREAM_IP, Hotspot, HttpResult, free_port
+from tests.e2e._stack import hotspot_for_portal
+from tests.testbed import ROOT_IP, UPSTREAM_BODY, UPSTREAM_IP, Hotspot, HttpResult
 
 UPSTREAM_URL = f"http://{UPSTREAM_IP}/"
 
@@ -89,14 +91,10 @@ class NdsctlBackend:
 
 
 @pytest.fixture
-async def gateway(make_hotspot: Callable[..., Hotspot]) -> tuple[Hotspot, Settings]:
+async def gateway(make_hotspot: Callable[..., Hotspot], tmp_path: Path) -> tuple[Hotspot, Settings]:
     """A real openNDS hotspot whose FAS is this portal's public URL, with the same key."""
-    hotspot = await asyncio.to_thread(
-        make_hotspot,
-        fas_port=free_port(),
-        gateway_name="lot-cahors-01",
-        faspath="/fas/",
-        faskey=FAS_KEY,
+    hotspot, _port = await asyncio.to_thread(
+        hotspot_for_portal, make_hotspot, tmp_path, "lot-cahors-01", FAS_KEY
     )
     portal = PortalSettings(public_url=hotspot.fas_url, fas_key=SecretStr(FAS_KEY))
     return hotspot, Settings(portal=portal)
