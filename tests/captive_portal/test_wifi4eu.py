@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from captive_portal._pages import CONTENT_SECURITY_POLICY
 from captive_portal._wifi4eu import (
     SCRIPT_URL,
     WALLED_GARDEN_HOSTS,
     snippet,
     walled_garden_hosts,
 )
-from captive_portal.app import CONTENT_SECURITY_POLICY
 from captive_portal.models import CommunePolicy
 from controller.config import CommunePortalSettings, PortalSettings
 from tests.captive_portal.portal_fixtures import portal_client
