@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -286,8 +287,8 @@ def test_requisition_search_over_a_year(tmp_path: Path) -> None:
     results: dict[str, tuple[float, float, int]] = {}
     for name, q in queries.items():
         _evict(root / "legal")
-        cold_s, found = _timed(lambda q=q: search(store, q))  # type: ignore[misc]
-        warm = [_timed(lambda q=q: search(store, q))[0] for _ in range(5)]  # type: ignore[misc]
+        cold_s, found = _timed(functools.partial(search, store, q))
+        warm = [_timed(functools.partial(search, store, q))[0] for _ in range(5)]
         results[name] = (cold_s, statistics.median(warm), len(found))
         ids = [f.record.session_id for f in found]
         if q.kind == "mac":

@@ -76,11 +76,18 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def first_group(pattern: str, text: str) -> str:
+    """The first group of ``pattern``'s first match in ``text``, which must have one."""
+    match = re.search(pattern, text)
+    assert match is not None, f"no {pattern!r} in {text[:400]!r}"
+    return match.group(1)
+
+
 def consent_form(page: str, portal_port: int) -> list[str]:
     """What submits the click-through form of the portal's login ``page`` (in French,
     terms accepted), as curl arguments: the form's URL, then its fields."""
-    state = html.unescape(re.search(r'name="state" value="([^"]+)"', page).group(1))  # type: ignore[union-attr]
-    action = html.unescape(re.search(r'action="([^"]+)"', page).group(1))  # type: ignore[union-attr]
+    state = html.unescape(first_group(r'name="state" value="([^"]+)"', page))
+    action = html.unescape(first_group(r'action="([^"]+)"', page))
     url = action if action.startswith("http") else f"http://{ROOT_IP}:{portal_port}{action}"
     return [url, "--data-urlencode", f"state={state}", "--data", "lang=fr", "--data", "consent=yes"]
 

@@ -11,7 +11,6 @@ register, two approvals by two different logins, search.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from agents._nat import CHAIN, PortBlocks
 from tests.e2e._stack import (
     add_ap,
     consent_form,
+    first_group,
     hotspot_for_portal,
     portal_on_hotspot,
     query,
@@ -146,9 +146,9 @@ def second_phone(hs: Hotspot) -> Iterator[tuple[str, str, str]]:
         res = hs.run_in(ns, *udhcpc.split(), script, timeout=40)
         assert res.returncode == 0, res.stdout + res.stderr
         addr = hs.run_in(ns, "ip", "-4", "-o", "addr", "show", "dev", "cl1", check=True).stdout
-        ip = re.search(r"inet (\S+)/", addr).group(1)  # type: ignore[union-attr]
+        ip = first_group(r"inet (\S+)/", addr)
         link = hs.run_in(ns, "ip", "-o", "link", "show", "dev", "cl1", check=True).stdout
-        mac = re.search(r"link/ether (\S+)", link).group(1).lower()  # type: ignore[union-attr]
+        mac = first_group(r"link/ether (\S+)", link).lower()
         yield ns, mac, ip
     finally:
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=30)

@@ -23,12 +23,14 @@ from radius._codec import (
     verify_reply,
 )
 from radius._core import (
+    DEDUP_MAX_ENTRIES,
     AccessLimits,
     AccessRequestReceived,
     AccountingRequestReceived,
     AcctStatus,
     NasClient,
     PacketDropped,
+    Port,
     ReplyReady,
     ServerCore,
 )
@@ -39,8 +41,8 @@ ADDR = ("127.0.0.1", 40000)
 NOW = 1_790_000_000.0
 
 
-def core(**kw: object) -> ServerCore:
-    return ServerCore({"127.0.0.1": [NAS]}, **kw)  # type: ignore[arg-type]
+def core(dedup_max_entries: int = DEDUP_MAX_ENTRIES) -> ServerCore:
+    return ServerCore({"127.0.0.1": [NAS]}, dedup_max_entries=dedup_max_entries)
 
 
 def access(
@@ -235,9 +237,13 @@ def test_access_accept_carries_limits_and_proxy_state() -> None:
 def test_status_server_answers_with_message_authenticator_first() -> None:
     """Status-Server with MA: Access-Accept (auth) or Accounting-Response (acct), MA first."""
     c = core()
-    for port, code in (("auth", Code.ACCESS_ACCEPT), ("acct", Code.ACCOUNTING_RESPONSE)):
+    answers: list[tuple[Port, Code]] = [
+        ("auth", Code.ACCESS_ACCEPT),
+        ("acct", Code.ACCOUNTING_RESPONSE),
+    ]
+    for port, code in answers:
         raw = access([], code=Code.STATUS_SERVER)
-        ev = c.receive(raw, ADDR, port, NOW)  # type: ignore[arg-type]
+        ev = c.receive(raw, ADDR, port, NOW)
         assert isinstance(ev, ReplyReady) and ev.data[0] == code and ev.data[20] == 80
         assert verify_reply(ev.data, raw[4:20], SECRET)
     no_ma = access([], code=Code.STATUS_SERVER, ma=False)
@@ -254,7 +260,8 @@ def _valid_packets() -> list[bytes]:
 
 
 def _drive(c: ServerCore, data: bytes, now: float) -> None:
-    for port in ("auth", "acct"):
+    ports: tuple[Port, ...] = ("auth", "acct")
+    for port in ports:
         ev = c.receive(data, ADDR, port, now)
         if isinstance(ev, AccessRequestReceived):
             c.reject(ev)

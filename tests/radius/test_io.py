@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -32,7 +33,7 @@ INSEE = "46201"  # the commune of NAS_ID
 DICTIONARY = Dictionary(str(Path(__file__).resolve().parents[2] / "radius" / "dictionary"))
 
 
-async def _sessions(db: Database) -> list[sa.Row]:  # type: ignore[type-arg]
+async def _sessions(db: Database) -> list[sa.Row[Any]]:
     async with db.connect() as conn:
         return list((await conn.execute(sa.select(sessions).order_by(sessions.c.id))).all())
 
@@ -348,7 +349,9 @@ class _PyradDas(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A datagram endpoint's protocol is given a datagram transport, though asyncio's
+        # own (_SelectorDatagramTransport) does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received += 1
