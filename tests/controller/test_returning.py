@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import sqlalchemy as sa
@@ -35,14 +35,14 @@ KNOWN = "02:00:00:00:00:a1"
 STRANGER = "02:00:00:00:00:b2"
 
 
-def _msg(*events: tuple[str, str]) -> ClientsMsg:
+def _msg(*events: tuple[Literal["seen", "authorized", "left"], str]) -> ClientsMsg:
     return ClientsMsg(
         v=1,
         ap="ap-1",
         boot="b",
         seq=1,
         ts=0.0,
-        events=[ClientEvent(event=e, mac=m, ip="10.46.0.9", at=0.0) for e, m in events],  # type: ignore[arg-type]
+        events=[ClientEvent(event=e, mac=m, ip="10.46.0.9", at=0.0) for e, m in events],
     )
 
 

@@ -12,10 +12,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "deploy" / "packaging"
 
 
+class _CaseSensitiveParser(configparser.ConfigParser):
+    """Keeps the keys' case (systemd's ``ExecStart``, ``KillSignal``...)."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def test_systemd_unit_runs_the_agent_and_restarts_it() -> None:
     """The unit starts ``python3 -m agents -c /etc/borne/agent.toml``, restarts, stops by TERM."""
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit = _CaseSensitiveParser(strict=False, interpolation=None)
     unit.read(PKG / "borne-agent.service")
     svc = unit["Service"]
     assert svc["ExecStart"] == "/usr/bin/python3 -m agents -c /etc/borne/agent.toml"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,28 +16,28 @@ from controller.legal.store import LegalStore
 T0 = 1_790_000_000.0  # 2026-09-21 UTC
 
 
-def record(i: int, **changes: object) -> LegalRecord:
-    """A plausible record number ``i``."""
-    values: dict[str, object] = {
-        "session_id": str(i),
-        "event": "start",
-        "auth_method": "click",
-        "auth_ref": f"cmd-{i}",
-        "client_mac": f"02:00:00:00:{i // 256 % 256:02x}:{i % 256:02x}",
-        "private_ip": f"10.46.1.{i % 200 + 10}",
-        "public_ip": "192.0.2.1",
-        "port_start": 1024 + (i % 100) * 512,
-        "port_end": 1024 + (i % 100) * 512 + 511,
-        "start_ms": int(T0 * 1000) + i,
-        "stop_ms": None,
-        "gateway": "ap-46201-01",
-        "commune": "46201",
-        "up_bytes": 0,
-        "down_bytes": 0,
-        "terminate_cause": None,
-    }
-    values.update(changes)
-    return LegalRecord(**values)  # type: ignore[arg-type]
+def record(i: int, **changes: Any) -> LegalRecord:
+    """A plausible record number ``i``; ``changes`` replaces fields (checked by
+    ``dataclasses.replace``: an unknown name is a TypeError)."""
+    plausible = LegalRecord(
+        session_id=str(i),
+        event="start",
+        auth_method="click",
+        auth_ref=f"cmd-{i}",
+        client_mac=f"02:00:00:00:{i // 256 % 256:02x}:{i % 256:02x}",
+        private_ip=f"10.46.1.{i % 200 + 10}",
+        public_ip="192.0.2.1",
+        port_start=1024 + (i % 100) * 512,
+        port_end=1024 + (i % 100) * 512 + 511,
+        start_ms=int(T0 * 1000) + i,
+        stop_ms=None,
+        gateway="ap-46201-01",
+        commune="46201",
+        up_bytes=0,
+        down_bytes=0,
+        terminate_cause=None,
+    )
+    return dataclasses.replace(plausible, **changes)
 
 
 @pytest.fixture

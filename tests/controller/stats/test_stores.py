@@ -10,6 +10,7 @@ import random
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -137,7 +138,7 @@ async def test_influxdb1_round_trip_and_series_scan(influxdb1: Server, day: Day)
         await store.aclose()
 
 
-async def vm_export(url: str) -> list[dict[str, object]]:
+async def vm_export(url: str) -> list[dict[str, Any]]:
     async with (
         aiohttp.ClientSession() as http,
         http.post(f"{url}/api/v1/export", data={"match[]": '{__name__=~".+"}', "start": "0"}) as r,
@@ -168,9 +169,9 @@ async def test_influxdb2_client_write_to_victoriametrics(victoria: Server, day: 
             await (await http.get(f"{victoria.url}/internal/force_flush")).read()
         got: set[tuple[object, ...]] = set()
         for series in await vm_export(victoria.url):
-            metric = dict(series["metric"])  # type: ignore[call-overload]
+            metric = dict(series["metric"])
             name = metric.pop("__name__")
-            for ts, v in zip(series["timestamps"], series["values"], strict=True):  # type: ignore[call-overload]
+            for ts, v in zip(series["timestamps"], series["values"], strict=True):
                 got.add(((name, tuple(sorted(metric.items()))), ts, float(v)))
         return got
 
@@ -183,7 +184,7 @@ async def test_influxdb2_client_write_to_victoriametrics(victoria: Server, day: 
     assert got == expected
     text = json.dumps(await vm_export(victoria.url))
     assert_clean(text, day)
-    labels = {k for s in await vm_export(victoria.url) for k in s["metric"]}  # type: ignore[attr-defined]
+    labels = {k for s in await vm_export(victoria.url) for k in s["metric"]}
     assert labels <= ALLOWED_TAGS | {"__name__"}
 
 
