@@ -8,13 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.e2e._stack import (
+    ControllerProcess,
     add_ap,
     authorize_then_kill,
     count,
-    kill_group,
     online_agent,
-    spawn_controller,
-    stop_controller,
     write_controller_config,
 )
 from tests.testbed import MosquittoBroker, wait_for
@@ -36,28 +34,24 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(
         client_id=f"ctl-kill9-{time.time_ns()}",
     )
     key = add_ap(conf, AP, "46042")
-    log = tmp_path / "controller.log"
-    proc = spawn_controller(conf, log)
     opened = "SELECT count(*) FROM sessions"
-    try:
-        wait_for(lambda: "connected to" in log.read_text(), timeout=30, message="controller up")
+    with ControllerProcess(conf, tmp_path / "controller.log") as controller:
+        controller.wait_connected()
         agent = online_agent(mosquitto, AP, key)
         clients = [
             (f"02:00:00:00:{i // 256:02x}:{i % 256:02x}", f"10.46.{1 + i // 200}.{i % 200 + 1}")
             for i in range(N)
         ]
         authorize_then_kill(
-            agent, proc, clients, busy=lambda: count(db, opened) > 20, what="ingest running"
+            agent, controller, clients, busy=lambda: count(db, opened) > 20, what="ingest running"
         )
         processed_while_down = count(db, opened)
         assert processed_while_down < N
-        proc = spawn_controller(conf, log)
+        controller.start()
         wait_for(lambda: count(db, opened) >= N, timeout=60, message="all sessions")
         time.sleep(1.0)  # any duplicate would land now
         assert count(db, opened) == N
         assert count(db, "SELECT count(DISTINCT mac) FROM sessions") == N
         assert count(db, "SELECT count(*) FROM processed_messages") == N + 1
         agent.close()
-        stop_controller(proc, log)
-    finally:
-        kill_group(proc)
+        controller.stop()

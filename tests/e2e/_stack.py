@@ -255,17 +255,60 @@ def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def spawn_controller(conf: Path, log: Path) -> subprocess.Popen[bytes]:
-    """Start ``borne controller -c conf`` outside any namespace (see ``spawn``); its output
-    is appended to ``log``, so a restarted controller logs after the first one."""
-    return spawn([*BORNE, "controller", "-c", str(conf)], log)
+class ControllerProcess:
+    """``borne controller -c conf`` as a plain process (see ``spawn``), which a test kills
+    and starts again; each run appends its output to ``log``.
 
+    As a context manager: started on entry, SIGKILLed on exit if it still runs.
+    """
 
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a process started in a session of its own, with its group, if it still runs."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    def __init__(self, conf: Path, log: Path) -> None:
+        self.conf = conf
+        self.log = log
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._run_log_from = 0  # where the current run's output starts in ``log``
+
+    def __enter__(self) -> ControllerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        assert self._proc is not None, "the controller was never started"
+        return self._proc
+
+    def start(self) -> None:
+        """Start a run (the previous one must have ended)."""
+        assert self._proc is None or self._proc.poll() is not None, "already running"
+        self._run_log_from = self.log.stat().st_size if self.log.exists() else 0
+        self._proc = spawn([*BORNE, "controller", "-c", str(self.conf)], self.log)
+
+    def wait_connected(self, timeout: float = 30) -> None:
+        """Wait until the current run has logged its connection to the broker."""
+
+        def run_log() -> bytes:
+            with self.log.open("rb") as fh:
+                fh.seek(self._run_log_from)
+                return fh.read()
+
+        wait_for(
+            lambda: b"connected to" in run_log(),
+            timeout=timeout,
+            message="controller connected to the broker",
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the run, with its process group, if it still runs."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(10)
+
+    def stop(self) -> None:
+        """``stop_controller``: SIGTERM must stop the running controller cleanly."""
+        stop_controller(self.proc, self.log)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -315,7 +358,7 @@ def online_agent(broker: MosquittoBroker, ap_id: str, key: str) -> AgentPublishe
 
 def authorize_then_kill(
     agent: AgentPublisher,
-    controller: subprocess.Popen[bytes],
+    controller: ControllerProcess,
     clients: Sequence[tuple[str, str]],
     *,
     busy: Callable[[], bool],
@@ -331,7 +374,7 @@ def authorize_then_kill(
         infos.append(agent.send("clients", agent.envelope.clients(now, [event])))
         if i == len(clients) // 3:
             wait_for(busy, timeout=30, message=what)
-            kill_group(controller)
+            controller.kill()
     for info in infos:
         info.wait_for_publish(10)
 

@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e._stack import (
+    ControllerProcess,
     borne,
     count,
-    kill_group,
-    spawn_controller,
-    stop_controller,
     write_controller_config,
 )
 from tests.testbed import MosquittoBroker, require, wait_for
@@ -69,9 +67,7 @@ def test_acknowledged_accounting_survives_kill_9(
         status = radclient(auth, "status", "Message-Authenticator = 0x00\n")
         return "Received Access-Accept" in status
 
-    log = tmp_path / "controller.log"
-    proc = spawn_controller(conf, log)
-    try:
+    with ControllerProcess(conf, tmp_path / "controller.log") as controller:
         wait_for(radius_answers, timeout=30, message="RADIUS up")
         for i in range(20):
             out = radclient(
@@ -80,15 +76,13 @@ def test_acknowledged_accounting_survives_kill_9(
                 f'Acct-Status-Type = Start\nAcct-Session-Id = "k{i}"\n'
                 f'Calling-Station-Id = "02-00-00-00-01-{i:02X}"\n',
             )
-            assert "Received Accounting-Response" in out, out + log.read_text()
-        kill_group(proc)
+            assert "Received Accounting-Response" in out, out + controller.log.read_text()
+        controller.kill()
         open_q = "SELECT count(*) FROM sessions WHERE ap_id = ? AND stopped_at IS NULL"
         assert count(db, open_q, NAS) == 20
-        proc = spawn_controller(conf, log)
+        controller.start()
         wait_for(radius_answers, timeout=30, message="RADIUS up again")
         out = radclient(acct, "acct", "Acct-Status-Type = Accounting-On\n")
         assert "Received Accounting-Response" in out, out
         assert count(db, "SELECT count(*) FROM sessions WHERE terminate_cause = 'nas-reboot'") == 20
-        stop_controller(proc, log)
-    finally:
-        kill_group(proc)
+        controller.stop()

@@ -24,14 +24,12 @@ from controller.legal.store import LegalStore, day_of
 from controller.service import Controller
 from tests.controller.conftest import online, send_applied
 from tests.e2e._stack import (
+    ControllerProcess,
     add_ap,
     authorize_then_kill,
     borne,
     count,
-    kill_group,
     online_agent,
-    spawn_controller,
-    stop_controller,
     write_controller_config,
 )
 from tests.testbed import MosquittoBroker, wait_for
@@ -197,18 +195,16 @@ def test_kill_9_loses_no_legal_record_and_writes_none_twice(
     )
     borne(conf, "legal", "init")
     key = add_ap(conf, AP, "46201")
-    log = tmp_path / "controller.log"
-    proc = spawn_controller(conf, log)
     offset = "SELECT last_id FROM consumer_offsets WHERE name = 'legal'"
-    try:
-        wait_for(lambda: "connected to" in log.read_text(), timeout=30, message="controller up")
+    with ControllerProcess(conf, tmp_path / "controller.log") as controller:
+        controller.wait_connected()
         agent = online_agent(mosquitto, AP, key)
         clients = [(f"02:00:00:00:01:{i:02x}", f"10.46.1.{i + 2}") for i in range(n)]
         authorize_then_kill(
-            agent, proc, clients, busy=lambda: count(db, offset) > 10, what="legal running"
+            agent, controller, clients, busy=lambda: count(db, offset) > 10, what="legal running"
         )
         assert count(db, offset) < n
-        proc = spawn_controller(conf, log)
+        controller.start()
         last = "SELECT max(id) FROM session_events"
         wait_for(
             lambda: (
@@ -219,9 +215,7 @@ def test_kill_9_loses_no_legal_record_and_writes_none_twice(
             message="every event in the legal log",
         )
         agent.close()
-        stop_controller(proc, log)
-    finally:
-        kill_group(proc)
+        controller.stop()
     from controller.config import load_settings
     from controller.legal.consumer import open_store
 
