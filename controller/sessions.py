@@ -201,7 +201,8 @@ class SessionLedger:
             )
 
     async def _close_where(self, conn: AsyncConnection, where: Any, now: float, cause: str) -> int:
-        ids = [r.id for r in (await conn.execute(sa.select(sessions.c.id).where(where))).all()]
+        query = sa.select(sessions.c.id).where(where).order_by(sessions.c.id)
+        ids = [r.id for r in (await conn.execute(query)).all()]
         if not ids:
             return 0
         await conn.execute(

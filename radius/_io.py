@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+import asyncpg
 import sqlalchemy as sa
 
 from controller.storage import Database
@@ -47,11 +48,15 @@ __all__ = ["DynAuthClient", "DynAuthResult", "RadiusServer"]
 
 logger = logging.getLogger(__name__)
 
-# The accounting writer thread talks to SQLite directly: its errors are sqlite3's.
+# The accounting writer talks to SQLite (its thread) and PostgreSQL directly: their
+# drivers' errors too. A PostgreSQL error of a batch (a lost connection, a batch racing
+# another over one session) is a storage error: not answered, the NAS retransmits.
 _STORAGE_ERRORS = (
     sa.exc.OperationalError,
     sa.exc.InterfaceError,
     sqlite3.OperationalError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
     OSError,
 )
 

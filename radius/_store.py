@@ -285,7 +285,7 @@ class _SqliteBatchIO:
         " stopped_at = ?, terminate_cause = ? WHERE id = ?"
     )
     EVENT = "INSERT INTO session_events (session_id, kind, at) VALUES (?, ?, ?)"
-    OPEN_IDS = "SELECT id FROM sessions WHERE ap_id = ? AND stopped_at IS NULL"
+    OPEN_IDS = "SELECT id FROM sessions WHERE ap_id = ? AND stopped_at IS NULL ORDER BY id"
     CLOSE = "UPDATE sessions SET stopped_at = ?, terminate_cause = ? WHERE id = ?"
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -504,6 +504,102 @@ class AccountingStore:
         return outcome
 
 
+class _PgBatchIO:
+    """:class:`BatchIO` over the asyncpg connection under a pooled SQLAlchemy connection,
+    for PostgreSQL: fixed statements that asyncpg prepares once per connection, arrays
+    (``= ANY($1)``, ``unnest``) instead of one parameter per value, and ``executemany``
+    (one round trip) for the writes. Session ids are taken from their sequence first, so
+    that they follow the order of the rows (a multi-row ``RETURNING`` promises no order).
+    """
+
+    _SESSION = ", ".join(f"s.{c.name}" for c in _COLUMNS)
+    LOAD = (
+        f"SELECT {_SESSION}, r.nas_id, r.acct_session_id FROM radius_sessions AS r"
+        " JOIN sessions AS s ON s.id = r.session_id"
+        " WHERE r.nas_id = ANY($1::text[]) AND r.acct_session_id = ANY($2::text[])"
+    )
+    OPEN_OF = (
+        f"SELECT {_SESSION} FROM sessions AS s WHERE s.ap_id = ANY($1::text[])"
+        " AND s.mac = ANY($2::text[]) AND s.stopped_at IS NULL"
+    )
+    IDS = "SELECT nextval(pg_get_serial_sequence('sessions', 'id')) FROM generate_series(1, $1)"
+    INSERT_SESSION = (
+        "INSERT INTO sessions (id, ap_id, insee, mac, ip, auth_method, auth_ref, started_at,"
+        " gw_session_start, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)"
+    )
+    INSERT_KEY = (
+        "INSERT INTO radius_sessions (nas_id, acct_session_id, session_id, user_name)"
+        " VALUES ($1, $2, $3, $4)"
+    )
+    UPDATE = (
+        "UPDATE sessions SET up_bytes = $1, down_bytes = $2, updated_at = $3, ip = $4,"
+        " stopped_at = $5, terminate_cause = $6 WHERE id = $7"
+    )
+    EVENT = "INSERT INTO session_events (session_id, kind, at) VALUES ($1, $2, $3)"
+    CLOSE = (
+        "UPDATE sessions SET stopped_at = $2, terminate_cause = $3"
+        " WHERE ap_id = $1 AND stopped_at IS NULL RETURNING id"
+    )
+
+    _NEW = ("ap_id", "insee", "mac", "ip", "auth_method", "auth_ref")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn  # an asyncpg connection, inside a transaction
+
+    async def load(self, nas_ids: list[str], acct_ids: list[str]) -> list[Any]:
+        return list(await self.conn.fetch(self.LOAD, nas_ids, acct_ids))
+
+    async def open_of(self, ap_ids: list[str], macs: list[str]) -> list[Any]:
+        return list(await self.conn.fetch(self.OPEN_OF, ap_ids, macs))
+
+    async def insert_sessions(self, rows: list[dict[str, Any]]) -> list[int]:
+        if not rows:
+            return []
+        ids = sorted(r[0] for r in await self.conn.fetch(self.IDS, len(rows)))
+        await self.conn.executemany(
+            self.INSERT_SESSION,
+            [
+                (i, *(r[k] for k in self._NEW), r["started_at"])
+                for i, r in zip(ids, rows, strict=True)
+            ],
+        )
+        return ids
+
+    async def insert_keys(self, rows: list[dict[str, Any]]) -> None:
+        await self.conn.executemany(
+            self.INSERT_KEY,
+            [(r["nas_id"], r["acct_session_id"], r["session_id"], r["user_name"]) for r in rows],
+        )
+
+    async def write_changes(
+        self, changes: list[dict[str, Any]], events: list[tuple[int, EventKind, float]]
+    ) -> None:
+        if changes:
+            await self.conn.executemany(
+                self.UPDATE,
+                [
+                    (
+                        c["up_bytes"],
+                        c["down_bytes"],
+                        c["updated_at"],
+                        c["ip"],
+                        c["stopped_at"],
+                        c["terminate_cause"],
+                        c["id"],
+                    )
+                    for c in changes
+                ],
+            )
+        if events:
+            await self.conn.executemany(self.EVENT, events)
+
+    async def close_nas(self, nas_id: str, at: float, cause: str) -> int:
+        ids = sorted(r[0] for r in await self.conn.fetch(self.CLOSE, nas_id, at, cause))
+        if ids:
+            await self.conn.executemany(self.EVENT, [(i, "stop", at) for i in ids])
+        return len(ids)
+
+
 # ------------------------------------------------------------------ the accounting writer
 
 
@@ -624,6 +720,13 @@ class AccountingWriter:
             sqlalchemy.exc.OperationalError, OSError: not stored (or not known to be).
         """
         if self.path is None:
+            if self.db.dialect == "postgresql":
+                async with self.db.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    pg = raw.driver_connection  # asyncpg's, below SQLAlchemy's adapter
+                    assert pg is not None
+                    async with pg.transaction():
+                        return await self.store.apply_batch_io(_PgBatchIO(pg), items)
             async with self.db.begin() as conn:
                 return await self.store.apply_batch(conn, items)
         self._start()

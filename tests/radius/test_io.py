@@ -16,7 +16,8 @@ from pyrad.packet import CoAPacket
 
 from controller.config import CommunePortalSettings, Settings
 from controller.outbox import pending
-from controller.storage import Database
+from controller.registry import Commune, Registry
+from controller.storage import Database, open_database
 from controller.storage.schema import (
     portal_legal_texts,
     radius_dynauth,
@@ -25,6 +26,7 @@ from controller.storage.schema import (
 )
 from radius import AccessPolicy, DynAuthClient, NasRegistry, build_server
 from radius._store import AccountingWriter
+from tests.conftest import empty_database_url
 from tests.radius.conftest import NAS_ID, SECRET, Running, radclient
 
 INSEE = "46201"  # the commune of NAS_ID
@@ -582,3 +584,61 @@ async def test_async_engine_writer_stores_and_answers_only_after_commit(
         ("02:00:00:00:00:01", True),
         ("02:00:00:00:00:02", False),
     ]
+
+
+@pytest.mark.postgres
+async def test_postgres_writer_stores_and_answers_only_after_commit(
+    request: pytest.FixtureRequest, tmp_path: Path, radius_settings: Settings
+) -> None:
+    """On a real PostgreSQL (the writer's own asyncpg statements, one transaction per
+    batch): Start, Interim with gigawords and Stop stored and answered through radclient;
+    while the table the write needs is missing nothing is answered, the failure counts as
+    a storage error, and radclient's retransmission after the repair is stored once."""
+    url = await empty_database_url(request, tmp_path, "postgres")
+    settings = radius_settings.model_copy(
+        update={"database": radius_settings.database.model_copy(update={"url": url})}
+    )
+    db = await open_database(url)
+    reg = Registry(db, "test-master-key-0123456789")
+    await reg.add_communes([Commune(INSEE, "Rocamadour", 1.6, 44.8)])
+    await reg.add_access_point(NAS_ID, INSEE, "Rocamadour — CoovaChilli")
+    await NasRegistry(db).add(NAS_ID, "127.0.0.1", SECRET)
+
+    async def alter(statement: str, after: float = 0.0) -> None:
+        await asyncio.sleep(after)
+        async with db.begin() as conn:
+            await conn.execute(sa.text(statement))
+
+    try:
+        server = await build_server(settings, db)
+        assert not server.writer.threaded
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(server.run("127.0.0.1", 0, 0), name="radius-postgres")
+            await server.ready.wait()
+            port = server.addresses["acct"][1]
+            for pkt in (
+                _acct("Start", "p1"),
+                _acct("Interim-Update", "p1", Acct_Input_Octets=5, Acct_Input_Gigawords=1),
+                _acct("Stop", "p1", Acct_Input_Octets=9, Acct_Input_Gigawords=1),
+            ):
+                res = await radclient(port, "acct", pkt)
+                assert "Received Accounting-Response" in res.out, res.out
+            await alter("ALTER TABLE radius_sessions RENAME TO radius_sessions_away")
+            tg.create_task(
+                alter("ALTER TABLE radius_sessions_away RENAME TO radius_sessions", after=1.5)
+            )
+            res = await radclient(
+                port, "acct", _acct("Start", "p2", "02-00-00-00-00-02"), retries=6, wait_s=0.7
+            )
+            task.cancel()
+        assert "Received Accounting-Response" in res.out, res.out
+        assert res.out.count("Sent Accounting-Request") >= 2, res.out
+        assert server.counters["storage_errors"] >= 1
+        assert server.counters["handler_crashed"] == 0
+        rows = await _sessions(db)
+        assert [(r.mac, r.up_bytes, r.stopped_at is not None) for r in rows] == [
+            ("02:00:00:00:00:01", 2**32 + 9, True),
+            ("02:00:00:00:00:02", 0, False),
+        ]
+    finally:
+        await db.aclose()

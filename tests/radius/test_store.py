@@ -336,3 +336,32 @@ async def test_writer_thread_and_async_engine_store_the_same(tmp_path: Path, see
     assert {"opened", "updated", "stopped", "duplicate", "already-stopped", "closed"} <= seen
     cause = list(sessions.c.keys()).index("terminate_cause")
     assert {"new-session", "nas-reboot"} <= {s[cause] for s in sessions_} and events_
+
+
+@pytest.mark.postgres
+async def test_postgres_batch_statements_store_what_sqlalchemy_stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """On PostgreSQL the writer's own statements (asyncpg, arrays, executemany, ids taken
+    from the sequence) leave the same sessions, ids and events as the SQLAlchemy path."""
+    results = []
+    for raw in (False, True):
+        db = await open_database(await empty_database_url(request, tmp_path, "postgres"))
+        reg = Registry(db, "master-key-for-tests")
+        await reg.add_communes([Commune("46201", "Rocamadour", 1.6, 44.8)])
+        for nas in (NAS, OTHER):
+            await reg.add_access_point(nas.nas_id, "46201", nas.nas_id)
+        store = AccountingStore(SessionLedger(SessionSettings()))
+        writer = AccountingWriter(db, store)
+        assert not writer.threaded
+        outcomes = []
+        for batch in _random_stream(4, 400):
+            if raw:
+                outcomes.append(await writer.write(batch))
+            else:
+                async with db.begin() as conn:
+                    outcomes.append(await store.apply_batch(conn, batch))
+        results.append((outcomes, await _state(db)))
+        await db.aclose()
+    assert results[0] == results[1]
+    assert {o.split(":")[0] for batch in results[0][0] for o in batch} >= {"opened", "closed"}
