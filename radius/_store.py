@@ -250,6 +250,27 @@ class _SqlBatchIO:
         return await self.ledger.close_sessions(self.conn, sessions.c.ap_id == nas_id, at, cause)
 
 
+def _key_rows(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """``radius_sessions`` rows as the fixed INSERT statements take them."""
+    return [(r["nas_id"], r["acct_session_id"], r["session_id"], r["user_name"]) for r in rows]
+
+
+def _change_rows(changes: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Session changes as the fixed UPDATE statements take them (the id last)."""
+    return [
+        (
+            c["up_bytes"],
+            c["down_bytes"],
+            c["updated_at"],
+            c["ip"],
+            c["stopped_at"],
+            c["terminate_cause"],
+            c["id"],
+        )
+        for c in changes
+    ]
+
+
 class _SqliteBatchIO:
     """:class:`BatchIO` over a ``sqlite3`` connection, for the accounting writer thread.
 
@@ -306,29 +327,12 @@ class _SqliteBatchIO:
         return ids
 
     async def insert_keys(self, rows: list[dict[str, Any]]) -> None:
-        self.conn.executemany(
-            self.INSERT_KEY,
-            [(r["nas_id"], r["acct_session_id"], r["session_id"], r["user_name"]) for r in rows],
-        )
+        self.conn.executemany(self.INSERT_KEY, _key_rows(rows))
 
     async def write_changes(
         self, changes: list[dict[str, Any]], events: list[tuple[int, EventKind, float]]
     ) -> None:
-        self.conn.executemany(
-            self.UPDATE,
-            [
-                (
-                    c["up_bytes"],
-                    c["down_bytes"],
-                    c["updated_at"],
-                    c["ip"],
-                    c["stopped_at"],
-                    c["terminate_cause"],
-                    c["id"],
-                )
-                for c in changes
-            ],
-        )
+        self.conn.executemany(self.UPDATE, _change_rows(changes))
         self.conn.executemany(self.EVENT, events)
 
     async def close_nas(self, nas_id: str, at: float, cause: str) -> int:
@@ -566,30 +570,13 @@ class _PgBatchIO:
         return ids
 
     async def insert_keys(self, rows: list[dict[str, Any]]) -> None:
-        await self.conn.executemany(
-            self.INSERT_KEY,
-            [(r["nas_id"], r["acct_session_id"], r["session_id"], r["user_name"]) for r in rows],
-        )
+        await self.conn.executemany(self.INSERT_KEY, _key_rows(rows))
 
     async def write_changes(
         self, changes: list[dict[str, Any]], events: list[tuple[int, EventKind, float]]
     ) -> None:
         if changes:
-            await self.conn.executemany(
-                self.UPDATE,
-                [
-                    (
-                        c["up_bytes"],
-                        c["down_bytes"],
-                        c["updated_at"],
-                        c["ip"],
-                        c["stopped_at"],
-                        c["terminate_cause"],
-                        c["id"],
-                    )
-                    for c in changes
-                ],
-            )
+            await self.conn.executemany(self.UPDATE, _change_rows(changes))
         if events:
             await self.conn.executemany(self.EVENT, events)
 
