@@ -86,7 +86,7 @@ def test_every_message_the_agent_emits_validates(tmp_path: Path) -> None:
     gw = SimulatedGateway()
     clock = [NOW]
     agent, link = make_agent(gw, clock, tmp_path)
-    agent._on_connect(agent.link)  # type: ignore[arg-type]
+    agent._on_connect(agent.link)
     gw.arrive("02:00:00:00:00:01", "10.46.1.100")
     gw.arrive("02:00:00:00:00:02", "10.46.1.101")
     agent.poll()
@@ -102,10 +102,10 @@ def test_every_message_the_agent_emits_validates(tmp_path: Path) -> None:
     settings = ApplyConfigArgs(version=1, walled_garden=["10.46.0.2"], walled_garden_ports=[443])
     agent.handle_command(command(id="c4", cmd="apply_config", args=dataclasses.asdict(settings)))
     # A reconnection: the status then carries the applied version.
-    agent._on_connect(agent.link)  # type: ignore[arg-type]
+    agent._on_connect(agent.link)
     agent.poll()
     agent.pump()
-    will_topic, will_payload, _qos, will_retain = agent.link_will  # set below
+    will_topic, will_payload, _qos, will_retain = _WILLS[-1]  # kept by _expose_will
     kinds = set()
     for name, payload, _retain in [*link.published, (will_topic, will_payload, will_retain)]:
         kind, msg = decode(name, payload, keys)
@@ -120,19 +120,20 @@ def test_every_message_the_agent_emits_validates(tmp_path: Path) -> None:
     assert status[-1].config_version == 1  # type: ignore[union-attr]
 
 
+# The Wills agents handed to their MQTT link (``_expose_will``), latest last.
+_WILLS: list[tuple[str, bytes, int, bool]] = []
+
+
 @pytest.fixture(autouse=True)
 def _expose_will(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the Will the agent hands to its MQTT link, for the test above."""
-    import agents.agent as mod
+    from agents._mqtt_io import MqttLink
 
-    real = mod.MqttLink
+    def capture(*args: Any, **kw: Any) -> MqttLink:
+        _WILLS.append(kw["will"])
+        return MqttLink(*args, **kw)
 
-    def capture(*args: Any, **kw: Any) -> Any:
-        link = real(*args, **kw)
-        Agent.link_will = kw["will"]  # type: ignore[attr-defined]
-        return link
-
-    monkeypatch.setattr(mod, "MqttLink", capture)
+    monkeypatch.setattr("agents.agent.MqttLink", capture)
 
 
 macs = st.from_regex(r"\A[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
