@@ -78,6 +78,7 @@ from dashboards._core import (
 from dashboards._health import DAY, health_rows
 from dashboards._legal import LegalPages
 from dashboards._map import MapMarker, Territory, load_territory, render_map
+from dashboards._report_mail import ReportMailer
 from dashboards._usage import (
     DAY_FIELDS,
     DayDigest,
@@ -95,7 +96,6 @@ from dashboards.assets import Bundle, load_bundle
 from dashboards.models import FleetResponse, SessionsResponse
 from dashboards.reports import (
     ReportError,
-    ReportMailer,
     ReportScheduler,
     ReportStore,
     month_days,

@@ -17,9 +17,10 @@ from controller.service import Controller
 from controller.storage import Database
 from controller.storage.schema import dashboard_report_mails
 from dashboards._auth import Role, hash_password
+from dashboards._report_mail import masked_address
 from dashboards.accounts import AccountStore
 from dashboards.app import REPORTS, create_app
-from dashboards.reports import ReportStore, Subscriber, masked_address
+from dashboards.reports import ReportStore, Subscriber
 from tests.captive_portal.test_email import Inbox, smtp_server
 from tests.dashboards.test_app import (
     INSEE,
