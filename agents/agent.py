@@ -22,9 +22,7 @@ import json
 import logging
 import os
 import queue
-import shlex
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -56,7 +54,7 @@ from agents.contract import (
     seal,
     topic,
 )
-from agents.gateway import Gateway, GatewayError
+from agents.gateway import Gateway, GatewayError, run_restart
 
 if TYPE_CHECKING:  # scapy is optional: imported only when the sniffer is configured
     from agents._dhcp_sniff import DhcpSniffer
@@ -344,18 +342,10 @@ class Agent:
         self.counters["gateway_restarts"] += 1
         logger.warning("gateway daemon stuck (%d failed reads): running %r", self._gw_failures, cmd)
         try:
-            proc = subprocess.run(
-                shlex.split(cmd), capture_output=True, text=True, timeout=120, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            run_restart("gateway", cmd)
+        except GatewayError as exc:
             self.counters["gateway_restart_failed"] += 1
-            logger.error("gateway restart failed: %s", exc)
-            return
-        if proc.returncode != 0:
-            self.counters["gateway_restart_failed"] += 1
-            logger.error(
-                "gateway restart exited %d: %s", proc.returncode, proc.stderr.strip()[:200]
-            )
+            logger.error("%s", exc)
 
     def publish_acct(self) -> None:
         """Publish every authorised client's counters."""

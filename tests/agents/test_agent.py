@@ -235,6 +235,29 @@ def test_the_watchdog_restarts_a_stuck_gateway_once_and_says_so(tmp_path: Path) 
     assert agent.counters["gateway_restarts"] == 1  # cooldown: not again within 300 s
 
 
+@pytest.mark.parametrize("cmd", ["false", "/nonexistent/restart", "restart 'unbalanced"])
+def test_a_failed_gateway_restart_is_counted_and_the_agent_goes_on(
+    tmp_path: Path, cmd: str
+) -> None:
+    """A restart command that exits non-zero, cannot run or cannot be parsed is counted
+    as failed; the agent keeps polling."""
+    from agents.gateway import NdsctlGateway
+
+    cfg = AgentConfig(
+        ap_id=AP,
+        command_key=KEY,
+        state_dir=str(tmp_path / "state"),
+        gateway_restart_cmd=cmd,
+        watchdog_failures=1,
+        watchdog_cooldown_s=300,
+    )
+    agent = Agent(cfg, NdsctlGateway(str(tmp_path / "no-ndsctl")))
+    agent.poll()
+    agent.poll()
+    assert agent.counters["gateway_restarts"] == 1
+    assert agent.counters["gateway_restart_failed"] == 1
+
+
 def test_without_persisted_state_the_spool_lives_and_dies_with_the_run(tmp_path: Path) -> None:
     """persist_state=False (demo, tests): a private spool, removed at shutdown, nothing left."""
     cfg = AgentConfig(ap_id=AP, command_key=KEY, state_dir=str(tmp_path / "state"))
