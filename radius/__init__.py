@@ -98,5 +98,5 @@ async def build_server(settings: Settings, db: Database) -> RadiusServer:
         batch_max=r.batch_max,
         clients_loader=registry.clients,
         dynauth=DynAuthClient(db, timeout_s=r.coa_timeout_s, retries=r.coa_retries),
-        quota_octets=lambda insee: limits_at(settings, insee).radius_quota_mb * 1_000_000,
+        quota_of=lambda insee: limits_at(settings, insee).radius_quota_mb * 1_000_000,
     )

@@ -98,6 +98,8 @@ class RadiusServer:
         db: the state database.
         store: applies accounting records.
         policy: decides Access-Requests.
+        quota_of: the volume quota in octets of a session at a commune's hotspots, from
+            its INSEE code (0: none); None: no quota anywhere.
     """
 
     def __init__(
@@ -113,14 +115,13 @@ class RadiusServer:
         clients_loader: Callable[[], Awaitable[Mapping[str, Sequence[NasClient]]]] | None = None,
         reload_s: float = 30.0,
         dynauth: DynAuthClient | None = None,
-        quota_octets: int | Callable[[str], int] = 0,
+        quota_of: Callable[[str], int] | None = None,
     ) -> None:
         self.core = core
         self.clients_loader = clients_loader
         self.reload_s = reload_s
         self.dynauth = dynauth
-        # The volume quota of a session at a commune's hotspots (0: none), by INSEE code.
-        self._quota_of = quota_octets if callable(quota_octets) else lambda _insee: quota_octets
+        self._quota_of = quota_of or (lambda _insee: 0)
         self._quotas: dict[str, int] = {}
         # Sessions cut off for their quota, so that each Interim does not send another
         # Disconnect-Request; bounded (oldest forgotten first).

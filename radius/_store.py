@@ -642,11 +642,13 @@ class AccountingWriter:
     next batch is applied while the previous ones are being synced, and the event loop
     only hands records over and sends answers. The WAL is written in commit order and
     SQLite syncs it before every checkpoint, so a batch is as durable when it is answered
-    as with ``synchronous=FULL``. Elsewhere (PostgreSQL, in-memory SQLite, a database not
-    in WAL mode) each batch commits with the database's own durable commit.
+    as with ``synchronous=FULL``. Elsewhere each batch commits with the database's own
+    durable commit, in the event loop: on PostgreSQL through asyncpg's own statements
+    (:class:`_PgBatchIO`), on an in-memory SQLite or one not in WAL mode through
+    SQLAlchemy.
 
     Args:
-        threaded: None: the threads wherever they apply; False: the async engine.
+        threaded: None: the threads wherever they apply; False: never (in the event loop).
         batch_max: most records in one transaction.
     """
 
@@ -704,7 +706,8 @@ class AccountingWriter:
         other, in call order.
 
         Raises:
-            sqlalchemy.exc.OperationalError, OSError: not stored (or not known to be).
+            sqlalchemy.exc.OperationalError, sqlite3.OperationalError, asyncpg.PostgresError,
+            OSError: not stored (or not known to be).
         """
         if self.path is None:
             if self.db.dialect == "postgresql":
