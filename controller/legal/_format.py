@@ -79,8 +79,12 @@ class Leaf:
 def tag(index_key: bytes, kind: str, value: str) -> bytes:
     """The blind index tag of one searchable value: keyed BLAKE2b (RFC 7693 §2.9, a MAC
     in one pass, faster here than HMAC-SHA256's two)."""
-    msg = f"{kind}\x00{value.lower()}".encode()
-    return hashlib.blake2b(msg, key=index_key, digest_size=TAG_LEN).digest()
+    return hashlib.blake2b(_tagged(kind, value), key=index_key, digest_size=TAG_LEN).digest()
+
+
+def _tagged(kind: str, value: str) -> bytes:
+    """What a tag hashes: the kind, a zero byte and the value in lower case."""
+    return f"{kind}\x00{value.lower()}".encode()
 
 
 class Tagger:
@@ -100,7 +104,7 @@ class Tagger:
         self._memo: dict[bytes, bytes] = {}
 
     def __call__(self, kind: str, value: str) -> bytes:
-        msg = f"{kind}\x00{value.lower()}".encode()
+        msg = _tagged(kind, value)
         t = self._memo.get(msg)
         if t is None:
             h = self._base.copy()
