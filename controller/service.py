@@ -45,7 +45,7 @@ from controller.contract import Rejected, decode
 from controller.registry import Registry
 from controller.returning import ReturningDevices
 from controller.sessions import SessionLedger
-from controller.storage import Database
+from controller.storage import UNAVAILABLE, Database
 from controller.storage.schema import (
     access_points,
     commands,
@@ -211,7 +211,7 @@ class Controller:
             try:
                 await self.handle(item.topic, item.payload)
                 return
-            except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+            except UNAVAILABLE as exc:
                 # Disk full, database restarting...: keep the message (unacknowledged)
                 # and try again; the broker holds the rest meanwhile.
                 self.counters["storage_errors"] += 1
@@ -379,7 +379,7 @@ class Controller:
             await asyncio.sleep(STALE_SWEEP_S)
             try:
                 await self.sweep()
-            except (sa.exc.OperationalError, OSError) as exc:
+            except UNAVAILABLE as exc:
                 self.counters["storage_errors"] += 1
                 logger.error("stale sweep failed: %s", exc)
 

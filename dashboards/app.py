@@ -49,6 +49,7 @@ from pydantic import BaseModel
 from controller.registry import lot_communes
 from controller.service import Controller, mac_tag
 from controller.stats import Cell, StatsStore, StoreError, make_store
+from controller.storage import UNAVAILABLE
 from dashboards._auth import (
     ROLE_LABELS,
     Account,
@@ -283,7 +284,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     except web.HTTPException:
         raise
-    except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+    except UNAVAILABLE as exc:
         logger.error("dashboards cannot read the state database: %s", exc)
         return _error(request, 503, "base de données indisponible / database unavailable")
     except StoreError as exc:

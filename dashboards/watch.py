@@ -20,7 +20,7 @@ from typing import Final
 
 import sqlalchemy as sa
 
-from controller.storage import Database
+from controller.storage import UNAVAILABLE, Database
 from controller.storage.schema import access_points, dashboard_incidents
 from dashboards._health import Incident, Snapshot, Transition, transitions
 
@@ -184,6 +184,6 @@ class FleetWatcher:
         while True:
             try:
                 await self.refresh()
-            except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+            except UNAVAILABLE as exc:
                 logger.warning("fleet watcher cannot read the state database: %s", exc)
             await asyncio.sleep(self.interval_s)

@@ -29,7 +29,7 @@ from controller.legal.keys import MasterKey, MasterKeyProvider, load_signing_key
 from controller.legal.records import LegalRecord, from_session
 from controller.legal.retention import purge
 from controller.legal.store import LegalStore, day_of
-from controller.storage import Database
+from controller.storage import UNAVAILABLE, Database
 
 __all__ = ["CONSUMER", "LegalConsumer", "open_store", "provider_from"]
 
@@ -40,6 +40,8 @@ CONSUMER = "legal"
 _SEEN_MAX = 200_000
 # What an update must change to be written: the private IP or the NAT port block.
 _Addr = tuple[str, str | None, int | None, int | None]
+# The store or the state database away: a batch tried again later, never fatal.
+_RETRIED: tuple[type[Exception], ...] = (LegalError, *UNAVAILABLE)
 # Sealing and purging run this often: a day is purged at most an hour after it is due.
 MAINTENANCE_S = 3600.0
 
@@ -83,6 +85,7 @@ class LegalConsumer:
         self.settings = settings
         self.clock = clock
         self.written = 0
+        self.failures = 0  # batches retried
         self._last_id: int | None = None
         self._seen: collections.OrderedDict[str, _Addr] = collections.OrderedDict()
 
@@ -165,8 +168,10 @@ class LegalConsumer:
                         next_maintenance = time.monotonic() + MAINTENANCE_S
                     n = await self.step()
                     attempt = 0
-                except (LegalError, OSError) as exc:
+                except _RETRIED as exc:
+                    # The store or the state database is away: nothing moved, try again.
                     attempt += 1
+                    self.failures += 1
                     delay = random.uniform(0, min(30.0, 0.5 * 1.5**attempt))
                     logger.error("legal log: batch failed, retrying in %.1f s: %s", delay, exc)
                     await asyncio.sleep(delay)

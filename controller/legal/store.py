@@ -96,21 +96,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def complete_lines(data: bytes) -> list[bytes]:
+    """The newline-terminated lines of ``data``: an unterminated tail is a write a crash
+    cut short, never fsynced whole, so it never counted."""
+    return [ln for ln in data.split(b"\n")[:-1] if ln.strip()]
+
+
 def _append_line(path: Path, obj: dict[str, Any]) -> None:
-    with path.open("ab") as fh:
+    with path.open("a+b") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        if end and fh.seek(end - 1) >= 0 and fh.read(1) != b"\n":
+            # Drop the torn tail first, or the new line would be glued to it.
+            fh.seek(0)
+            fh.truncate(fh.read().rfind(b"\n") + 1)
         fh.write(_canonical(obj) + b"\n")
         fh.flush()
         os.fsync(fh.fileno())
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return []
-    out = []
-    for line in path.read_bytes().splitlines():
-        if line.strip():
-            out.append(json.loads(line))
-    return out
+    return [json.loads(line) for line in complete_lines(data)]
 
 
 @dataclass(frozen=True)

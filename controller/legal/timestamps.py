@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from controller.legal.errors import LegalError
-from controller.legal.store import LegalStore
+from controller.legal.store import LegalStore, complete_lines
 
 __all__ = [
     "build_request",
@@ -100,7 +100,7 @@ def head_digest(store: LegalStore, day: str) -> bytes | None:
     path = store.directory / day / "heads.jsonl"
     if not path.exists():
         return None
-    finals = [ln for ln in path.read_bytes().splitlines() if b'"final":true' in ln]
+    finals = [ln for ln in complete_lines(path.read_bytes()) if b'"final":true' in ln]
     return hashlib.sha256(finals[-1]).digest() if finals else None
 
 

@@ -17,7 +17,15 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["Database", "StorageError", "migrate", "open_database"]
+__all__ = ["UNAVAILABLE", "Database", "StorageError", "migrate", "open_database"]
+
+# What a running component meets while the database is briefly away (a locked SQLite
+# file, PostgreSQL restarting, a full disk): retried or answered 503, never fatal.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    OSError,
+)
 
 
 class StorageError(Exception):

@@ -15,7 +15,7 @@ from tests.e2e._stack import (
     online_agent,
     write_controller_config,
 )
-from tests.testbed import MosquittoBroker, wait_for
+from tests.testbed import MosquittoBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(
         processed_while_down = count(db, opened)
         assert processed_while_down < N
         controller.start()
-        wait_for(lambda: count(db, opened) >= N, timeout=60, message="all sessions")
+        controller.wait_for(lambda: count(db, opened) >= N, timeout=60, message="all sessions")
         time.sleep(1.0)  # any duplicate would land now
         assert count(db, opened) == N
         assert count(db, "SELECT count(DISTINCT mac) FROM sessions") == N

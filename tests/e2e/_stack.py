@@ -300,6 +300,21 @@ class ControllerProcess:
             message="controller connected to the broker",
         )
 
+    def wait_for(self, condition: Callable[[], Any], *, timeout: float, message: str) -> None:
+        """``testbed.wait_for``; when time runs out, the failure says whether the run still
+        lives and ends with its last log lines (what it was doing, or why it stopped)."""
+        try:
+            wait_for(condition, timeout=timeout, message=message)
+        except TimeoutError as exc:
+            code = self.proc.poll()
+            status = "still running" if code is None else f"exited with {code}"
+            with self.log.open("rb") as fh:
+                fh.seek(self._run_log_from)
+                tail = fh.read().decode(errors="replace").splitlines()[-40:]
+            raise AssertionError(
+                f"{exc}; the controller is {status}; its log ends with:\n" + "\n".join(tail)
+            ) from exc
+
     def kill(self) -> None:
         """SIGKILL the run, with its process group, if it still runs."""
         if self._proc is not None and self._proc.poll() is None:

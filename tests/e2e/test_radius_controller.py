@@ -16,7 +16,7 @@ from tests.e2e._stack import (
     count,
     write_controller_config,
 )
-from tests.testbed import MosquittoBroker, require, wait_for
+from tests.testbed import MosquittoBroker, require
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -68,7 +68,7 @@ def test_acknowledged_accounting_survives_kill_9(
         return "Received Access-Accept" in status
 
     with ControllerProcess(conf, tmp_path / "controller.log") as controller:
-        wait_for(radius_answers, timeout=30, message="RADIUS up")
+        controller.wait_for(radius_answers, timeout=30, message="RADIUS up")
         for i in range(20):
             out = radclient(
                 acct,
@@ -81,7 +81,7 @@ def test_acknowledged_accounting_survives_kill_9(
         open_q = "SELECT count(*) FROM sessions WHERE ap_id = ? AND stopped_at IS NULL"
         assert count(db, open_q, NAS) == 20
         controller.start()
-        wait_for(radius_answers, timeout=30, message="RADIUS up again")
+        controller.wait_for(radius_answers, timeout=30, message="RADIUS up again")
         out = radclient(acct, "acct", "Acct-Status-Type = Accounting-On\n")
         assert "Received Accounting-Response" in out, out
         assert count(db, "SELECT count(*) FROM sessions WHERE terminate_cause = 'nas-reboot'") == 20

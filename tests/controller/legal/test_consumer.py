@@ -32,7 +32,7 @@ from tests.e2e._stack import (
     online_agent,
     write_controller_config,
 )
-from tests.testbed import MosquittoBroker, wait_for
+from tests.testbed import MosquittoBroker
 
 T0 = 1_790_000_000.0
 AP = "ap-46201-01"
@@ -206,13 +206,14 @@ def test_kill_9_loses_no_legal_record_and_writes_none_twice(
         assert count(db, offset) < n
         controller.start()
         last = "SELECT max(id) FROM session_events"
-        wait_for(
-            lambda: (
-                count(db, "SELECT count(*) FROM sessions") >= n
-                and count(db, offset) >= count(db, last)
-            ),
+        sessions = "SELECT count(*) FROM sessions"
+        controller.wait_for(
+            lambda: count(db, sessions) >= n and count(db, offset) >= count(db, last),
             timeout=60,
-            message="every event in the legal log",
+            message=(
+                f"every event in the legal log ({count(db, sessions)} sessions, "
+                f"offset {count(db, offset)}, last event {count(db, last)} when the wait began)"
+            ),
         )
         agent.close()
         controller.stop()
@@ -316,3 +317,37 @@ async def test_the_nat_port_block_reaches_the_record_and_the_search(
     assert [(f.record.client_mac, f.record.private_ip) for f in hit] == [(MAC, "10.46.1.101")]
     miss = await asyncio.to_thread(search, store, Query("public", "192.0.2.1", T0, T0, port=27000))
     assert miss == []
+
+
+async def test_a_database_away_is_retried_not_fatal(controller: Controller, tmp_path: Path) -> None:
+    """The state database failing under the running consumer (locked file, PostgreSQL
+    restarting; injected) is counted and retried: the consumer keeps running and writes
+    every record once the database answers again."""
+    import sqlalchemy as sa
+
+    consumer, store = make(controller, tmp_path)
+    await visit(controller)
+    real_pending = outbox.pending
+    calls = 0
+
+    async def pending(*args: Any, **kwargs: Any) -> list[outbox.SessionEvent]:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise sa.exc.OperationalError("SELECT ...", {}, Exception("database is locked"))
+        return await real_pending(*args, **kwargs)
+
+    with (
+        mock.patch.object(outbox, "pending", pending),
+        mock.patch("controller.legal.consumer.random.uniform", return_value=0.01),
+    ):
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(consumer.run(), name="legal.consumer")
+            async with asyncio.timeout(30):
+                while consumer.written < 2:
+                    assert not task.done(), task
+                    await asyncio.sleep(0.02)
+            task.cancel()
+    assert consumer.failures == 2
+    found = await asyncio.to_thread(store.read, day_of(T0 + 200), range(10))
+    assert [f.record.event for f in found] == ["start", "stop"]

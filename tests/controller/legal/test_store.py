@@ -132,6 +132,27 @@ def test_a_torn_tail_is_dropped_and_last_event_is_kept(
     assert [f.record for f in again.read(DAY, [5])] == [record(5)]
 
 
+def test_a_torn_head_line_is_dropped(
+    tmp_path: Path, master: MasterKey, signing: Ed25519PrivateKey
+) -> None:
+    """A crash mid-way through a signed head leaves half a line: the store opens, appends,
+    seals the day and verifies; the torn half is gone from the file."""
+    store = LegalStore(tmp_path, master, signing, checkpoint_s=0)
+    fill(store, 5)
+    store.close()
+    heads = tmp_path / DAY / "heads.jsonl"
+    whole = heads.read_bytes()
+    heads.write_bytes(whole + whole.splitlines()[-1][:40])
+    again = LegalStore(tmp_path, master, signing, checkpoint_s=0)
+    assert again.last_event_id() == 5
+    again.append([(6, record(5))], T0 + 1)
+    again.seal(DAY)
+    assert again.verify(signing.public_key()) == []
+    lines = heads.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and all(ln.startswith(b"{") and ln.endswith(b"}") for ln in lines[:-1])
+    assert len(lines) - 1 == len(whole.splitlines()) + 2  # one checkpoint, one final head
+
+
 def test_blind_index_finds_records_in_open_and_sealed_days(store: LegalStore) -> None:
     """A lookup by MAC finds only the matching record numbers, before and after sealing."""
     fill(store, 20)
