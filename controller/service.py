@@ -22,7 +22,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agents._mqtt_io import backoff_delay
 from agents.contract import (
     VERSION,
     AckMsg,
@@ -45,7 +44,7 @@ from controller.contract import Rejected, decode
 from controller.registry import Registry
 from controller.returning import ReturningDevices
 from controller.sessions import SessionLedger
-from controller.storage import UNAVAILABLE, Database
+from controller.storage import UNAVAILABLE, Database, retry_while_unavailable
 from controller.storage.schema import (
     access_points,
     commands,
@@ -206,19 +205,14 @@ class Controller:
             self.bridge.ack(item)
 
     async def _handle_until_stored(self, item: Incoming) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self.handle(item.topic, item.payload)
-                return
-            except UNAVAILABLE as exc:
-                # Disk full, database restarting...: keep the message (unacknowledged)
-                # and try again; the broker holds the rest meanwhile.
-                self.counters["storage_errors"] += 1
-                delay = backoff_delay(attempt, 10.0)
-                attempt += 1
-                logger.error("cannot store a message (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
+        # Disk full, database restarting...: keep the message (unacknowledged) and try
+        # again; the broker holds the rest meanwhile.
+        await retry_while_unavailable(
+            lambda: self.handle(item.topic, item.payload),
+            what="store a message",
+            failed=lambda: self.counters.update(["storage_errors"]),
+            cap_s=10.0,
+        )
 
     # commands ----------------------------------------------------------------------
     async def prepare_command(

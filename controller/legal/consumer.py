@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agents._mqtt_io import backoff_delay
 from controller import outbox
 from controller.config import LegalSettings
 from controller.legal.errors import LegalError
@@ -172,7 +172,7 @@ class LegalConsumer:
                     # The store or the state database is away: nothing moved, try again.
                     attempt += 1
                     self.failures += 1
-                    delay = random.uniform(0, min(30.0, 0.5 * 1.5**attempt))
+                    delay = backoff_delay(attempt, 30.0)
                     logger.error("legal log: batch failed, retrying in %.1f s: %s", delay, exc)
                     await asyncio.sleep(delay)
                     continue

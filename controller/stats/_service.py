@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import multiprocessing
 import signal
@@ -36,7 +37,7 @@ from controller.stats._stores import (
     SqlStatsStore,
     StatsStore,
 )
-from controller.storage import Database
+from controller.storage import Database, retry_while_unavailable
 from controller.storage.schema import session_events, sessions, stats_days, stats_optout
 
 __all__ = [
@@ -207,6 +208,10 @@ class StatsService:
         self._optout_version: tuple[Any, ...] | None = None
         self._pipeline: Pipeline | None = None
         self._writer: BatchWriter | None = None
+        self.failures = 0  # reads or writes of the state database tried again
+
+    def _failed(self) -> None:
+        self.failures += 1
 
     @property
     def pipeline(self) -> Pipeline:
@@ -221,13 +226,17 @@ class StatsService:
         return self._writer
 
     async def run(self) -> None:
-        """Consume until cancelled (the writer runs beside, in the same TaskGroup)."""
+        """Consume until cancelled (the writer runs beside, in the same TaskGroup). While
+        the state database is away (a full disk, PostgreSQL restarting), a step is
+        counted in ``failures`` and tried again: the cursor only moves in memory."""
         try:
             async with asyncio.TaskGroup() as tg:
                 await self.start()
                 tg.create_task(self.writer.run(), name="stats.writer")
                 while True:
-                    await self.step()
+                    await retry_while_unavailable(
+                        self.step, what="follow the sessions (statistics)", failed=self._failed
+                    )
                     await asyncio.sleep(self.settings.poll_s)
         finally:
             if self._writer is not None:
@@ -316,7 +325,15 @@ class StatsService:
                 continue
             report = await asyncio.to_thread(self.pipeline.finalise, day)
             self.writer.submit(report.protected.published)
-            await record_day(self.db, report, self.settings.k, self.settings.epsilon)
+            # The day is final in memory and its cells are on their way: record it now,
+            # or a restart would publish it a second time (with other noise).
+            await retry_while_unavailable(
+                functools.partial(
+                    record_day, self.db, report, self.settings.k, self.settings.epsilon
+                ),
+                what=f"record the statistics of {day}",
+                failed=self._failed,
+            )
             logger.info(
                 "statistics: %s final: %d sessions, %d devices, %d cells, %d published "
                 "(%d suppressed, %d of them secondary)",

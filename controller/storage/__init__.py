@@ -3,6 +3,20 @@
 It must not hold the legal log (a store of its own) nor any statistics.
 """
 
-from controller.storage.db import UNAVAILABLE, Database, StorageError, migrate, open_database
+from controller.storage.db import (
+    UNAVAILABLE,
+    Database,
+    StorageError,
+    migrate,
+    open_database,
+    retry_while_unavailable,
+)
 
-__all__ = ["UNAVAILABLE", "Database", "StorageError", "migrate", "open_database"]
+__all__ = [
+    "UNAVAILABLE",
+    "Database",
+    "StorageError",
+    "migrate",
+    "open_database",
+    "retry_while_unavailable",
+]

@@ -7,9 +7,11 @@ SQLite (``sqlite+aiosqlite://``) is the embedded default: WAL journal, ``synchro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -17,7 +19,19 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["UNAVAILABLE", "Database", "StorageError", "migrate", "open_database"]
+from agents._mqtt_io import backoff_delay
+
+__all__ = [
+    "UNAVAILABLE",
+    "Database",
+    "StorageError",
+    "migrate",
+    "open_database",
+    "retry_while_unavailable",
+]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What a running component meets while the database is briefly away (a locked SQLite
 # file, PostgreSQL restarting, a full disk): retried or answered 503, never fatal.
@@ -26,6 +40,29 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     sa.exc.InterfaceError,
     OSError,
 )
+
+
+async def retry_while_unavailable(
+    op: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    failed: Callable[[], None] | None = None,
+    cap_s: float = 30.0,
+) -> T:
+    """Await ``op()`` until it does not fail with :data:`UNAVAILABLE`; each failure calls
+    ``failed`` (a counter), is logged as "cannot ``what``" and waits a jittered backoff of
+    at most ``cap_s`` seconds. Any other error propagates."""
+    attempt = 0
+    while True:
+        try:
+            return await op()
+        except UNAVAILABLE as exc:
+            if failed is not None:
+                failed()
+            delay = backoff_delay(attempt, cap_s)
+            attempt += 1
+            logger.error("cannot %s (%s); retrying in %.1f s", what, exc, delay)
+            await asyncio.sleep(delay)
 
 
 class StorageError(Exception):

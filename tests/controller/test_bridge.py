@@ -280,6 +280,47 @@ async def test_nothing_is_lost_across_a_broker_outage(
     assert run.agent.link.reconnects >= 1
 
 
+async def test_a_database_away_holds_the_message_unacknowledged(
+    ctl: Controller, agents: Callable[..., AgentRun], mosquitto: Any
+) -> None:
+    """While the state database fails (a full disk, injected), the message is neither
+    acknowledged nor dropped: it is counted, tried again, stored, and only then acked."""
+    from unittest import mock
+
+    assert ctl.bridge is not None
+    ap_id = await the_ap(ctl)
+    run = agents(ctl, ap_id, mosquitto)
+    await until(lambda: _state(ctl, ap_id, "online"), what="AP online")
+    real_handle, real_ack = ctl.handle, ctl.bridge.ack
+    seen: list[str] = []
+
+    async def handle(topic_name: str, payload: bytes, now: float | None = None) -> str:
+        if topic_name.endswith("/clients"):
+            if seen.count("failed") < 2:
+                seen.append("failed")
+                raise sa.exc.OperationalError("INSERT ...", {}, Exception("disk is full"))
+            seen.append(await real_handle(topic_name, payload, now))
+            return seen[-1]
+        return await real_handle(topic_name, payload, now)
+
+    def ack(item: Any) -> None:
+        if item.topic.endswith("/clients"):
+            seen.append("acked")
+        real_ack(item)
+
+    with (
+        mock.patch.object(ctl, "handle", handle),
+        mock.patch.object(ctl.bridge, "ack", ack),
+        mock.patch("controller.storage.db.backoff_delay", return_value=0.05),
+    ):
+        run.gateway.arrive(MAC, "10.46.1.8")
+        run.gateway.authorize(MAC, 60, 0, 0, 0, 0)
+        await until(lambda: session_rows(ctl), what="the session once the database is back")
+        await until(lambda: "acked" in seen, what="the acknowledgement")
+    assert seen[:4] == ["failed", "failed", "applied", "acked"]
+    assert ctl.counters["storage_errors"] == 2
+
+
 async def test_bad_input_over_the_broker_is_counted_and_harmless(
     ctl: Controller,
     agents: Callable[..., AgentRun],

@@ -263,3 +263,56 @@ async def test_simulated_days_apart_equal_those_computed_here() -> None:
     assert [r.protected.published for r in apart] == [r.protected.published for _, r in here]
     assert apart[0].protected.published and here[0][0].truth()["devices"] == apart[0].devices
     assert await asyncio.to_thread(simulated_reports_apart, SETTINGS, [], scale=1, seed=0) == []
+
+
+async def test_a_database_away_is_retried_and_the_day_recorded_once(db: Database) -> None:
+    """The state database failing under the running consumer (injected: twice while
+    reading events, once while recording the final day) is counted and retried; the day
+    is then recorded and its cells stored, and the consumer keeps running."""
+    from unittest import mock
+
+    from controller.stats import _service
+
+    for n in range(6):
+        await add_session(db, n, "46240", D0 + 36000 + n, D0 + 37000)
+    settings = SETTINGS.model_copy(update={"poll_s": 0.02})
+    service = StatsService(settings, db, SqlStatsStore(db), clock=Clock(D_END + 60))
+    away = sa.exc.OperationalError("SELECT ...", {}, Exception("database or disk is full"))
+    real_refresh, real_record = service._refresh_optout, _service.record_day
+    reads = records = 0
+
+    async def refresh() -> None:
+        nonlocal reads
+        reads += 1
+        if reads <= 2:
+            raise away
+        await real_refresh()
+
+    async def record(*args: Any) -> None:
+        nonlocal records
+        records += 1
+        if records == 1:
+            raise away
+        await real_record(*args)
+
+    with (
+        mock.patch.object(service, "_refresh_optout", refresh),
+        mock.patch.object(_service, "record_day", record),
+        mock.patch("controller.storage.db.backoff_delay", return_value=0.01),
+    ):
+        async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+            task = tg.create_task(service.run(), name="stats.consumer")
+            while True:
+                async with db.connect() as conn:
+                    if await outbox.offset(conn, CONSUMER) == 12:
+                        break
+                assert not task.done(), task
+                await asyncio.sleep(0.02)
+            await service.writer.drained()
+            task.cancel()
+    assert (service.failures, records) == (3, 2)
+    async with db.connect() as conn:
+        (row,) = (await conn.execute(sa.select(stats_days))).all()
+    assert row.day == DAY and row.devices == 6
+    assert [r.day for r in service.reports] == [DAY]
+    assert any(c.scope == "territory" for c in await SqlStatsStore(db).read_day(DAY))
