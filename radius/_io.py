@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from typing import cast
 
 import asyncpg
-import sqlalchemy as sa
 
-from controller.storage import Database
+from controller.storage import UNAVAILABLE, Database
 from controller.storage.schema import radius_dynauth
 from radius._codec import Attr, Code, decode, encode_int, sign_request, verify_reply
 from radius._core import (
@@ -52,12 +51,10 @@ logger = logging.getLogger(__name__)
 # drivers' errors too. A PostgreSQL error of a batch (a lost connection, a batch racing
 # another over one session) is a storage error: not answered, the NAS retransmits.
 _STORAGE_ERRORS = (
-    sa.exc.OperationalError,
-    sa.exc.InterfaceError,
+    *UNAVAILABLE,
     sqlite3.OperationalError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
-    OSError,
 )
 
 
