@@ -339,11 +339,13 @@ async def test_writer_thread_and_async_engine_store_the_same(tmp_path: Path, see
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("seed", [4, 5, 6])
 async def test_postgres_batch_statements_store_what_sqlalchemy_stores(
-    request: pytest.FixtureRequest, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path, seed: int
 ) -> None:
-    """On PostgreSQL the writer's own statements (asyncpg, arrays, executemany, ids taken
-    from the sequence) leave the same sessions, ids and events as the SQLAlchemy path."""
+    """On PostgreSQL the writer's own statements (asyncpg, arrays, a batch's writes in one
+    statement, ids taken from the sequence) leave the same sessions, ids and events (in
+    the same order) as the SQLAlchemy path."""
     results = []
     for raw in (False, True):
         db = await open_database(await empty_database_url(request, tmp_path, "postgres"))
@@ -355,7 +357,7 @@ async def test_postgres_batch_statements_store_what_sqlalchemy_stores(
         writer = AccountingWriter(db, store)
         assert not writer.threaded
         outcomes = []
-        for batch in _random_stream(4, 400):
+        for batch in _random_stream(seed, 400):
             if raw:
                 outcomes.append(await writer.write(batch))
             else:
