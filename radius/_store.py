@@ -181,13 +181,13 @@ class BatchIO(Protocol):
     implementations: SQLAlchemy on any database (:class:`_SqlBatchIO`), and the
     accounting writer thread's own SQLite connection (:class:`_SqliteBatchIO`)."""
 
-    async def load(self, nas_ids: list[str], acct_ids: list[str]) -> list[Any]:
-        """Sessions by (NAS, Acct-Session-Id): rows of ``_COLUMNS`` + nas_id,
-        acct_session_id (rows of other combinations of the two lists may come too)."""
+    async def load(self, keys: list[tuple[str, str]]) -> list[Any]:
+        """Sessions by (NAS, Acct-Session-Id) pairs: rows of ``_COLUMNS`` + nas_id,
+        acct_session_id (rows of other combinations of the pairs' parts may come too)."""
 
-    async def open_of(self, ap_ids: list[str], macs: list[str]) -> list[Any]:
-        """Open sessions of these devices on these NAS (rows of ``_COLUMNS``; other
-        combinations may come too)."""
+    async def open_of(self, devices: list[tuple[str, str]]) -> list[Any]:
+        """Open sessions of these (NAS, MAC) pairs (rows of ``_COLUMNS``; other
+        combinations of the pairs' parts may come too)."""
 
     async def insert_sessions(self, rows: list[dict[str, Any]]) -> list[int]:
         """Insert new gateway sessions (``SessionLedger.open_gateway_sessions``'s rows);
@@ -212,7 +212,8 @@ class _SqlBatchIO:
         self.conn = conn
         self.ledger = ledger
 
-    async def load(self, nas_ids: list[str], acct_ids: list[str]) -> list[Any]:
+    async def load(self, keys: list[tuple[str, str]]) -> list[Any]:
+        nas_ids, acct_ids = _parts(keys)
         result = await self.conn.execute(
             sa.select(*_COLUMNS, radius_sessions.c.nas_id, radius_sessions.c.acct_session_id)
             .join(radius_sessions, radius_sessions.c.session_id == sessions.c.id)
@@ -225,7 +226,8 @@ class _SqlBatchIO:
         )
         return list(result.all())
 
-    async def open_of(self, ap_ids: list[str], macs: list[str]) -> list[Any]:
+    async def open_of(self, devices: list[tuple[str, str]]) -> list[Any]:
+        ap_ids, macs = _parts(devices)
         result = await self.conn.execute(
             sa.select(*_COLUMNS).where(
                 sessions.c.ap_id.in_(ap_ids),
@@ -312,10 +314,12 @@ class _SqliteBatchIO:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    async def load(self, nas_ids: list[str], acct_ids: list[str]) -> list[Any]:
+    async def load(self, keys: list[tuple[str, str]]) -> list[Any]:
+        nas_ids, acct_ids = _parts(keys)
         return self.conn.execute(self.LOAD, (json.dumps(nas_ids), json.dumps(acct_ids))).fetchall()
 
-    async def open_of(self, ap_ids: list[str], macs: list[str]) -> list[Any]:
+    async def open_of(self, devices: list[tuple[str, str]]) -> list[Any]:
+        ap_ids, macs = _parts(devices)
         return self.conn.execute(self.OPEN_OF, (json.dumps(ap_ids), json.dumps(macs))).fetchall()
 
     async def insert_sessions(self, rows: list[dict[str, Any]]) -> list[int]:
@@ -387,7 +391,7 @@ class AccountingStore:
         if not items:
             return []
         keys = {(nas.nas_id, rec.session_id) for nas, rec in items}
-        rows = await io.load(sorted({k[0] for k in keys}), sorted({k[1] for k in keys}))
+        rows = await io.load(sorted(keys))
         by_id: dict[int, _S] = {}
         by_key: dict[tuple[str, str], _S] = {}
         for r in rows:
@@ -401,7 +405,7 @@ class AccountingStore:
             if rec.mac and (nas.nas_id, rec.session_id) not in by_key
         }
         if macs:
-            for r in await io.open_of(sorted({m[0] for m in macs}), sorted({m[1] for m in macs})):
+            for r in await io.open_of(sorted(macs)):
                 if (r[1], r[2]) in macs:
                     by_id.setdefault(r[0], _from_row(r))
         open_by_mac: dict[tuple[str, str], list[_S]] = {}
@@ -523,14 +527,18 @@ class _PgBatchIO:
     """
 
     _SESSION = ", ".join(f"s.{c.name}" for c in _COLUMNS)
+    # Exact pairs joined on the indexes: with two ``= ANY`` lists, the generic plan of
+    # the prepared statement scanned the whole table (1.5 ms at 4,000 sessions, growing).
     LOAD = (
-        f"SELECT {_SESSION}, r.nas_id, r.acct_session_id FROM radius_sessions AS r"
+        f"SELECT {_SESSION}, r.nas_id, r.acct_session_id"
+        " FROM unnest($1::text[], $2::text[]) AS k(nas_id, acct_session_id)"
+        " JOIN radius_sessions AS r"
+        " ON r.nas_id = k.nas_id AND r.acct_session_id = k.acct_session_id"
         " JOIN sessions AS s ON s.id = r.session_id"
-        " WHERE r.nas_id = ANY($1::text[]) AND r.acct_session_id = ANY($2::text[])"
     )
     OPEN_OF = (
-        f"SELECT {_SESSION} FROM sessions AS s WHERE s.ap_id = ANY($1::text[])"
-        " AND s.mac = ANY($2::text[]) AND s.stopped_at IS NULL"
+        f"SELECT {_SESSION} FROM unnest($1::text[], $2::text[]) AS d(ap_id, mac)"
+        " JOIN sessions AS s ON s.ap_id = d.ap_id AND s.mac = d.mac AND s.stopped_at IS NULL"
     )
     IDS = "SELECT nextval(pg_get_serial_sequence('sessions', 'id')) FROM generate_series(1, $1)"
     WRITE = (
@@ -568,11 +576,11 @@ class _PgBatchIO:
         self._new: list[tuple[int, dict[str, Any]]] = []  # (id, row) not yet sent
         self._keys: list[tuple[Any, ...]] = []
 
-    async def load(self, nas_ids: list[str], acct_ids: list[str]) -> list[Any]:
-        return list(await self.conn.fetch(self.LOAD, nas_ids, acct_ids))
+    async def load(self, keys: list[tuple[str, str]]) -> list[Any]:
+        return list(await self.conn.fetch(self.LOAD, *_columns(keys, 2)))
 
-    async def open_of(self, ap_ids: list[str], macs: list[str]) -> list[Any]:
-        return list(await self.conn.fetch(self.OPEN_OF, ap_ids, macs))
+    async def open_of(self, devices: list[tuple[str, str]]) -> list[Any]:
+        return list(await self.conn.fetch(self.OPEN_OF, *_columns(devices, 2)))
 
     async def insert_sessions(self, rows: list[dict[str, Any]]) -> list[int]:
         if not rows:
@@ -615,6 +623,11 @@ class _PgBatchIO:
 
     async def close_nas(self, nas_id: str, at: float, cause: str) -> int:
         return len(await self.conn.fetch(self.CLOSE, nas_id, at, cause))
+
+
+def _parts(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The distinct first and second members of ``pairs``, sorted (two IN lists)."""
+    return sorted({a for a, _ in pairs}), sorted({b for _, b in pairs})
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
