@@ -21,14 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from agents._mqtt_io import backoff_delay
 
-__all__ = [
-    "UNAVAILABLE",
-    "Database",
-    "StorageError",
-    "migrate",
-    "open_database",
-    "retry_while_unavailable",
-]
+# The package (controller/storage/__init__.py) says what is public.
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
