@@ -300,9 +300,17 @@ class ControllerProcess:
             message="controller connected to the broker",
         )
 
-    def wait_for(self, condition: Callable[[], Any], *, timeout: float, message: str) -> None:
-        """``testbed.wait_for``; when time runs out, the failure says whether the run still
-        lives and ends with its last log lines (what it was doing, or why it stopped)."""
+    def wait_for(
+        self,
+        condition: Callable[[], Any],
+        *,
+        timeout: float,
+        message: str,
+        state: Callable[[], str] | None = None,
+    ) -> None:
+        """``testbed.wait_for``; when time runs out, the failure gives ``state()`` (what
+        was awaited, as it stands), whether the run still lives, and its last log lines
+        (what it was doing, or why it stopped)."""
         try:
             wait_for(condition, timeout=timeout, message=message)
         except TimeoutError as exc:
@@ -311,8 +319,9 @@ class ControllerProcess:
             with self.log.open("rb") as fh:
                 fh.seek(self._run_log_from)
                 tail = fh.read().decode(errors="replace").splitlines()[-40:]
+            now = f" ({state()})" if state is not None else ""
             raise AssertionError(
-                f"{exc}; the controller is {status}; its log ends with:\n" + "\n".join(tail)
+                f"{exc}{now}; the controller is {status}; its log ends with:\n" + "\n".join(tail)
             ) from exc
 
     def kill(self) -> None:

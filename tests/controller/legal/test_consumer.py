@@ -210,9 +210,10 @@ def test_kill_9_loses_no_legal_record_and_writes_none_twice(
         controller.wait_for(
             lambda: count(db, sessions) >= n and count(db, offset) >= count(db, last),
             timeout=60,
-            message=(
-                f"every event in the legal log ({count(db, sessions)} sessions, "
-                f"offset {count(db, offset)}, last event {count(db, last)} when the wait began)"
+            message="every event in the legal log",
+            state=lambda: (
+                f"{count(db, sessions)} sessions of {n}, legal offset {count(db, offset)}, "
+                f"last event {count(db, last)}"
             ),
         )
         agent.close()
