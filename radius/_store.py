@@ -514,16 +514,10 @@ class AccountingStore:
 
 class _PgBatchIO:
     """:class:`BatchIO` over the asyncpg connection under a pooled SQLAlchemy connection,
-    for PostgreSQL: fixed statements that asyncpg prepares once per connection, and
-    arrays (``= ANY($1)``, ``unnest``) instead of one parameter or one statement per row.
-
-    The writes of a batch go as one statement (data-modifying CTEs): ``insert_sessions``
-    only draws the ids from the sequence (so that they follow the order of the rows; a
-    multi-row ``RETURNING`` promises no order) and ``insert_keys`` only keeps its rows;
-    ``write_changes`` sends them with the changes and the events. Every CTE sees the
-    table as it was before the statement, so a session opened in the batch is inserted
-    with its final state and left out of the UPDATE. Events are inserted in their order
-    (``WITH ORDINALITY``, ordered before the ids are drawn): the outbox keeps it.
+    for PostgreSQL: fixed statements that asyncpg prepares once per connection, arrays
+    (``unnest``) instead of one parameter per value, and ``executemany`` (one round trip)
+    for the writes. Session ids are taken from their sequence first, so that they follow
+    the order of the rows (a multi-row ``RETURNING`` promises no order).
     """
 
     _SESSION = ", ".join(f"s.{c.name}" for c in _COLUMNS)
@@ -541,88 +535,64 @@ class _PgBatchIO:
         " JOIN sessions AS s ON s.ap_id = d.ap_id AND s.mac = d.mac AND s.stopped_at IS NULL"
     )
     IDS = "SELECT nextval(pg_get_serial_sequence('sessions', 'id')) FROM generate_series(1, $1)"
-    WRITE = (
-        "WITH new AS (INSERT INTO sessions (id, ap_id, insee, mac, ip, auth_method, auth_ref,"
-        " started_at, gw_session_start, updated_at, up_bytes, down_bytes, stopped_at,"
-        " terminate_cause)"
-        " SELECT id, ap_id, insee, mac, ip, auth_method, auth_ref, started_at, started_at,"
-        " updated_at, up_bytes, down_bytes, stopped_at, terminate_cause"
-        " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        " $6::text[], $7::text[], $8::float8[], $9::float8[], $10::bigint[], $11::bigint[],"
-        " $12::float8[], $13::text[]) AS t(id, ap_id, insee, mac, ip, auth_method, auth_ref,"
-        " started_at, updated_at, up_bytes, down_bytes, stopped_at, terminate_cause)),"
-        " keys AS (INSERT INTO radius_sessions (nas_id, acct_session_id, session_id, user_name)"
-        " SELECT * FROM unnest($14::text[], $15::text[], $16::bigint[], $17::text[])),"
-        " changed AS (UPDATE sessions AS s SET up_bytes = c.up, down_bytes = c.down,"
-        " updated_at = c.updated_at, ip = c.ip, stopped_at = c.stopped_at,"
-        " terminate_cause = c.cause"
-        " FROM unnest($18::bigint[], $19::bigint[], $20::float8[], $21::text[],"
-        " $22::float8[], $23::text[], $24::bigint[])"
-        " AS c(up, down, updated_at, ip, stopped_at, cause, id) WHERE s.id = c.id)"
-        " INSERT INTO session_events (session_id, kind, at)"
-        " SELECT e.session_id, e.kind, e.at FROM (SELECT * FROM unnest($25::bigint[],"
-        " $26::text[], $27::float8[]) WITH ORDINALITY AS u(session_id, kind, at, n)"
-        " ORDER BY n) AS e"
+    INSERT_SESSION = (
+        "INSERT INTO sessions (id, ap_id, insee, mac, ip, auth_method, auth_ref, started_at,"
+        " gw_session_start, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)"
     )
+    INSERT_KEY = (
+        "INSERT INTO radius_sessions (nas_id, acct_session_id, session_id, user_name)"
+        " VALUES ($1, $2, $3, $4)"
+    )
+    UPDATE = (
+        "UPDATE sessions SET up_bytes = $1, down_bytes = $2, updated_at = $3, ip = $4,"
+        " stopped_at = $5, terminate_cause = $6 WHERE id = $7"
+    )
+    EVENT = "INSERT INTO session_events (session_id, kind, at) VALUES ($1, $2, $3)"
     CLOSE = (
-        "WITH closed AS (UPDATE sessions SET stopped_at = $2, terminate_cause = $3"
-        " WHERE ap_id = $1 AND stopped_at IS NULL RETURNING id)"
-        " INSERT INTO session_events (session_id, kind, at)"
-        " SELECT e.id, 'stop', $2 FROM (SELECT id FROM closed ORDER BY id) AS e RETURNING 1"
+        "UPDATE sessions SET stopped_at = $2, terminate_cause = $3"
+        " WHERE ap_id = $1 AND stopped_at IS NULL RETURNING id"
     )
+
+    _NEW = ("ap_id", "insee", "mac", "ip", "auth_method", "auth_ref")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn  # an asyncpg connection, inside a transaction
-        self._new: list[tuple[int, dict[str, Any]]] = []  # (id, row) not yet sent
-        self._keys: list[tuple[Any, ...]] = []
 
     async def load(self, keys: list[tuple[str, str]]) -> list[Any]:
-        return list(await self.conn.fetch(self.LOAD, *_columns(keys, 2)))
+        return list(await self.conn.fetch(self.LOAD, *_columns(keys)))
 
     async def open_of(self, devices: list[tuple[str, str]]) -> list[Any]:
-        return list(await self.conn.fetch(self.OPEN_OF, *_columns(devices, 2)))
+        return list(await self.conn.fetch(self.OPEN_OF, *_columns(devices)))
 
     async def insert_sessions(self, rows: list[dict[str, Any]]) -> list[int]:
         if not rows:
             return []
         ids = sorted(r[0] for r in await self.conn.fetch(self.IDS, len(rows)))
-        self._new = list(zip(ids, rows, strict=True))
+        await self.conn.executemany(
+            self.INSERT_SESSION,
+            [
+                (i, *(r[k] for k in self._NEW), r["started_at"])
+                for i, r in zip(ids, rows, strict=True)
+            ],
+        )
         return ids
 
     async def insert_keys(self, rows: list[dict[str, Any]]) -> None:
-        self._keys = _key_rows(rows)
+        await self.conn.executemany(self.INSERT_KEY, _key_rows(rows))
 
     async def write_changes(
         self, changes: list[dict[str, Any]], events: list[tuple[int, EventKind, float]]
     ) -> None:
-        final = {c["id"]: c for c in changes}
-        new = []
-        for i, r in self._new:
-            c = final.pop(i, None)
-            if c is None:  # opened, nothing since
-                ip, updated, up, down, stopped, cause = r["ip"], r["started_at"], 0, 0, None, None
-            else:
-                ip, updated, up, down = c["ip"], c["updated_at"], c["up_bytes"], c["down_bytes"]
-                stopped, cause = c["stopped_at"], c["terminate_cause"]
-            new.append(
-                (
-                    *(i, r["ap_id"], r["insee"], r["mac"], ip, r["auth_method"], r["auth_ref"]),
-                    *(r["started_at"], updated, up, down, stopped, cause),
-                )
-            )
-        keys, self._new, self._keys = self._keys, [], []
-        if not (new or keys or final or events):
-            return
-        await self.conn.execute(
-            self.WRITE,
-            *_columns(new, 13),
-            *_columns(keys, 4),
-            *_columns(_change_rows(list(final.values())), 7),
-            *_columns(events, 3),
-        )
+        if changes:
+            await self.conn.executemany(self.UPDATE, _change_rows(changes))
+        if events:
+            await self.conn.executemany(self.EVENT, events)
 
     async def close_nas(self, nas_id: str, at: float, cause: str) -> int:
-        return len(await self.conn.fetch(self.CLOSE, nas_id, at, cause))
+        ids = sorted(r[0] for r in await self.conn.fetch(self.CLOSE, nas_id, at, cause))
+        if ids:
+            await self.conn.executemany(self.EVENT, [(i, "stop", at) for i in ids])
+        return len(ids)
 
 
 def _parts(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
@@ -630,9 +600,9 @@ def _parts(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
     return sorted({a for a, _ in pairs}), sorted({b for _, b in pairs})
 
 
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows as ``width`` column lists (arrays for ``unnest``)."""
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+def _columns(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """``pairs`` as two parallel lists (arrays for ``unnest``)."""
+    return [a for a, _ in pairs], [b for _, b in pairs]
 
 
 # ------------------------------------------------------------------ the accounting writer

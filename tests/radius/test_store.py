@@ -343,9 +343,9 @@ async def test_writer_thread_and_async_engine_store_the_same(tmp_path: Path, see
 async def test_postgres_batch_statements_store_what_sqlalchemy_stores(
     request: pytest.FixtureRequest, tmp_path: Path, seed: int
 ) -> None:
-    """On PostgreSQL the writer's own statements (asyncpg, arrays, a batch's writes in one
-    statement, ids taken from the sequence) leave the same sessions, ids and events (in
-    the same order) as the SQLAlchemy path."""
+    """On PostgreSQL the writer's own statements (asyncpg, arrays, executemany, ids taken
+    from the sequence) leave the same sessions, ids and events (in the same order) as the
+    SQLAlchemy path."""
     results = []
     for raw in (False, True):
         db = await open_database(await empty_database_url(request, tmp_path, "postgres"))
