@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents._mqtt_io import backoff_delay
 from controller import outbox
 from controller.config import LegalSettings
 from controller.legal.errors import LegalError
@@ -29,7 +28,7 @@ from controller.legal.keys import MasterKey, MasterKeyProvider, load_signing_key
 from controller.legal.records import LegalRecord, from_session
 from controller.legal.retention import purge
 from controller.legal.store import LegalStore, day_of
-from controller.storage import UNAVAILABLE, Database
+from controller.storage import UNAVAILABLE, Database, retry_while_unavailable
 
 __all__ = ["CONSUMER", "LegalConsumer", "open_store", "provider_from"]
 
@@ -88,6 +87,9 @@ class LegalConsumer:
         self.failures = 0  # batches retried
         self._last_id: int | None = None
         self._seen: collections.OrderedDict[str, _Addr] = collections.OrderedDict()
+
+    def _failed(self) -> None:
+        self.failures += 1
 
     def _wanted(self, kind: str, rec: LegalRecord, batch: dict[str, _Addr | None]) -> bool:
         """Whether to write this event; what it changes goes to ``batch`` and reaches
@@ -156,26 +158,23 @@ class LegalConsumer:
         return statements
 
     async def run(self) -> None:
-        """Consume forever, sealing and purging every hour; a failing batch is retried
-        with jittered backoff."""
-        attempt = 0
+        """Consume forever, sealing and purging every hour; a failing batch (the store or
+        the state database away: nothing moved) is counted and retried with jittered
+        backoff."""
         next_maintenance = 0.0
+
+        async def batch() -> int:
+            nonlocal next_maintenance
+            if time.monotonic() >= next_maintenance:
+                await self.maintain()
+                next_maintenance = time.monotonic() + MAINTENANCE_S
+            return await self.step()
+
         try:
             while True:
-                try:
-                    if time.monotonic() >= next_maintenance:
-                        await self.maintain()
-                        next_maintenance = time.monotonic() + MAINTENANCE_S
-                    n = await self.step()
-                    attempt = 0
-                except _RETRIED as exc:
-                    # The store or the state database is away: nothing moved, try again.
-                    attempt += 1
-                    self.failures += 1
-                    delay = backoff_delay(attempt, 30.0)
-                    logger.error("legal log: batch failed, retrying in %.1f s: %s", delay, exc)
-                    await asyncio.sleep(delay)
-                    continue
+                n = await retry_while_unavailable(
+                    batch, what="write the legal log", failed=self._failed, errors=_RETRIED
+                )
                 if n < self.settings.batch:
                     await asyncio.sleep(self.settings.poll_s)
         finally:

@@ -41,15 +41,17 @@ async def retry_while_unavailable(
     what: str,
     failed: Callable[[], None] | None = None,
     cap_s: float = 30.0,
+    errors: tuple[type[Exception], ...] = UNAVAILABLE,
 ) -> T:
-    """Await ``op()`` until it does not fail with :data:`UNAVAILABLE`; each failure calls
-    ``failed`` (a counter), is logged as "cannot ``what``" and waits a jittered backoff of
-    at most ``cap_s`` seconds. Any other error propagates."""
+    """Await ``op()`` until it does not fail with one of ``errors`` (the database away,
+    by default); each failure calls ``failed`` (a counter), is logged as "cannot
+    ``what``" and waits a jittered backoff of at most ``cap_s`` seconds. Any other error
+    propagates."""
     attempt = 0
     while True:
         try:
             return await op()
-        except UNAVAILABLE as exc:
+        except errors as exc:
             if failed is not None:
                 failed()
             delay = backoff_delay(attempt, cap_s)

@@ -340,7 +340,7 @@ async def test_a_database_away_is_retried_not_fatal(controller: Controller, tmp_
 
     with (
         mock.patch.object(outbox, "pending", pending),
-        mock.patch("controller.legal.consumer.backoff_delay", return_value=0.01),
+        mock.patch("controller.storage.db.backoff_delay", return_value=0.01),
     ):
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(consumer.run(), name="legal.consumer")
