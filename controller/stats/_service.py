@@ -283,7 +283,6 @@ class StatsService:
         after the day ended, so every event written during the day has been read by then.
         """
         now = self.clock()
-        await self._refresh_optout()
         handled = 0
         while True:
             async with self.db.connect() as conn:
@@ -296,6 +295,10 @@ class StatsService:
                         .limit(limit)
                     )
                 ).all()
+            # Read after the events: an opt-out is stored before its session's first
+            # event, so every opt-out preceding these events is known (read before them,
+            # one stored in between would be missed and its session counted).
+            await self._refresh_optout()
             for r in rows:
                 self.pipeline.observe(
                     ap_id=r.ap_id,
