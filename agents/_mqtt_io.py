@@ -13,12 +13,13 @@ import logging
 import random
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 __all__ = ["LinkOptions", "MqttLink", "backoff_delay"]
 
@@ -64,6 +65,7 @@ class MqttLink:
         on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
         on_disconnect: Callable[[MqttLink], None] | None = None,
         on_publish: Callable[[int], None] | None = None,
+        on_subscribe: Callable[[int, list[ReasonCode]], None] | None = None,
         will: Will | None = None,
     ) -> None:
         self.options = options
@@ -79,6 +81,7 @@ class MqttLink:
         self._user_on_message = on_message
         self._user_on_disconnect = on_disconnect
         self._user_on_publish = on_publish
+        self._user_on_subscribe = on_subscribe
         self._attempt = 0
         self._grace = 10
         protocol = mqtt.MQTTv5 if options.mqtt5 else mqtt.MQTTv311
@@ -107,6 +110,8 @@ class MqttLink:
         self.client.on_message = self._on_message
         if on_publish is not None:
             self.client.on_publish = self._on_publish
+        if on_subscribe is not None:
+            self.client.on_subscribe = self._on_subscribe
 
     # paho callbacks (network thread) -------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -134,6 +139,13 @@ class MqttLink:
         # QoS 1: called when the broker's PUBACK for ``mid`` arrived (MQTT 3.1.1 §4.3.2).
         assert self._user_on_publish is not None
         self._user_on_publish(mid)
+
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
+    ) -> None:
+        # The broker's SUBACK: one reason code per filter, a failure when it refused it.
+        assert self._user_on_subscribe is not None
+        self._user_on_subscribe(mid, reasons)
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self._user_on_message is None:
@@ -215,9 +227,16 @@ class MqttLink:
         with self._io_lock:
             return self.client.publish(topic, payload, qos=qos, retain=retain)
 
-    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
-        """Subscribe (call from ``on_connect`` so it is renewed after each reconnect)."""
-        self.client.subscribe(topic_filter, qos=qos)
+    def subscribe(self, topic_filters: str | Sequence[str], qos: int = 1) -> int | None:
+        """Subscribe to one or several filters in one SUBSCRIBE packet (call from
+        ``on_connect`` so that it is renewed after each reconnect); returns the packet's
+        id, which ``on_subscribe`` receives with the broker's answer, or None when the
+        packet could not be sent (the connection dropped: the next one subscribes)."""
+        filters = [topic_filters] if isinstance(topic_filters, str) else list(topic_filters)
+        rc, mid = self.client.subscribe([(f, qos) for f in filters])
+        if mid is None:
+            logger.warning("subscription not sent: %s", mqtt.error_string(rc))
+        return mid
 
     def ack(self, mid: int, qos: int) -> None:
         """Send the PUBACK of a message received with ``manual_ack``."""

@@ -5,6 +5,12 @@ paho's network thread never touches the event loop except through
 reading the socket, and TCP backpressure reaches the broker (nothing is dropped).
 Messages are acknowledged to the broker (manual PUBACK) only after the controller has
 stored their effects, so a crash before that gets them redelivered.
+
+The bridge is *subscribed* once the broker's SUBACK grants every agent topic: before
+that, what an agent publishes has no subscriber and the broker drops it (MQTT 3.1.1
+§3.3.5); a persistent session (``clean_session=False``) keeps the subscription from
+then on, across restarts of the controller. A refused filter (the broker's ACL) is
+logged as an error and counted: nothing of that topic would ever arrive.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agents._mqtt_io import LinkOptions, MqttLink
 from agents.contract import AGENT_KINDS, controller_subscription
@@ -59,6 +67,11 @@ class Bridge:
         self.settings = settings
         self.queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=settings.queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.filters = [controller_subscription(k, settings.share_group) for k in AGENT_KINDS]
+        # Set when the broker has granted every filter on the current connection.
+        self.subscribed = threading.Event()
+        self.subscriptions_refused = 0
+        self._subscribe_mid: int | None = None
         self.link = MqttLink(
             link_options(
                 settings,
@@ -70,11 +83,29 @@ class Bridge:
             ),
             on_connect=self._on_connect,
             on_message=self._on_message,
+            on_disconnect=lambda link: self.subscribed.clear(),
+            on_subscribe=self._on_subscribe,
         )
 
     def _on_connect(self, link: MqttLink) -> None:
-        for kind in AGENT_KINDS:
-            link.subscribe(controller_subscription(kind, self.settings.share_group), qos=1)
+        self.subscribed.clear()
+        self._subscribe_mid = link.subscribe(self.filters, qos=1)
+
+    def _on_subscribe(self, mid: int, reasons: list[ReasonCode]) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [f for f, r in zip(self.filters, reasons, strict=False) if r.is_failure]
+        if refused or len(reasons) != len(self.filters):
+            self.subscriptions_refused += 1
+            logger.error(
+                "the broker refused the subscription to %s: no message of these topics "
+                "reaches the controller (check the broker's ACL for %s)",
+                ", ".join(refused) or f"{len(self.filters) - len(reasons)} filters",
+                self.settings.username or "this client",
+            )
+            return
+        self.subscribed.set()
+        logger.info("subscribed to the agents' topics (%d filters)", len(self.filters))
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         loop = self._loop
@@ -95,6 +126,10 @@ class Bridge:
         """Connect (in the background) and start feeding :attr:`queue`."""
         self._loop = asyncio.get_running_loop()
         self.link.start()
+
+    async def wait_subscribed(self, within_s: float) -> bool:
+        """Wait until the broker has granted every agent topic; False after ``within_s``."""
+        return await asyncio.to_thread(self.subscribed.wait, within_s)
 
     def ack(self, item: Incoming) -> None:
         """Acknowledge a processed message to the broker."""

@@ -445,6 +445,11 @@ async def run_demo(
             # still listens, then the controller records it, then the rest closes.
             stack.push_async_callback(wait_offline, controller, ap_ids, GOODBYE_WAIT_S)
             stack.push_async_callback(fleet.stop)
+            # Agents start once the controller listens: a message published before its
+            # subscription would have no subscriber, and the broker would drop it.
+            assert controller.bridge is not None
+            if not await controller.bridge.wait_subscribed(CONNECT_WAIT_S):
+                logger.warning("the controller is not subscribed to the agents' topics yet")
             fleet.start()
             if not await fleet.wait_connected(CONNECT_WAIT_S):
                 logger.warning(

@@ -525,6 +525,13 @@ async def run_mqtt(
                 tg.create_task(stats.run(), name="simulate.stats"),
             ]
             try:
+                # A message published before the bridge's subscription would be dropped
+                # by the broker (no subscriber yet): the agents wait for it.
+                if not await bridge.wait_subscribed(30.0):
+                    raise SimulationError(
+                        "le contrôleur ne s'abonne pas aux messages des agents / "
+                        "the controller cannot subscribe to the agents' topics"
+                    )
                 sim.start_agents()
                 await sim.wait_connected()
                 await sim.settle()

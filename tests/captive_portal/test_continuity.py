@@ -82,7 +82,7 @@ async def ctl(mosquitto: Any, tmp_path: Path) -> AsyncIterator[Controller]:
         )
         await controller.registry.add_access_point(AP_A, "46201", "Rocamadour")
         await controller.registry.add_access_point(AP_B, "46042", "Cahors")
-        await until(lambda: controller.bridge and controller.bridge.link.connected.is_set())
+        await until(lambda: controller.bridge and controller.bridge.subscribed.is_set())
         yield controller
 
 

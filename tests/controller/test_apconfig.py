@@ -190,6 +190,8 @@ async def ctl(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[Contr
     async with open_controller(settings, backoff_cap_s=1.0) as (controller, _tg):
         await controller.registry.add_communes([Commune("46201", "Rocamadour", 1.6, 44.8)])
         await controller.registry.add_access_point(AP, "46201", "test")
+        assert controller.bridge is not None
+        assert await controller.bridge.wait_subscribed(30), "controller never subscribed"
         yield controller
     await asyncio.to_thread(clear_status, mosquitto)
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
+import logging
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -14,16 +18,25 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from agents.agent import Agent
 from agents.config import AgentConfig
-from agents.contract import AuthorizeArgs, DeauthorizeArgs, topic
+from agents.contract import (
+    AGENT_KINDS,
+    AuthorizeArgs,
+    DeauthorizeArgs,
+    controller_subscription,
+    topic,
+)
 from agents.gateway import SimulatedGateway
+from controller.bridge import Bridge
 from controller.config import Settings, load_settings
 from controller.main import open_controller
 from controller.registry import Commune
 from controller.service import Controller
 from controller.storage.schema import access_points, sessions
+from tests.testbed import MosquittoBroker
 
 pytestmark = [pytest.mark.broker]
 
@@ -90,7 +103,7 @@ async def connected_controller(
     async with open_controller(settings, backoff_cap_s=1.0) as (controller, _tg):
         await controller.registry.add_communes(list(communes))
         await controller.registry.add_access_point(ap_id, communes[0].insee, "test")
-        await until(lambda: controller.bridge and controller.bridge.link.connected.is_set())
+        await until(lambda: controller.bridge and controller.bridge.subscribed.is_set())
         yield controller
 
 
@@ -379,3 +392,95 @@ def publish_raw(broker: Any, messages: list[tuple[str, bytes]], retain: bool = F
     finally:
         pub.loop_stop()
         pub.disconnect()
+
+
+async def _topics_until(bridge: Bridge, wanted: set[str], within: float = 10.0) -> set[str]:
+    """Read the bridge's queue (acknowledging) until ``wanted`` arrived or time runs out;
+    other topics (retained statuses left by earlier tests) are skipped."""
+    seen: set[str] = set()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while not wanted <= seen:
+                item = await bridge.queue.get()
+                bridge.ack(item)
+                seen.add(item.topic)
+    return seen & wanted
+
+
+async def test_once_subscribed_every_agent_topic_is_delivered(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    """``subscribed`` is set by the broker's SUBACK: a message published on any of the
+    agents' topics right after it reaches the controller (``borne demo``, the simulator
+    and the tests start agents on this signal, since the broker drops what has no
+    subscriber yet)."""
+    bridge = Bridge(broker_settings(mosquitto, tmp_path).mqtt, backoff_cap_s=1.0)
+    bridge.start()
+    try:
+        assert await bridge.wait_subscribed(20)
+        assert bridge.subscriptions_refused == 0
+        wanted = {topic("ap-subscribed", kind) for kind in AGENT_KINDS}
+        await asyncio.to_thread(publish_raw, mosquitto, [(t, b"{}") for t in sorted(wanted)])
+        assert await _topics_until(bridge, wanted) == wanted
+    finally:
+        await bridge.aclose()
+    assert not bridge.subscribed.is_set()
+
+
+DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+
+
+@pytest.fixture
+def reading_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A broker with mosquitto's dynamic security plugin (its ``acl_file`` grants every
+    subscription and filters on delivery): the login ``ctl`` / ``ctl-password`` may
+    subscribe to the agents' topics but their acknowledgements."""
+    if not DYNSEC_PLUGIN.exists():
+        pytest.skip(f"missing prerequisite: {DYNSEC_PLUGIN} (Debian package mosquitto)")
+    config = tmp_path / "dynsec.json"
+    subprocess.run(
+        ["mosquitto_ctrl", "dynsec", "init", str(config), "ctl", "ctl-password"],
+        check=True,
+        capture_output=True,
+    )
+    dynsec = json.loads(config.read_text())
+    (role,) = dynsec["roles"]
+    role["acls"] = [
+        {"acltype": "subscribePattern", "topic": controller_subscription(k), "allow": True}
+        for k in AGENT_KINDS
+        if k != "ack"
+    ]
+    config.write_text(json.dumps(dynsec))
+    broker = MosquittoBroker(
+        tmp_path / "broker",
+        extra_conf=[
+            f"plugin {DYNSEC_PLUGIN}",
+            f"plugin_opt_config_file {config}",
+            "user root",  # the plugin's file is in the test's private directory
+        ],
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def test_a_subscription_refused_by_the_broker_is_an_error_not_silence(
+    reading_broker: MosquittoBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker that does not let the controller read the agents' acknowledgements
+    answers the SUBSCRIBE with a failure code: the bridge counts it, logs the filter as an
+    error, and does not report itself subscribed."""
+    settings = broker_settings(reading_broker, tmp_path)
+    mqtt = settings.mqtt.model_copy(
+        update={"username": "ctl", "password": SecretStr("ctl-password")}
+    )
+    bridge = Bridge(mqtt, backoff_cap_s=1.0)
+    try:
+        with caplog.at_level(logging.ERROR, logger="controller.bridge"):
+            bridge.start()
+            await until(lambda: bridge.subscriptions_refused, what="the broker's SUBACK")
+        assert not await bridge.wait_subscribed(0.5)
+        assert controller_subscription("ack") in caplog.text
+        assert controller_subscription("clients") not in caplog.text
+    finally:
+        await bridge.aclose()

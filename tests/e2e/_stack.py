@@ -287,7 +287,8 @@ class ControllerProcess:
         self._proc = spawn([*BORNE, "controller", "-c", str(self.conf)], self.log)
 
     def wait_connected(self, timeout: float = 30) -> None:
-        """Wait until the current run has logged its connection to the broker."""
+        """Wait until the current run has logged that the broker granted its subscription
+        to the agents' topics (before, what an agent publishes reaches no one)."""
 
         def run_log() -> bytes:
             with self.log.open("rb") as fh:
@@ -295,9 +296,9 @@ class ControllerProcess:
                 return fh.read()
 
         wait_for(
-            lambda: b"connected to" in run_log(),
+            lambda: b"subscribed to the agents' topics" in run_log(),
             timeout=timeout,
-            message="controller connected to the broker",
+            message="controller subscribed to the agents' topics",
         )
 
     def wait_for(
@@ -401,6 +402,7 @@ def authorize_then_kill(
             controller.kill()
     for info in infos:
         info.wait_for_publish(10)
+        assert info.is_published(), f"the broker did not acknowledge message {info.mid}"
 
 
 def hotspot_for_portal(
