@@ -220,3 +220,48 @@ def test_each_ap_publishes_only_under_its_own_id_and_bad_logins_fail(
     finally:
         for client in (ctl, ap, intruder, unenrolled):
             client.close()
+
+
+def test_the_broker_holds_more_than_mosquitto_s_default_for_an_absent_controller(
+    broker: tuple[int, dict[str, str]],
+) -> None:
+    """The controller's persistent session, away while an AP publishes 1,500 messages
+    (mosquitto's default queue holds 1,000 and drops the rest, already acknowledged to
+    the AP), gets every one of them when it comes back."""
+    port, passwords = broker
+    n = 1500
+    topic = "borne/v1/ap/ap-46201-01/acct"
+    received: list[bytes] = []
+    subscribed = threading.Event()
+
+    def controller() -> mqtt.Client:
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="borne-controller-queue", clean_session=False
+        )
+        c.username_pw_set("borne-controller", CONTROLLER_PW)
+        c.on_message = lambda _c, _u, m: received.append(bytes(m.payload))
+        c.on_subscribe = lambda _c, _u, _mid, _r, _p: subscribed.set()
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        return c
+
+    ctl = controller()
+    ctl.subscribe(topic, qos=1)
+    assert subscribed.wait(10)
+    ctl.disconnect()
+    ctl.loop_stop()
+    ap = Client(port, "ap-46201-01", passwords["ap-46201-01"])
+    try:
+        infos = [ap.c.publish(topic, str(i).encode(), qos=1) for i in range(n)]
+        for info in infos:
+            info.wait_for_publish(10)
+        assert all(info.is_published() for info in infos)
+    finally:
+        ap.close()
+    ctl = controller()
+    try:
+        wait_for(lambda: len(received) >= n, timeout=30, message=f"{n} queued messages")
+    finally:
+        ctl.disconnect()
+        ctl.loop_stop()
+    assert sorted(int(p) for p in received) == list(range(n))
