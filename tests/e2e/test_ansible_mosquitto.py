@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ def broker_dir(
                             "borne_mosquitto_listen_address": "127.0.0.1",
                             "borne_mosquitto_controller_password": CONTROLLER_PW,
                             "borne_mosquitto_logins_source": source,
+                            # Seconds: the crash test waits for one write.
+                            "borne_mosquitto_autosave_interval": 1,
                         }
                     }
                 },
@@ -119,29 +122,40 @@ def broker_dir(
     yield conf_dir, port, passwords
 
 
+def run_broker(conf_dir: Path, tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """A real mosquitto running the role's configuration, with persistence on (as
+    Debian's ``mosquitto.conf`` sets it) in ``tmp_path/persistence``."""
+    store = tmp_path / "persistence"
+    store.mkdir(exist_ok=True)
+    main = tmp_path / "mosquitto.conf"
+    # "user root": the test's files live in a 0700 tmp dir the mosquitto user cannot read.
+    main.write_text(
+        f"user root\nlog_dest stdout\npersistence true\npersistence_location {store}/\n"
+        f"include_dir {conf_dir / 'conf.d'}\n"
+    )
+    with (tmp_path / "mosquitto.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(main)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    wait_for(lambda: _port_open(port) or proc.poll() is not None, timeout=10)
+    assert proc.poll() is None, (tmp_path / "mosquitto.log").read_text()
+    return proc
+
+
 @pytest.fixture
 def broker(
     broker_dir: tuple[Path, int, dict[str, str]], tmp_path: Path
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """A real mosquitto running the role's configuration; yields its port and AP passwords."""
     conf_dir, port, passwords = broker_dir
-    main = tmp_path / "mosquitto.conf"
-    # "user root": the test's files live in a 0700 tmp dir the mosquitto user cannot read.
-    main.write_text(f"user root\nlog_dest stdout\ninclude_dir {conf_dir / 'conf.d'}\n")
-    log = (tmp_path / "mosquitto.log").open("wb")
-    proc = subprocess.Popen(
-        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(main)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = run_broker(conf_dir, tmp_path, port)
     try:
-        wait_for(lambda: _port_open(port) or proc.poll() is not None, timeout=10)
-        assert proc.poll() is None, (tmp_path / "mosquitto.log").read_text()
         yield port, passwords
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        log.close()
 
 
 def _port_open(port: int) -> bool:
@@ -222,13 +236,14 @@ def test_each_ap_publishes_only_under_its_own_id_and_bad_logins_fail(
             client.close()
 
 
-def test_the_broker_holds_more_than_mosquitto_s_default_for_an_absent_controller(
-    broker: tuple[int, dict[str, str]],
+def test_the_broker_keeps_more_than_mosquitto_s_default_for_an_absent_controller_and_a_crash(
+    broker_dir: tuple[Path, int, dict[str, str]], tmp_path: Path
 ) -> None:
-    """The controller's persistent session, away while an AP publishes 1,500 messages
+    """The controller's persistent session is away while an AP publishes 1,500 messages
     (mosquitto's default queue holds 1,000 and drops the rest, already acknowledged to
-    the AP), gets every one of them when it comes back."""
-    port, passwords = broker
+    the AP); the broker is then killed with SIGKILL after one of its writes to disk and
+    started again: the controller, back, gets every one of the 1,500."""
+    conf_dir, port, passwords = broker_dir
     n = 1500
     topic = "borne/v1/ap/ap-46201-01/acct"
     received: list[bytes] = []
@@ -245,23 +260,39 @@ def test_the_broker_holds_more_than_mosquitto_s_default_for_an_absent_controller
         c.loop_start()
         return c
 
-    ctl = controller()
-    ctl.subscribe(topic, qos=1)
-    assert subscribed.wait(10)
-    ctl.disconnect()
-    ctl.loop_stop()
-    ap = Client(port, "ap-46201-01", passwords["ap-46201-01"])
+    proc = run_broker(conf_dir, tmp_path, port)
     try:
-        infos = [ap.c.publish(topic, str(i).encode(), qos=1) for i in range(n)]
-        for info in infos:
-            info.wait_for_publish(10)
-        assert all(info.is_published() for info in infos)
-    finally:
-        ap.close()
-    ctl = controller()
-    try:
-        wait_for(lambda: len(received) >= n, timeout=30, message=f"{n} queued messages")
-    finally:
+        ctl = controller()
+        ctl.subscribe(topic, qos=1)
+        assert subscribed.wait(10)
         ctl.disconnect()
         ctl.loop_stop()
+        ap = Client(port, "ap-46201-01", passwords["ap-46201-01"])
+        try:
+            infos = [ap.c.publish(topic, str(i).encode(), qos=1) for i in range(n)]
+            for info in infos:
+                info.wait_for_publish(10)
+            assert all(info.is_published() for info in infos)
+        finally:
+            ap.close()
+        saved = tmp_path / "persistence" / "mosquitto.db"
+        written = time.time()
+        # autosave_interval is 1 s in this inventory: wait for a write after the last PUBACK.
+        wait_for(
+            lambda: saved.exists() and saved.stat().st_mtime > written + 1,
+            timeout=10,
+            message="the broker's write to disk",
+        )
+        proc.kill()
+        proc.wait(timeout=10)
+        proc = run_broker(conf_dir, tmp_path, port)
+        ctl = controller()
+        try:
+            wait_for(lambda: len(received) >= n, timeout=30, message=f"{n} queued messages")
+        finally:
+            ctl.disconnect()
+            ctl.loop_stop()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
     assert sorted(int(p) for p in received) == list(range(n))
