@@ -50,23 +50,40 @@ class SkewEstimator:
     A message stamped ``ts`` by the AP and received at ``now`` reads ``ts - now = skew -
     delay``, the delay (network, broker queue, the agent's spool after an outage) being
     never negative: the largest reading of a window is the least delayed one, the best
-    estimate. Only live readings count: ``status`` ``online`` (written at connection)
+    estimate. Only live readings count: ``status`` ``online`` written at a connection
     and ``health`` (taken only while connected); a replayed ``acct`` or ``clients``
-    would read as a clock hours behind. A new boot starts a new window (a reboot may set
-    the clock). In memory: after a controller restart the window fills again.
+    would read as a clock hours behind, and so would the boot's first message, the
+    ``online`` status the agent writes as it starts, before connecting (``seq`` 1:
+    replayed from its spool when it started offline, it reads the outage as skew). A new
+    boot starts a new window (a reboot may set the clock). In memory: after a controller
+    restart the window fills again.
     """
 
     def __init__(self, window_s: float = SKEW_WINDOW_S) -> None:
         self.window_s = window_s
         self._samples: dict[str, collections.deque[tuple[float, float]]] = {}
 
-    def observe(self, ap_id: str, reading: float, now: float) -> float:
-        """Add ``ts - now`` of a live message; return the estimate."""
-        dq = self._samples.setdefault(ap_id, collections.deque(maxlen=_SKEW_SAMPLES))
+    def observe(self, ap_id: str, reading: float, now: float, prior: float | None = None) -> float:
+        """Add ``ts - now`` of a live message; return the estimate.
+
+        ``prior``: the estimate stored for the same boot, which seeds an empty window (a
+        restarted controller): the readings it meets first were delayed in the broker's
+        queue while it was down, and alone they would read the outage as skew.
+        """
+        dq = self._samples.get(ap_id)
+        if dq is None:
+            dq = self._samples[ap_id] = collections.deque(maxlen=_SKEW_SAMPLES)
+            if prior is not None:
+                dq.append((now, prior))
         dq.append((now, reading))
         while dq and dq[0][0] < now - self.window_s:
             dq.popleft()
         return max(r for _, r in dq)
+
+    def current(self, ap_id: str) -> float | None:
+        """The estimate without a new reading; None before the first one."""
+        dq = self._samples.get(ap_id)
+        return max(r for _, r in dq) if dq else None
 
     def reset(self, ap_id: str) -> None:
         """Forget an AP's readings (its agent started again)."""
@@ -136,7 +153,7 @@ class SessionLedger:
                 {k: v for k, v in asdict(msg).items() if k not in ("v", "ap", "sig")}
             )
             values["agent_version"] = msg.agent_version[:32]
-            values["clock_skew_s"] = self.skew.observe(ap.ap_id, skew, now)
+            values["clock_skew_s"] = self.skew.observe(ap.ap_id, skew, now, ap.clock_skew_s)
         elif isinstance(msg, AckMsg):
             await conn.execute(
                 commands.update()
@@ -180,13 +197,22 @@ class SessionLedger:
                 return
             values.update(state="offline", state_since=now)
             return
+        prior = ap.clock_skew_s
         if ap.boot != msg.boot:
             self.skew.reset(ap.ap_id)
+            prior = None
+        # seq 1 announces the boot, written before the agent connects; the status written
+        # at each connection follows it and reads the clock (SkewEstimator).
+        live = msg.seq > 1
         values.update(
             state="online",
             boot=msg.boot,
             agent_version=msg.agent_version[:32],
-            clock_skew_s=self.skew.observe(ap.ap_id, msg.ts - now, now),
+            clock_skew_s=(
+                self.skew.observe(ap.ap_id, msg.ts - now, now, prior)
+                if live
+                else self.skew.current(ap.ap_id)
+            ),
         )
         if ap.state != "online":
             values["state_since"] = now
@@ -324,10 +350,12 @@ class SessionLedger:
     ) -> None:
         gw_start = self._device_time(ap, e.session_start)
         row = await self._open_row(conn, ap.ap_id, e.mac)
+        # The gateway's own session start, as the AP's clock gives it, tells its sessions
+        # apart: corrected, it would move with each new estimate of the skew.
         if (
             row is not None
             and row.gw_session_start is not None
-            and (abs(row.gw_session_start - gw_start) > 1.0)
+            and (abs(row.gw_session_start - e.session_start) > 1.0)
         ):
             # The gateway started another session for this device: the old one is over.
             out.closed += await self._close_where(
@@ -336,7 +364,7 @@ class SessionLedger:
             row = None
         if row is None:
             await self._open_session(
-                conn, ap, msg, e.mac, e.ip, gw_start, gw_start, backfilled, _nat(e)
+                conn, ap, msg, e.mac, e.ip, gw_start, e.session_start, backfilled, _nat(e)
             )
             out.opened += 1
             row = await self._open_row(conn, ap.ap_id, e.mac)
@@ -349,7 +377,7 @@ class SessionLedger:
                 up_bytes=max(row.up_bytes, e.up_bytes),
                 down_bytes=max(row.down_bytes, e.down_bytes),
                 updated_at=max(row.updated_at, at),
-                gw_session_start=gw_start,
+                gw_session_start=e.session_start,
                 ip=e.ip,
                 **_nat(e),
             )

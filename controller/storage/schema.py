@@ -88,6 +88,7 @@ sessions = sa.Table(
     sa.Column("auth_method", sa.String(32), nullable=True),
     sa.Column("auth_ref", sa.String(64), nullable=True),
     sa.Column("boot", sa.String(32), nullable=True),
+    # The gateway's own session start, in the AP's clock (not corrected for its skew).
     sa.Column("gw_session_start", Time, nullable=True),
     sa.Column("started_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
