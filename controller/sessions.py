@@ -55,8 +55,8 @@ class SkewEstimator:
     would read as a clock hours behind, and so would the boot's first message, the
     ``online`` status the agent writes as it starts, before connecting (``seq`` 1:
     replayed from its spool when it started offline, it reads the outage as skew). A new
-    boot starts a new window (a reboot may set the clock). In memory: after a controller
-    restart the window fills again.
+    boot starts a new window (a reboot may set the clock). In memory: a restarted
+    controller seeds each window with the estimate it had stored (``prior``).
     """
 
     def __init__(self, window_s: float = SKEW_WINDOW_S) -> None:
