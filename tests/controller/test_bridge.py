@@ -36,7 +36,7 @@ from controller.main import open_controller
 from controller.registry import Commune
 from controller.service import Controller
 from controller.storage.schema import access_points, sessions
-from tests.testbed import MosquittoBroker
+from tests.testbed import MosquittoBroker, require
 
 pytestmark = [pytest.mark.broker]
 
@@ -436,7 +436,7 @@ def reading_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     subscription and filters on delivery): the login ``ctl`` / ``ctl-password`` may
     subscribe to the agents' topics but their acknowledgements."""
     if not DYNSEC_PLUGIN.exists():
-        pytest.skip(f"missing prerequisite: {DYNSEC_PLUGIN} (Debian package mosquitto)")
+        require(f"{DYNSEC_PLUGIN} (Debian package mosquitto)")
     config = tmp_path / "dynsec.json"
     subprocess.run(
         ["mosquitto_ctrl", "dynsec", "init", str(config), "ctl", "ctl-password"],
